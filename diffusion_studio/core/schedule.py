@@ -1,0 +1,124 @@
+"""Noise schedules: β_1 … β_T and every quantity derived from them, precomputed in float64.
+
+Arrays have shape [T] and are indexed by the paper's timestep as ``array[t - 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from diffusion_studio.errors import UsageError
+
+__all__ = ["ScheduleKind", "Schedule", "make_schedule", "parse_schedule_kind"]
+
+LINEAR_BETA_START = 1e-4
+LINEAR_BETA_END = 0.02
+COSINE_S = 0.008
+MAX_BETA = 0.999
+
+
+class ScheduleKind(str, Enum):
+    LINEAR = "linear"
+    COSINE = "cosine"
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A frozen DDPM schedule. Every array is read-only float64 of shape [T], index t-1."""
+
+    kind: ScheduleKind
+    T: int
+    betas: np.ndarray                           # β_t
+    alphas: np.ndarray                          # α_t = 1 − β_t
+    alphas_cumprod: np.ndarray                  # ᾱ_t = ∏_{i≤t} α_i
+    alphas_cumprod_prev: np.ndarray             # ᾱ_{t−1}, with ᾱ_0 = 1
+    sqrt_alphas_cumprod: np.ndarray             # √ᾱ_t
+    sqrt_one_minus_alphas_cumprod: np.ndarray   # √(1 − ᾱ_t)
+    posterior_variance: np.ndarray              # β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t
+    posterior_log_variance_clipped: np.ndarray  # log β̃_t with β̃_1 (= 0) replaced by β̃_2
+    posterior_mean_coef1: np.ndarray            # μ̃_t = coef1 · x_0 + coef2 · x_t  (DDPM eq. 7)
+    posterior_mean_coef2: np.ndarray
+    snr: np.ndarray                             # ᾱ_t / (1 − ᾱ_t)
+
+    def alpha_bar(self, t: int) -> float:
+        """ᾱ_t for t ∈ {0, …, T}, with ᾱ_0 = 1 (the clean image)."""
+        if t == 0:
+            return 1.0
+        return float(self.alphas_cumprod[t - 1])
+
+
+def parse_schedule_kind(kind: str | ScheduleKind) -> ScheduleKind:
+    """Turn 'linear' / 'cosine' into a ScheduleKind, or raise UsageError."""
+    try:
+        return ScheduleKind(kind)
+    except ValueError:
+        choices = ", ".join(k.value for k in ScheduleKind)
+        raise UsageError(f"unknown schedule {kind!r}; choose one of {choices}.") from None
+
+
+def _linear_betas(T: int) -> np.ndarray:
+    # DDPM §4: β linear from 1e-4 to 0.02 for T = 1000; for other T the endpoints are
+    # scaled by 1000/T (as in improved-diffusion) so that ᾱ_T stays close to the T=1000 value;
+    # for T ≤ 20 the scaled β would reach 1, so β is clipped at 0.999 as for the cosine schedule.
+    if T == 1000:
+        return np.linspace(LINEAR_BETA_START, LINEAR_BETA_END, T, dtype=np.float64)
+    scale = 1000.0 / T
+    betas = np.linspace(scale * LINEAR_BETA_START, scale * LINEAR_BETA_END, T, dtype=np.float64)
+    return np.minimum(betas, MAX_BETA)
+
+
+def _cosine_betas(T: int) -> np.ndarray:
+    # Improved DDPM eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2);
+    # β_t = 1 − ᾱ_t/ᾱ_{t−1}, clipped at 0.999 to avoid the singularity near t = T.
+    def f(t: float) -> float:
+        return math.cos((t / T + COSINE_S) / (1.0 + COSINE_S) * math.pi / 2.0) ** 2
+
+    betas = [min(1.0 - f(i + 1) / f(i), MAX_BETA) for i in range(T)]
+    return np.asarray(betas, dtype=np.float64)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    a.setflags(write=False)
+    return a
+
+
+def make_schedule(kind: str | ScheduleKind = "linear", T: int = 1000) -> Schedule:
+    """Build a linear (DDPM) or cosine (Improved DDPM) schedule with T steps."""
+    kind = parse_schedule_kind(kind)
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise UsageError(f"the number of diffusion steps T must be a positive integer, got {T!r}.")
+    T = int(T)
+    betas = _linear_betas(T) if kind is ScheduleKind.LINEAR else _cosine_betas(T)
+
+    alphas = 1.0 - betas
+    alphas_cumprod = np.cumprod(alphas)
+    alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
+    one_minus = 1.0 - alphas_cumprod
+    # DDPM eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I).
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / one_minus
+    # β̃_1 = 0, so its log is clipped to log β̃_2 (improved-diffusion); with T = 1, to log β_1.
+    first = posterior_variance[1] if T > 1 else betas[0]
+    posterior_log_variance_clipped = np.log(np.append(first, posterior_variance[1:]))
+    posterior_mean_coef1 = betas * np.sqrt(alphas_cumprod_prev) / one_minus
+    posterior_mean_coef2 = (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / one_minus
+
+    return Schedule(
+        kind=kind,
+        T=T,
+        betas=_frozen(betas),
+        alphas=_frozen(alphas),
+        alphas_cumprod=_frozen(alphas_cumprod),
+        alphas_cumprod_prev=_frozen(alphas_cumprod_prev),
+        sqrt_alphas_cumprod=_frozen(np.sqrt(alphas_cumprod)),
+        sqrt_one_minus_alphas_cumprod=_frozen(np.sqrt(one_minus)),
+        posterior_variance=_frozen(posterior_variance),
+        posterior_log_variance_clipped=_frozen(posterior_log_variance_clipped),
+        posterior_mean_coef1=_frozen(posterior_mean_coef1),
+        posterior_mean_coef2=_frozen(posterior_mean_coef2),
+        snr=_frozen(alphas_cumprod / one_minus),
+    )
