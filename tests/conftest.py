@@ -3,3 +3,124 @@
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+# --- tiny ONNX U-Net bundle (inference / cli tests) -------------------------------------------
+# A real, exported ONNX U-Net stand-in: a 2-conv net that reads all four named inputs
+# (x, t, context, context_mask), built with torch and exported at opset 17 with a dynamic batch.
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+TINY_SIZE, TINY_CHANNELS, TINY_TOKENS, TINY_DIM, TINY_T = 8, 3, 8, 384, 50
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tiny_unet_module(seed: int = 0):
+    """A tiny eps-network with the U-Net's signature (x, t, context, context_mask) -> eps."""
+    import torch
+
+    class TinyUNet(torch.nn.Module):
+        def __init__(self, hidden: int = 8) -> None:
+            super().__init__()
+            self.conv_in = torch.nn.Conv2d(TINY_CHANNELS, hidden, 3, padding=1)
+            self.time_proj = torch.nn.Linear(2, hidden)
+            self.text_proj = torch.nn.Linear(TINY_DIM, hidden)
+            self.conv_out = torch.nn.Conv2d(hidden, TINY_CHANNELS, 3, padding=1)
+
+        def forward(self, x, t, context, context_mask):
+            phase = t.to(torch.float32)[:, None] / TINY_T
+            t_emb = self.time_proj(torch.cat([torch.sin(phase), torch.cos(phase)], dim=1))
+            mask = context_mask[:, :, None]
+            pooled = (context * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # masked mean of tokens
+            h = self.conv_in(x) + t_emb[:, :, None, None] + self.text_proj(pooled)[:, :, None, None]
+            return self.conv_out(torch.nn.functional.silu(h))
+
+    torch.manual_seed(seed)
+    return TinyUNet().eval()
+
+
+def export_tiny_unet(module, path: Path, *, size: int = TINY_SIZE, tokens: int = TINY_TOKENS) -> None:
+    """torch.onnx.export (TorchScript exporter, opset 17) with a dynamic batch axis N."""
+    import io
+    import warnings
+
+    import torch
+
+    names = ["x", "t", "context", "context_mask"]
+    example = (
+        torch.zeros(2, TINY_CHANNELS, size, size),
+        torch.tensor([1, 2], dtype=torch.int64),
+        torch.zeros(2, tokens, TINY_DIM),
+        torch.ones(2, tokens),
+    )
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, example, buffer, input_names=names, output_names=["eps"], opset_version=17,
+            dynamo=False, dynamic_axes={name: {0: "N"} for name in [*names, "eps"]},
+        )
+    path.write_bytes(buffer.getvalue())
+
+
+def write_model_json(folder: Path, **overrides) -> dict:
+    """model.json for a bundle folder (hashes computed from the files present)."""
+    from diffusion_studio.paths import text_encoder_dir
+
+    enc = text_encoder_dir()
+    spec = {
+        "format": "diffusion-studio-bundle", "format_version": 1, "name": "tiny",
+        "image": {"size": TINY_SIZE, "channels": TINY_CHANNELS},
+        "diffusion": {"T": TINY_T, "schedule": "linear", "prediction": "epsilon"},
+        "sampler_defaults": {"sampler": "ddim", "steps": 4, "guidance": 2.0},
+        "unet": {"file": "unet.onnx", "fp16_file": None, "opset": 17, "parameters": 3619,
+                 "flops_per_forward": 100000},
+        "conditioning": {"text_encoder": "shared", "max_tokens": TINY_TOKENS, "embedding_dim": TINY_DIM,
+                         "text_encoder_sha256": _sha256(enc / "text_encoder.onnx"),
+                         "tokenizer_sha256": _sha256(enc / "tokenizer.json")},
+        "provenance": {"run": "tests", "step": 0, "weights": "ema", "metrics": {}, "exporter": "tests"},
+        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
+                  for p in sorted(folder.glob("*.onnx"))},
+    }
+    for key, value in overrides.items():
+        spec[key] = value
+    (folder / "model.json").write_text(json.dumps(spec, indent=2))
+    return spec
+
+
+@pytest.fixture(scope="session")
+def tiny_unet():
+    """The torch module behind the tiny bundle (same weights as its unet.onnx)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return tiny_unet_module()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_unet) -> Path:
+    """A complete tiny bundle folder: unet.onnx (8x8 RGB, L=8, T=50) + model.json, shared encoder."""
+    folder = tmp_path_factory.mktemp("bundles") / "tiny"
+    folder.mkdir()
+    export_tiny_unet(tiny_unet, folder / "unet.onnx")
+    write_model_json(folder)
+    return folder
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    """A function that copies the tiny bundle into tmp_path (to break it on purpose)."""
+
+    def copy(name: str = "tiny") -> Path:
+        target = tmp_path / name
+        shutil.copytree(tiny_bundle, target)
+        return target
+
+    return copy
