@@ -1,0 +1,133 @@
+"""`ImageView`: shows a small numpy image large, crisp on high-DPI screens.
+
+The model's images are tiny (32×32), so the view scales them up to fill the widget.
+Nearest-neighbour zoom uses whole multiples of the image size in *device* pixels, so
+every source pixel becomes an equal square on any devicePixelRatio; smooth zoom lets
+Qt filter. Transparent parts of the image show the palette's base colour, so the view
+follows the light or dark theme; the placeholder text uses the palette too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QPainter, QPalette, QPixmap
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+
+def qimage_from_array(image: np.ndarray) -> QImage:
+    """uint8 [H, W] / [H, W, 1|3|4] -> a QImage that owns its pixels (a deep copy)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"Expected a uint8 image, got {image.dtype}.")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        fmt, channels = QImage.Format.Format_Grayscale8, 1
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        channels = image.shape[2]
+        fmt = QImage.Format.Format_RGB888 if channels == 3 else QImage.Format.Format_RGBA8888
+    else:
+        raise ValueError(f"Expected an image [H, W, C] with C in 1, 3, 4, got {image.shape}.")
+    image = np.ascontiguousarray(image)
+    h, w = image.shape[:2]
+    return QImage(image.data, w, h, w * channels, fmt).copy()
+
+
+def fit_rect(image_size: QSize, area: QSize, dpr: float, smooth: bool) -> QRectF:
+    """Where (in logical pixels) an image of `image_size` is drawn centred in `area`.
+
+    Nearest: the largest whole scale in device pixels that fits (at least 1 device pixel
+    per image pixel, shrinking by fractions only if even that does not fit). Smooth: the
+    largest aspect-preserving fit.
+    """
+    iw, ih = image_size.width(), image_size.height()
+    if iw <= 0 or ih <= 0 or area.width() <= 0 or area.height() <= 0:
+        return QRectF()
+    fit = min(area.width() * dpr / iw, area.height() * dpr / ih)  # device pixels per image pixel
+    scale = fit if smooth or fit < 1 else math.floor(fit)
+    w, h = iw * scale / dpr, ih * scale / dpr
+    return QRectF((area.width() - w) / 2, (area.height() - h) / 2, w, h)
+
+
+class ImageView(QWidget):
+    """A read-only picture view over a numpy image (previews, results, history)."""
+
+    imageChanged = Signal()
+
+    def __init__(self, parent: QWidget | None = None, placeholder: str = "") -> None:
+        super().__init__(parent)
+        self._array: np.ndarray | None = None
+        self._image: QImage | None = None
+        self._smooth = False
+        self._placeholder = placeholder
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(160, 160)
+        self.setAutoFillBackground(False)
+        self.setAccessibleName("Image")
+
+    # --- state -----------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray | None) -> None:
+        """Show a uint8 image (or nothing: then the placeholder text)."""
+        if image is None:
+            self._array, self._image = None, None
+        else:
+            self._image = qimage_from_array(image)
+            self._array = np.array(image, copy=True)
+        self.update()
+        self.imageChanged.emit()
+
+    def image_array(self) -> np.ndarray | None:
+        """A copy of the shown image as given to `set_image`."""
+        return None if self._array is None else self._array.copy()
+
+    def qimage(self) -> QImage | None:
+        return None if self._image is None else QImage(self._image)
+
+    def pixmap(self) -> QPixmap | None:
+        return None if self._image is None else QPixmap.fromImage(self._image)
+
+    def set_smooth(self, smooth: bool) -> None:
+        """Smooth (bilinear) zoom instead of nearest-neighbour squares."""
+        self._smooth = bool(smooth)
+        self.update()
+
+    def is_smooth(self) -> bool:
+        return self._smooth
+
+    def set_placeholder(self, text: str) -> None:
+        self._placeholder = text
+        self.update()
+
+    def placeholder(self) -> str:
+        return self._placeholder
+
+    def image_rect(self) -> QRectF:
+        """The logical rectangle the image occupies in the widget (empty when none)."""
+        if self._image is None:
+            return QRectF()
+        return fit_rect(self._image.size(), self.size(), self.devicePixelRatioF(), self._smooth)
+
+    # --- Qt --------------------------------------------------------------------------------
+    def sizeHint(self) -> QSize:
+        return QSize(512, 512)
+
+    def paintEvent(self, event: object) -> None:
+        painter = QPainter(self)
+        try:
+            palette = self.palette()
+            painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Base))
+            if self._image is None:
+                if self._placeholder:
+                    painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
+                    margin = self.rect().adjusted(16, 16, -16, -16)
+                    painter.drawText(
+                        margin, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, self._placeholder
+                    )
+                return
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._smooth)
+            painter.drawImage(self.image_rect(), self._image)
+        finally:
+            painter.end()
