@@ -1,0 +1,82 @@
+"""Classifier-free guidance (Ho & Salimans 2022) with one batched network call per step.
+
+ε̂ = ε_u + w (ε_c − ε_u). The caller picks the "unconditional" context: the empty
+prompt's embedding, or a negative prompt's embedding, which then takes its place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from diffusion_studio.core.sampling import Denoiser, EpsFn
+from diffusion_studio.errors import UsageError
+
+__all__ = ["guided_eps_fn", "combine_guidance"]
+
+
+def combine_guidance(eps_uncond: np.ndarray, eps_cond: np.ndarray, w: float) -> np.ndarray:
+    """ε̂ = ε_u + w (ε_c − ε_u): w = 0 is unconditional, w = 1 conditional, w > 1 extrapolates."""
+    return (eps_uncond + np.float32(w) * (eps_cond - eps_uncond)).astype(np.float32)
+
+
+def _check_context(name: str, context: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    context = np.asarray(context, dtype=np.float32)
+    mask = np.asarray(mask, dtype=np.float32)
+    if context.ndim != 3:
+        raise UsageError(f"{name} must have shape [N, L, D], got {context.shape}.")
+    if mask.shape != context.shape[:2]:
+        raise UsageError(f"the mask of {name} must have shape {context.shape[:2]}, got {mask.shape}.")
+    return context, mask
+
+
+def _to_batch(name: str, array: np.ndarray, n: int) -> np.ndarray:
+    """Repeat a batch-1 array to batch n; any other batch size must equal n."""
+    if array.shape[0] == n:
+        return array
+    if array.shape[0] == 1:
+        return np.ascontiguousarray(np.broadcast_to(array, (n,) + array.shape[1:]))
+    raise UsageError(f"{name} has batch size {array.shape[0]} but the images have {n}.")
+
+
+def guided_eps_fn(
+    denoiser: Denoiser,
+    context: np.ndarray,
+    mask: np.ndarray,
+    uncond_context: np.ndarray,
+    uncond_mask: np.ndarray,
+    w: float,
+) -> EpsFn:
+    """An EpsFn that returns the guided ε̂ from ONE denoiser call on a [2N] batch.
+
+    Contexts of batch size 1 are repeated to the image batch N. With w = 1 only the
+    conditional half is evaluated (batch N), with w = 0 only the unconditional half.
+    """
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        raise UsageError(f"the guidance scale must be a non-negative number, got {w!r}.")
+    context, mask = _check_context("context", context, mask)
+    uncond_context, uncond_mask = _check_context("uncond_context", uncond_context, uncond_mask)
+    if context.shape[1:] != uncond_context.shape[1:]:
+        raise UsageError(
+            f"context and uncond_context must agree in [L, D], got {context.shape[1:]} and {uncond_context.shape[1:]}."
+        )
+    w = float(w)
+
+    def eps_fn(x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        n = x_t.shape[0]
+        if w == 1.0:
+            return denoiser(x_t, t, _to_batch("context", context, n), _to_batch("context", mask, n))
+        if w == 0.0:
+            return denoiser(
+                x_t, t, _to_batch("uncond_context", uncond_context, n), _to_batch("uncond_context", uncond_mask, n)
+            )
+        # One call: rows [0, N) unconditional, rows [N, 2N) conditional.
+        x2 = np.concatenate([x_t, x_t])
+        t2 = np.concatenate([t, t])
+        c2 = np.concatenate([_to_batch("uncond_context", uncond_context, n), _to_batch("context", context, n)])
+        m2 = np.concatenate([_to_batch("uncond_context", uncond_mask, n), _to_batch("context", mask, n)])
+        eps = np.asarray(denoiser(x2, t2, c2, m2), dtype=np.float32)
+        return combine_guidance(eps[:n], eps[n:], w)
+
+    return eps_fn

@@ -1,0 +1,256 @@
+"""Reverse-process samplers as pure step functions with one signature.
+
+Every step function maps x_t (at timestep t) and the network's ε(x_t, t) to the sample
+at an earlier timestep t_prev (0 means the clean image x_0):
+
+    step(schedule, x_t, eps, t, t_prev, state, rng, options) -> StepResult
+
+`state` carries what a multistep solver needs from earlier steps (it is a frozen value,
+returned anew); `rng` is the only source of noise. Coefficients are float64; arrays
+stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
+
+import numpy as np
+
+from diffusion_studio.core.schedule import Schedule
+from diffusion_studio.errors import UsageError
+
+__all__ = [
+    "SamplerKind",
+    "DdpmVariance",
+    "SamplerOptions",
+    "SolverState",
+    "StepResult",
+    "StepFn",
+    "SAMPLER_LABELS",
+    "parse_sampler",
+    "parse_ddpm_variance",
+    "make_timesteps",
+    "predict_x0",
+    "ddpm_step",
+    "ddim_step",
+    "dpmpp_2m_step",
+    "step_function",
+]
+
+
+class SamplerKind(str, Enum):
+    DDPM = "ddpm"
+    DDIM = "ddim"
+    DPMPP_2M = "dpmpp-2m"
+
+
+class DdpmVariance(str, Enum):
+    BETA = "beta"              # σ_t² = β_t  (DDPM §3.2, "fixed large")
+    BETA_TILDE = "beta_tilde"  # σ_t² = β̃_t (DDPM §3.2, "fixed small", the true posterior variance)
+
+
+# Names as AUTOMATIC1111 / ComfyUI users know them (written into PNG `parameters`).
+SAMPLER_LABELS: dict[SamplerKind, str] = {
+    SamplerKind.DDPM: "DDPM",
+    SamplerKind.DDIM: "DDIM",
+    SamplerKind.DPMPP_2M: "DPM++ 2M",
+}
+
+
+def parse_sampler(name: str | SamplerKind) -> SamplerKind:
+    """'ddpm' | 'ddim' | 'dpmpp-2m' (or their display labels) -> SamplerKind, else UsageError."""
+    if isinstance(name, SamplerKind):
+        return name
+    if isinstance(name, str):
+        key = name.strip().lower()
+        for kind in SamplerKind:
+            if key in (kind.value, kind.value.replace("-", "_"), SAMPLER_LABELS[kind].lower()):
+                return kind
+    choices = ", ".join(k.value for k in SamplerKind)
+    raise UsageError(f"unknown sampler {name!r}; choose one of {choices}.")
+
+
+def parse_ddpm_variance(name: str | DdpmVariance) -> DdpmVariance:
+    try:
+        return DdpmVariance(name)
+    except ValueError:
+        choices = ", ".join(v.value for v in DdpmVariance)
+        raise UsageError(f"unknown DDPM variance {name!r}; choose one of {choices}.") from None
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    clip_x0: bool = True
+    eta: float = 0.0
+    ddpm_variance: DdpmVariance = DdpmVariance.BETA
+
+
+@dataclass(frozen=True)
+class SolverState:
+    """History for multistep solvers: the previous step's x̂_0 and its λ = log(√ᾱ/√(1−ᾱ))."""
+
+    x0_prev: np.ndarray | None = None
+    lambda_prev: float | None = None
+
+
+@dataclass(frozen=True)
+class StepResult:
+    x_prev: np.ndarray   # the sample at t_prev (x_0 when t_prev = 0)
+    x0_pred: np.ndarray  # x̂_0 used by this step (clipped when options.clip_x0)
+    eps: np.ndarray      # ε consistent with x̂_0 (re-derived after clipping)
+    state: SolverState
+
+
+StepFn = Callable[
+    [Schedule, np.ndarray, np.ndarray, int, int, SolverState, np.random.Generator, SamplerOptions],
+    StepResult,
+]
+
+
+def make_timesteps(T: int, steps: int, t_start: int | None = None) -> np.ndarray:
+    """`steps` timesteps evenly spaced over [1, t_start] (default T), descending, t_start first.
+
+    int64 array; with steps == t_start it is t_start, t_start−1, …, 1.
+    """
+    t_start = T if t_start is None else t_start
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise UsageError(f"steps must be a positive integer, got {steps!r}.")
+    if not 1 <= t_start <= T:
+        raise UsageError(f"the starting timestep must lie in 1..{T}, got {t_start}.")
+    if steps > t_start:
+        raise UsageError(f"steps must be at most {t_start} for this schedule, got {steps}.")
+    # Spacing (t_start − 1)/(steps − 1) ≥ 1, so rounding never merges two timesteps.
+    ts = np.round(np.linspace(t_start, 1, int(steps))).astype(np.int64)
+    return ts
+
+
+def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def predict_x0(
+    schedule: Schedule, x_t: np.ndarray, eps: np.ndarray, t: int, clip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """x̂_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (eq. 4 inverted), optionally clipped to [−1, 1].
+
+    Returns (x0_pred, eps); when clipping changed x̂_0, ε is re-derived from it so that
+    x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε still holds (as improved-diffusion does).
+    """
+    a = math.sqrt(schedule.alpha_bar(t))
+    b = math.sqrt(1.0 - schedule.alpha_bar(t))
+    x_t64 = x_t.astype(np.float64)
+    x0 = (x_t64 - b * eps) / a
+    if clip:
+        x0 = np.clip(x0, -1.0, 1.0)
+        eps = ((x_t64 - a * x0) / b).astype(np.float32)
+    return x0.astype(np.float32), np.asarray(eps, dtype=np.float32)
+
+
+def ddpm_step(
+    schedule: Schedule,
+    x_t: np.ndarray,
+    eps: np.ndarray,
+    t: int,
+    t_prev: int,
+    state: SolverState,
+    rng: np.random.Generator,
+    options: SamplerOptions,
+) -> StepResult:
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), on any sub-sequence of timesteps."""
+    # 1. ᾱ at both ends; on a sub-sequence the step's effective β is 1 − ᾱ_t/ᾱ_{t_prev}.
+    ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    beta = 1.0 - ab_t / ab_prev
+    # 2. x̂_0 from ε (eq. 15), optionally clipped.
+    x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
+    # 3. posterior mean μ̃ (eq. 7); with unclipped x̂_0 it equals Algorithm 2's
+    #    1/√α_t (x_t − β_t/√(1−ᾱ_t) ε).
+    coef1 = math.sqrt(ab_prev) * beta / (1.0 - ab_t)
+    coef2 = math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab_t)
+    mean = coef1 * x0.astype(np.float64) + coef2 * x_t.astype(np.float64)
+    # 4. x_{t−1} = μ̃ + σ_t z, σ_t² = β_t or β̃_t (§3.2); no noise on the final step (z = 0 at t = 1).
+    if t_prev > 0:
+        if options.ddpm_variance is DdpmVariance.BETA:
+            var = beta
+        else:
+            var = beta * (1.0 - ab_prev) / (1.0 - ab_t)
+        mean = mean + math.sqrt(var) * _noise(rng, x_t.shape)
+    return StepResult(mean.astype(np.float32), x0, eps, state)
+
+
+def ddim_step(
+    schedule: Schedule,
+    x_t: np.ndarray,
+    eps: np.ndarray,
+    t: int,
+    t_prev: int,
+    state: SolverState,
+    rng: np.random.Generator,
+    options: SamplerOptions,
+) -> StepResult:
+    """DDIM (Song et al. 2021, eq. 12); η = 0 is deterministic, η = 1 is DDPM-like."""
+    ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    # 1. "predicted x_0" term of eq. 12.
+    x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
+    # 2. σ_t(η) = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1})  (eq. 16).
+    sigma = options.eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * math.sqrt(1.0 - ab_t / ab_prev)
+    # 3. "direction pointing to x_t": √(1 − ᾱ_{t−1} − σ_t²) ε.
+    direction = math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0))
+    x_prev = math.sqrt(ab_prev) * x0.astype(np.float64) + direction * eps.astype(np.float64)
+    # 4. random noise σ_t z.
+    if sigma > 0.0:
+        x_prev = x_prev + sigma * _noise(rng, x_t.shape)
+    return StepResult(x_prev.astype(np.float32), x0, eps, state)
+
+
+def _lambda(ab: float) -> float:
+    """Half log-SNR λ = log(α/σ) with α = √ᾱ, σ = √(1 − ᾱ)  (Lu et al. 2022, §2)."""
+    return 0.5 * (math.log(ab) - math.log1p(-ab))
+
+
+def dpmpp_2m_step(
+    schedule: Schedule,
+    x_t: np.ndarray,
+    eps: np.ndarray,
+    t: int,
+    t_prev: int,
+    state: SolverState,
+    rng: np.random.Generator,
+    options: SamplerOptions,
+) -> StepResult:
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, data prediction, deterministic."""
+    # 1. data prediction x_θ(x_t, t) = x̂_0.
+    x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
+    ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    lam_t = _lambda(ab_t)
+    new_state = SolverState(x0_prev=x0, lambda_prev=lam_t)
+    # 2. the last step lands on t = 0 where σ = 0 and λ = ∞: the first-order update is x̂_0 itself.
+    if t_prev == 0:
+        return StepResult(x0.copy(), x0, eps, new_state)
+    alpha_prev, sigma_t, sigma_prev = math.sqrt(ab_prev), math.sqrt(1.0 - ab_t), math.sqrt(1.0 - ab_prev)
+    h = _lambda(ab_prev) - lam_t
+    # 3. second order when a previous x̂_0 exists: D = (1 + 1/(2r)) x̂_0 − 1/(2r) x̂_0^{prev},
+    #    r = h_{i−1}/h_i. First order (D = x̂_0, the DDIM step) on the first step and on the
+    #    final jump into t = 1: time-uniform steps make that jump span most of the λ range
+    #    (r ≪ 1), where the second-order extrapolation overshoots (diffusers' lower_order_final).
+    d = x0.astype(np.float64)
+    if state.x0_prev is not None and state.lambda_prev is not None and t_prev > 1:
+        r = (lam_t - state.lambda_prev) / h
+        d = (1.0 + 0.5 / r) * d - (0.5 / r) * state.x0_prev.astype(np.float64)
+    # 4. x_{t_prev} = (σ_prev/σ_t) x_t − α_prev (e^{−h} − 1) D.
+    x_prev = (sigma_prev / sigma_t) * x_t.astype(np.float64) - alpha_prev * math.expm1(-h) * d
+    return StepResult(x_prev.astype(np.float32), x0, eps, new_state)
+
+
+_STEP_FUNCTIONS: dict[SamplerKind, StepFn] = {
+    SamplerKind.DDPM: ddpm_step,
+    SamplerKind.DDIM: ddim_step,
+    SamplerKind.DPMPP_2M: dpmpp_2m_step,
+}
+
+
+def step_function(sampler: str | SamplerKind) -> StepFn:
+    """The step function for a sampler name (UsageError for unknown names)."""
+    return _STEP_FUNCTIONS[parse_sampler(sampler)]

@@ -1,0 +1,160 @@
+"""The one sampling loop: a generator that drives any sampler and yields after every step.
+
+All noise (x_T and every z) comes from the `numpy.random.Generator` passed in, drawn on
+the CPU as float32, so a seed gives the same image with any backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+
+from diffusion_studio.core.forward import q_sample
+from diffusion_studio.core.samplers import (
+    SamplerOptions,
+    SolverState,
+    StepFn,
+    make_timesteps,
+    parse_ddpm_variance,
+    parse_sampler,
+    step_function,
+)
+from diffusion_studio.core.schedule import Schedule
+from diffusion_studio.errors import Cancelled, UsageError
+
+__all__ = ["Denoiser", "EpsFn", "Step", "sample", "img2img_timesteps"]
+
+
+class Denoiser(Protocol):
+    """A network ε_θ: (x [N,C,H,W] f32, t [N] int64, context [N,L,D] f32, mask [N,L] f32) -> ε."""
+
+    def __call__(
+        self, x: np.ndarray, t: np.ndarray, context: np.ndarray, context_mask: np.ndarray
+    ) -> np.ndarray: ...
+
+
+EpsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x_t, t[N]) -> eps
+
+
+@dataclass(frozen=True)
+class Step:
+    """One finished sampler step.
+
+    index: 0-based step number; count: number of steps in this run; t: the timestep the
+    network saw; x_t: the sample after the step (at timestep t_prev; the final x_0 after
+    the last step); x0_pred: the step's x̂_0; eps: the ε it used; t_prev: the timestep of x_t.
+    """
+
+    index: int
+    count: int
+    t: int
+    x_t: np.ndarray
+    x0_pred: np.ndarray
+    eps: np.ndarray
+    t_prev: int = 0
+
+
+def img2img_timesteps(T: int, steps: int, strength: float) -> np.ndarray:
+    """SDEdit timesteps: start at t = round(strength·T), run round(strength·steps) steps.
+
+    strength 1.0 gives exactly the text-to-image timesteps.
+    """
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
+        raise UsageError(f"strength must lie in (0, 1], got {strength!r}.")
+    make_timesteps(T, steps)  # validates steps against T
+    t_start = max(1, round(strength * T))
+    n = min(max(1, round(strength * steps)), t_start)
+    return make_timesteps(T, n, t_start)
+
+
+def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise UsageError(f"shape must be a tuple of positive integers, got {shape!r}.") from None
+    if len(shape) < 1 or any(s < 1 for s in shape):
+        raise UsageError(f"shape must be a tuple of positive integers, got {shape!r}.")
+    return shape
+
+
+def _check_init_image(init_image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    x0 = np.asarray(init_image, dtype=np.float32)
+    if x0.shape == shape[1:]:
+        x0 = np.broadcast_to(x0, shape)
+    if x0.shape != shape:
+        raise UsageError(f"init_image must have shape {shape} (or {shape[1:]}), got {x0.shape}.")
+    if not np.all(np.isfinite(x0)) or x0.min() < -1.0 - 1e-3 or x0.max() > 1.0 + 1e-3:
+        raise UsageError("init_image must hold finite values in [-1, 1].")
+    return np.clip(x0, -1.0, 1.0)
+
+
+def sample(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    *,
+    sampler: str = "dpmpp-2m",
+    steps: int = 20,
+    rng: np.random.Generator,
+    clip_x0: bool = True,
+    eta: float = 0.0,
+    ddpm_variance: str = "beta",
+    init_image: np.ndarray | None = None,
+    strength: float = 1.0,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Step]:
+    """Run the reverse process from x_T (or a noised init_image) to x_0, yielding a Step each step.
+
+    `should_stop` is checked before every network call; when it returns True the
+    generator raises `Cancelled`. Bad arguments raise `UsageError` here, before any step.
+    """
+    step_fn = step_function(sampler)
+    variance = parse_ddpm_variance(ddpm_variance)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise UsageError(f"eta must be a non-negative number, got {eta!r}.")
+    if not isinstance(rng, np.random.Generator):
+        raise UsageError("rng must be a numpy.random.Generator (for example numpy.random.default_rng(seed)).")
+    shape = _check_shape(shape)
+    timesteps = img2img_timesteps(schedule.T, steps, strength)
+    if init_image is None and strength < 1.0:
+        raise UsageError("a strength below 1 needs an init_image to start from.")
+    if init_image is not None:
+        init_image = _check_init_image(init_image, shape)
+    options = SamplerOptions(clip_x0=bool(clip_x0), eta=float(eta), ddpm_variance=variance)
+    return _run(eps_fn, schedule, shape, step_fn, timesteps, options, rng, init_image, should_stop)
+
+
+def _run(
+    eps_fn: EpsFn,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    step_fn: StepFn,
+    timesteps: np.ndarray,
+    options: SamplerOptions,
+    rng: np.random.Generator,
+    init_image: np.ndarray | None,
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[Step]:
+    # x_T ~ N(0, I) (Algorithm 2, line 1); SDEdit instead noises the input image to t_start.
+    z = rng.standard_normal(shape, dtype=np.float32)
+    # With strength 1 (timesteps start at T) x_T is pure noise, exactly as in text-to-image.
+    if init_image is not None and int(timesteps[0]) < schedule.T:
+        x = q_sample(schedule, init_image, int(timesteps[0]), z)
+    else:
+        x = z
+
+    state = SolverState()
+    count = len(timesteps)
+    for i, t in enumerate(int(v) for v in timesteps):
+        t_prev = int(timesteps[i + 1]) if i + 1 < count else 0
+        if should_stop is not None and should_stop():
+            raise Cancelled("sampling was cancelled.")
+        eps = np.asarray(eps_fn(x, np.full((shape[0],), t, dtype=np.int64)))
+        if eps.shape != x.shape:
+            raise UsageError(f"the denoiser returned eps of shape {eps.shape} for x of shape {x.shape}.")
+        result = step_fn(schedule, x, eps.astype(np.float32, copy=False), t, t_prev, state, rng, options)
+        x, state = result.x_prev, result.state
+        yield Step(index=i, count=count, t=t, x_t=x, x0_pred=result.x0_pred, eps=result.eps, t_prev=t_prev)
