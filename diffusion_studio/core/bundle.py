@@ -1,0 +1,343 @@
+"""The model bundle's `model.json` (format_version 1): schema, validation, serialisation.
+
+Every check names the field and the problem in one sentence, e.g.
+"model.json: field 'diffusion.T' must be a positive integer, got 'abc'."
+The ONNX graphs themselves are checked by `diffusion_studio.inference.bundle_loader`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from diffusion_studio.core.files import atomic_write_text, sha256_file
+from diffusion_studio.core.samplers import SamplerKind
+from diffusion_studio.core.schedule import ScheduleKind
+from diffusion_studio.errors import BundleError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODEL_JSON",
+    "ImageSpec",
+    "DiffusionSpec",
+    "SamplerDefaults",
+    "UNetSpec",
+    "ConditioningSpec",
+    "Provenance",
+    "FileEntry",
+    "BundleSpec",
+    "parse_model_json",
+    "read_model_json",
+    "write_model_json",
+    "sha256_file",
+]
+
+FORMAT = "diffusion-studio-bundle"
+FORMAT_VERSION = 1
+MODEL_JSON = "model.json"
+SHARED_TEXT_ENCODER = "shared"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    size: int      # H = W
+    channels: int  # 1, 3 or 4
+
+
+@dataclass(frozen=True)
+class DiffusionSpec:
+    T: int
+    schedule: ScheduleKind
+    prediction: str = "epsilon"
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    sampler: SamplerKind = SamplerKind.DPMPP_2M
+    steps: int = 20
+    guidance: float = 3.0
+
+
+@dataclass(frozen=True)
+class UNetSpec:
+    file: str
+    fp16_file: str | None
+    opset: int
+    parameters: int
+    flops_per_forward: int
+
+
+@dataclass(frozen=True)
+class ConditioningSpec:
+    text_encoder: str  # "shared" (resources/text_encoder/) or a file name inside the bundle
+    max_tokens: int
+    embedding_dim: int
+    text_encoder_sha256: str | None
+    tokenizer_sha256: str | None
+
+    @property
+    def shared(self) -> bool:
+        return self.text_encoder == SHARED_TEXT_ENCODER
+
+
+@dataclass(frozen=True)
+class Provenance:
+    run: str | None = None
+    step: int | None = None
+    weights: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    exporter: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept as they were
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    name: str
+    image: ImageSpec
+    diffusion: DiffusionSpec
+    sampler_defaults: SamplerDefaults
+    unet: UNetSpec
+    conditioning: ConditioningSpec
+    provenance: Provenance = field(default_factory=Provenance)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object for model.json; parse_model_json(spec.to_dict()) == spec."""
+        p = self.provenance
+        return {
+            "format": FORMAT,
+            "format_version": self.format_version,
+            "name": self.name,
+            "image": {"size": self.image.size, "channels": self.image.channels},
+            "diffusion": {
+                "T": self.diffusion.T,
+                "schedule": self.diffusion.schedule.value,
+                "prediction": self.diffusion.prediction,
+            },
+            "sampler_defaults": {
+                "sampler": self.sampler_defaults.sampler.value,
+                "steps": self.sampler_defaults.steps,
+                "guidance": self.sampler_defaults.guidance,
+            },
+            "unet": {
+                "file": self.unet.file,
+                "fp16_file": self.unet.fp16_file,
+                "opset": self.unet.opset,
+                "parameters": self.unet.parameters,
+                "flops_per_forward": self.unet.flops_per_forward,
+            },
+            "conditioning": {
+                "text_encoder": self.conditioning.text_encoder,
+                "max_tokens": self.conditioning.max_tokens,
+                "embedding_dim": self.conditioning.embedding_dim,
+                "text_encoder_sha256": self.conditioning.text_encoder_sha256,
+                "tokenizer_sha256": self.conditioning.tokenizer_sha256,
+            },
+            "provenance": {
+                **p.extra,
+                "run": p.run,
+                "step": p.step,
+                "weights": p.weights,
+                "metrics": dict(p.metrics),
+                "exporter": p.exporter,
+            },
+            "files": {name: {"sha256": e.sha256, "bytes": e.bytes} for name, e in self.files.items()},
+        }
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Checker:
+    """Reads fields of a JSON object and raises BundleError naming the dotted field path."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def fail(self, name: str, problem: str) -> BundleError:
+        return BundleError(f"{self.where}: field '{name}' {problem}.")
+
+    def get(self, obj: Mapping[str, Any], prefix: str, key: str, default: Any = _MISSING) -> Any:
+        if key not in obj:
+            if default is _MISSING:
+                raise self.fail(prefix + key, "is missing")
+            return default
+        return obj[key]
+
+    def obj(self, obj: Mapping[str, Any], prefix: str, key: str, default: Any = _MISSING) -> dict[str, Any]:
+        value = self.get(obj, prefix, key, default)
+        if not isinstance(value, dict):
+            raise self.fail(prefix + key, f"must be a JSON object, got {_show(value)}")
+        return value
+
+    def integer(self, obj: Mapping[str, Any], prefix: str, key: str, lo: int = 0, hi: int | None = None,
+            what: str = "a non-negative integer", nullable: bool = False, default: Any = _MISSING) -> int | None:
+        value = self.get(obj, prefix, key, default)
+        if value is None and nullable:
+            return None
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+        if not ok:
+            raise self.fail(prefix + key, f"must be {what}, got {_show(value)}")
+        return value
+
+    def number(self, obj: Mapping[str, Any], prefix: str, key: str, lo: float = 0.0) -> float:
+        value = self.get(obj, prefix, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lo or value == float("inf"):
+            raise self.fail(prefix + key, f"must be a finite number >= {lo:g}, got {_show(value)}")
+        return float(value)
+
+    def string(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False,
+            default: Any = _MISSING) -> str | None:
+        value = self.get(obj, prefix, key, default)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(prefix + key, f"must be a non-empty string{' or null' if nullable else ''}, got {_show(value)}")
+        return value
+
+    def choice(self, obj: Mapping[str, Any], prefix: str, key: str, choices: list[str]) -> str:
+        value = self.get(obj, prefix, key)
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise self.fail(prefix + key, f"must be one of {listed}, got {_show(value)}")
+        return value
+
+    def file_name(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False) -> str | None:
+        value = self.string(obj, prefix, key, nullable=nullable)
+        if value is not None and not _is_plain_name(value):
+            raise self.fail(prefix + key, f"must be a file name inside the bundle folder, got {_show(value)}")
+        return value
+
+    def sha256(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False) -> str | None:
+        value = self.get(obj, prefix, key, None if nullable else _MISSING)
+        if value is None and nullable:
+            return None
+        if not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
+            raise self.fail(prefix + key, f"must be a SHA-256 hex digest (64 hex digits), got {_show(value)}")
+        return value.lower()
+
+
+def _is_plain_name(name: str) -> bool:
+    return name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name and ":" not in name
+
+
+def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
+    """Validate a model.json object and build the BundleSpec; BundleError names the bad field."""
+    c = _Checker(where)
+    if not isinstance(data, dict):
+        raise BundleError(f"{where}: must hold a JSON object, got {type(data).__name__}.")
+    if c.get(data, "", "format") != FORMAT:
+        raise c.fail("format", f"must be {FORMAT!r}, got {_show(data['format'])}")
+    version = c.integer(data, "", "format_version", lo=1, what="a positive integer")
+    if version > FORMAT_VERSION:
+        raise c.fail("format_version", f"is {version}, newer than this app supports ({FORMAT_VERSION}); update Diffusion Studio")
+    name = c.string(data, "", "name")
+
+    img = c.obj(data, "", "image")
+    image = ImageSpec(
+        size=c.integer(img, "image.", "size", lo=1, hi=4096, what="an integer from 1 to 4096"),
+        channels=c.integer(img, "image.", "channels", lo=1, hi=4, what="1, 3 or 4"),
+    )
+    if image.channels == 2:
+        raise c.fail("image.channels", "must be 1, 3 or 4, got 2")
+    dif = c.obj(data, "", "diffusion")
+    diffusion = DiffusionSpec(
+        T=c.integer(dif, "diffusion.", "T", lo=1, what="a positive integer"),
+        schedule=ScheduleKind(c.choice(dif, "diffusion.", "schedule", [k.value for k in ScheduleKind])),
+        prediction=c.choice(dif, "diffusion.", "prediction", ["epsilon"]),
+    )
+    sd = c.obj(data, "", "sampler_defaults")
+    sampler_defaults = SamplerDefaults(
+        sampler=SamplerKind(c.choice(sd, "sampler_defaults.", "sampler", [k.value for k in SamplerKind])),
+        steps=c.integer(sd, "sampler_defaults.", "steps", lo=1, hi=diffusion.T,
+                    what=f"an integer from 1 to diffusion.T ({diffusion.T})"),
+        guidance=c.number(sd, "sampler_defaults.", "guidance"),
+    )
+    un = c.obj(data, "", "unet")
+    unet = UNetSpec(
+        file=c.file_name(un, "unet.", "file"),
+        fp16_file=c.file_name(un, "unet.", "fp16_file", nullable=True) if "fp16_file" in un else None,
+        opset=c.integer(un, "unet.", "opset", lo=7, what="an integer >= 7"),
+        parameters=c.integer(un, "unet.", "parameters"),
+        flops_per_forward=c.integer(un, "unet.", "flops_per_forward"),
+    )
+    co = c.obj(data, "", "conditioning")
+    text_encoder = c.string(co, "conditioning.", "text_encoder")
+    if text_encoder != SHARED_TEXT_ENCODER and not _is_plain_name(text_encoder):
+        raise c.fail("conditioning.text_encoder", f"must be 'shared' or a file name inside the bundle folder, got {_show(text_encoder)}")
+    conditioning = ConditioningSpec(
+        text_encoder=text_encoder,
+        max_tokens=c.integer(co, "conditioning.", "max_tokens", lo=2, hi=512, what="an integer from 2 to 512"),
+        embedding_dim=c.integer(co, "conditioning.", "embedding_dim", lo=1, what="a positive integer"),
+        text_encoder_sha256=c.sha256(co, "conditioning.", "text_encoder_sha256", nullable=True),
+        tokenizer_sha256=c.sha256(co, "conditioning.", "tokenizer_sha256", nullable=True),
+    )
+    pr = c.obj(data, "", "provenance", default={})
+    known = {"run", "step", "weights", "metrics", "exporter"}
+    provenance = Provenance(
+        run=c.string(pr, "provenance.", "run", nullable=True, default=None),
+        step=c.integer(pr, "provenance.", "step", nullable=True, default=None),
+        weights=c.string(pr, "provenance.", "weights", nullable=True, default=None),
+        metrics=dict(c.obj(pr, "provenance.", "metrics", default={})),
+        exporter=c.string(pr, "provenance.", "exporter", nullable=True, default=None),
+        extra={k: v for k, v in pr.items() if k not in known},
+    )
+    fi = c.obj(data, "", "files", default={})
+    files: dict[str, FileEntry] = {}
+    for fname, entry in fi.items():
+        if not _is_plain_name(fname):
+            raise c.fail(f"files.{fname}", "must name a file inside the bundle folder")
+        e = c.obj(fi, "files.", fname)
+        files[fname] = FileEntry(
+            sha256=c.sha256(e, f"files.{fname}.", "sha256"),
+            bytes=c.integer(e, f"files.{fname}.", "bytes"),
+        )
+    return BundleSpec(
+        name=name, image=image, diffusion=diffusion, sampler_defaults=sampler_defaults, unet=unet,
+        conditioning=conditioning, provenance=provenance, files=files, format_version=version,
+    )
+
+
+def _model_json_path(folder: str | os.PathLike[str]) -> Path:
+    path = Path(folder)
+    return path if path.name == MODEL_JSON and not path.is_dir() else path / MODEL_JSON
+
+
+def read_model_json(folder: str | os.PathLike[str]) -> BundleSpec:
+    """Read and validate `<folder>/model.json` (a path to model.json itself is accepted too)."""
+    path = _model_json_path(folder)
+    if not path.parent.is_dir():
+        raise BundleError(f"model bundle {str(path.parent)!r} does not exist or is not a folder.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"{str(path.parent)!r} is not a model bundle: it has no {MODEL_JSON}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BundleError(f"cannot read {str(path)!r}: {getattr(e, 'strerror', None) or e}.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    return parse_model_json(data, str(path))
+
+
+def write_model_json(folder: str | os.PathLike[str], spec: BundleSpec) -> Path:
+    """Write `<folder>/model.json` atomically (pretty-printed, UTF-8)."""
+    text = json.dumps(spec.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return atomic_write_text(Path(folder) / MODEL_JSON, text)
