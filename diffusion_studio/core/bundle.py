@@ -29,7 +29,6 @@ __all__ = [
     "UNetSpec",
     "ConditioningSpec",
     "Provenance",
-    "FileEntry",
     "BundleSpec",
     "parse_model_json",
     "read_model_json",
@@ -98,12 +97,6 @@ class Provenance:
 
 
 @dataclass(frozen=True)
-class FileEntry:
-    sha256: str
-    bytes: int
-
-
-@dataclass(frozen=True)
 class BundleSpec:
     name: str
     image: ImageSpec
@@ -112,8 +105,25 @@ class BundleSpec:
     unet: UNetSpec
     conditioning: ConditioningSpec
     provenance: Provenance = field(default_factory=Provenance)
-    files: dict[str, FileEntry] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"sha256": hex, "bytes": int}
     format_version: int = FORMAT_VERSION
+
+    # Flat read-only views of the nested fields, for callers that want one level.
+    image_size = property(lambda self: self.image.size)
+    channels = property(lambda self: self.image.channels)
+    T = property(lambda self: self.diffusion.T)
+    schedule = property(lambda self: self.diffusion.schedule)
+    prediction = property(lambda self: self.diffusion.prediction)
+    sampler = property(lambda self: self.sampler_defaults.sampler)
+    steps = property(lambda self: self.sampler_defaults.steps)
+    guidance = property(lambda self: self.sampler_defaults.guidance)
+    unet_file = property(lambda self: self.unet.file)
+    unet_fp16_file = property(lambda self: self.unet.fp16_file)
+    text_encoder = property(lambda self: self.conditioning.text_encoder)
+    max_tokens = property(lambda self: self.conditioning.max_tokens)
+    embedding_dim = property(lambda self: self.conditioning.embedding_dim)
+    text_encoder_sha256 = property(lambda self: self.conditioning.text_encoder_sha256)
+    tokenizer_sha256 = property(lambda self: self.conditioning.tokenizer_sha256)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for model.json; parse_model_json(spec.to_dict()) == spec."""
@@ -155,7 +165,7 @@ class BundleSpec:
                 "metrics": dict(p.metrics),
                 "exporter": p.exporter,
             },
-            "files": {name: {"sha256": e.sha256, "bytes": e.bytes} for name, e in self.files.items()},
+            "files": {name: dict(entry) for name, entry in self.files.items()},
         }
 
 
@@ -299,15 +309,15 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
         extra={k: v for k, v in pr.items() if k not in known},
     )
     fi = c.obj(data, "", "files", default={})
-    files: dict[str, FileEntry] = {}
-    for fname, entry in fi.items():
+    files: dict[str, dict[str, Any]] = {}
+    for fname in fi:
         if not _is_plain_name(fname):
             raise c.fail(f"files.{fname}", "must name a file inside the bundle folder")
         e = c.obj(fi, "files.", fname)
-        files[fname] = FileEntry(
-            sha256=c.sha256(e, f"files.{fname}.", "sha256"),
-            bytes=c.integer(e, f"files.{fname}.", "bytes"),
-        )
+        files[fname] = {
+            "sha256": c.sha256(e, f"files.{fname}.", "sha256"),
+            "bytes": c.integer(e, f"files.{fname}.", "bytes"),
+        }
     return BundleSpec(
         name=name, image=image, diffusion=diffusion, sampler_defaults=sampler_defaults, unet=unet,
         conditioning=conditioning, provenance=provenance, files=files, format_version=version,
