@@ -1,15 +1,86 @@
-"""`diffusion-studio eval` (placeholder until implemented)."""
+"""`diffusion-studio eval [BUNDLE]`: generate Shapes prompts, score them from the pixels, print a table.
+
+Accuracy per attribute (color, shape always; size, position, background when the prompt
+names them) against the quality bar of issue 6, the variety of omitted attributes, and the
+time per image. `--json` writes the full report (with every sample) atomically.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from diffusion_studio.errors import UsageError
 
+SAMPLER_CHOICES = ("ddpm", "ddim", "dpmpp-2m")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("eval", help="not implemented yet")
+    p = sub.add_parser(
+        "eval",
+        help="score a Shapes model: generate prompts, read the attributes back from the pixels",
+        description="Generate images for prompts drawn from the Shapes grammar and score background, "
+        "color, shape, size and position from the pixels.",
+    )
+    p.add_argument("bundle", nargs="?", default=None, metavar="BUNDLE",
+                   help="model bundle folder (default: the shipped Shapes model)")
+    p.add_argument("--n", type=int, default=300, help="number of prompts (default 300)")
+    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="default: the bundle's")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale w (default: the bundle's)")
+    p.add_argument("--seed", type=int, default=0, help="prompt draw and sampling seed (image i uses seed + i)")
+    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per network call (default 8)")
+    p.add_argument("--latency-images", type=int, default=3,
+                   help="images also timed one at a time through the app's pipeline (default 3)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="write the full report here")
+    p.add_argument("--save-images", type=Path, default=None, metavar="DIR", help="save every image as a PNG")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}.")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be at least 1, got {args.steps}.")
+    if args.guidance is not None and not args.guidance >= 0:  # also rejects NaN
+        raise UsageError(f"--guidance must be at least 0, got {args.guidance}.")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be at least 0, got {args.seed}.")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.latency_images < 0:
+        raise UsageError(f"--latency-images must be at least 0, got {args.latency_images}.")
+    if args.json is not None:
+        if args.json.is_dir():
+            raise UsageError(f"--json {args.json} is a folder; give a file name.")
+        if not args.json.parent.resolve().is_dir():
+            raise UsageError(f"The folder of --json {args.json} does not exist.")
+    if args.save_images is not None and args.save_images.exists() and not args.save_images.is_dir():
+        raise UsageError(f"--save-images {args.save_images} exists and is not a folder.")
+
+
+def _progress(done: int, total: int, seconds: float) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r  {done}/{total} images, {seconds:.1f} s")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UsageError("'eval' is not implemented yet.")
+    from diffusion_studio.eval.evaluate import evaluate_bundle
+    from diffusion_studio.eval.report import format_table, write_json
+
+    _check_args(args)
+    report = evaluate_bundle(
+        args.bundle, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+        seed=args.seed, device=args.device, batch_size=args.batch_size,
+        latency_images=args.latency_images, save_images=args.save_images, progress=_progress,
+    )
+    print(format_table(report))
+    if args.json is not None:
+        write_json(report, args.json)
+        print(f"report written to {args.json}")
+    return 0
