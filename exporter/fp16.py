@@ -89,6 +89,18 @@ def _half_constant(node: onnx.NodeProto) -> None:
             return
 
 
+_FP16_MAX = float(np.finfo(np.float16).max)
+_RANGE_NAMES = ("fp16_conversion__min", "fp16_conversion__max")
+
+
+def _fp16_range(graph: onnx.GraphProto) -> tuple[str, str]:
+    """Names of two float32 scalar initializers holding −65504 and 65504 (added once)."""
+    if not any(init.name == _RANGE_NAMES[0] for init in graph.initializer):
+        for name, value in zip(_RANGE_NAMES, (-_FP16_MAX, _FP16_MAX)):
+            graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+    return _RANGE_NAMES
+
+
 def convert_to_fp16(model: onnx.ModelProto, image_input: str = "x") -> onnx.ModelProto:
     """A mixed-precision copy of `model` (rules in the module docstring); inputs/outputs stay float32."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -156,9 +168,16 @@ def convert_to_fp16(model: onnx.ModelProto, image_input: str = "x") -> onnx.Mode
             return source
         key = (source, precision)
         if key not in casts:
-            casts[key] = f"{source}__to_{'fp16' if precision == HALF else 'fp32'}"
-            new_nodes.append(helper.make_node("Cast", [source], [casts[key]], to=precision,
-                                              name=f"cast_{casts[key]}"))
+            target = casts[key] = f"{source}__to_{'fp16' if precision == HALF else 'fp32'}"
+            if precision == HALF and source not in tainted:
+                # Off the image path values such as the −1e9 mask bias exceed fp16's range:
+                # saturate to ±65504 instead of turning into ±inf.
+                clipped = f"{source}__clipped"
+                new_nodes.append(helper.make_node("Clip", [source, *_fp16_range(graph)], [clipped],
+                                                  name=f"clip_{source}"))
+                source = clipped
+            new_nodes.append(helper.make_node("Cast", [source], [target], to=precision,
+                                              name=f"cast_{target}"))
         return casts[key]
 
     for i, node in enumerate(graph.node):

@@ -1,0 +1,141 @@
+"""Writing a model bundle folder: atomically, never half-written, model.json last.
+
+The bundle is built in a hidden sibling folder (`.NAME.tmp-<pid>-…`) and renamed onto
+the target only when every file is complete. An existing target is refused unless
+`force=True`; then it is swapped out only after the new bundle is complete, and only
+when it is itself a bundle (has a model.json) or empty, so `--force` can never delete a
+training run or a home folder by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from diffusion_studio.core.bundle import FORMAT, FORMAT_VERSION, MODEL_JSON, parse_model_json
+from diffusion_studio.core.files import atomic_write_text, sha256_file
+from diffusion_studio.errors import UsageError
+
+VALIDATION_JSON = "validation.json"
+UNET_FILE = "unet.onnx"
+UNET_FP16_FILE = "unet.fp16.onnx"
+
+
+def file_facts(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """{name: {"sha256", "bytes"}} for the named files of a bundle folder."""
+    return {name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+            for name in names}
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def check_target(target: Path, force: bool) -> None:
+    """Raise UsageError when `target` may not be (re)written; creates nothing."""
+    if target.exists() or target.is_symlink():
+        if not target.is_dir() or target.is_symlink():
+            raise UsageError(f"The output {target} exists and is not a folder.")
+        if not force:
+            raise UsageError(f"The output folder {target} already exists; pass --force to replace it.")
+        if not (target / MODEL_JSON).is_file() and any(target.iterdir()):
+            raise UsageError(f"The output folder {target} is not a model bundle (no {MODEL_JSON}); "
+                             "refusing to replace it.")
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"The output's parent {parent} is not a folder.")
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise UsageError(f"The folder {existing} is not writable.")
+
+
+@contextmanager
+def staged_bundle(target: Path, force: bool) -> Iterator[Path]:
+    """Yield an empty temp folder beside `target`; on success rename it onto `target`.
+
+    On any exception the temp folder is removed and `target` is untouched.
+    """
+    target = Path(target).absolute()
+    check_target(target, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)
+        _swap_into_place(tmp, target, force)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, target: Path, force: bool) -> None:
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    check_target(target, force)  # the folder could have changed while we exported
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)  # put the previous bundle back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_json(
+    *,
+    name: str,
+    image_size: int,
+    channels: int,
+    T: int,
+    schedule: str,
+    sampler_defaults: Mapping[str, Any],
+    unet: Mapping[str, Any],
+    conditioning: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    files: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model.json document (docs/architecture.md, format_version 1), checked by core.bundle."""
+    spec = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "image": {"size": int(image_size), "channels": int(channels)},
+        "diffusion": {"T": int(T), "schedule": str(schedule), "prediction": "epsilon"},
+        "sampler_defaults": dict(sampler_defaults),
+        "unet": dict(unet),
+        "conditioning": dict(conditioning),
+        "provenance": dict(provenance),
+        "files": dict(files or {}),
+    }
+    parse_model_json(spec)  # the app's own schema check: a BundleError here is an exporter bug
+    return spec
+
+
+def metadata_props(spec: Mapping[str, Any], prefix: str = "diffusion_studio.") -> dict[str, str]:
+    """model.json facts (minus file hashes) flattened to ONNX metadata_props strings.
+
+    Nested keys are dotted (`diffusion_studio.diffusion.T` = "1000"); lists and dicts that
+    are leaves are JSON. The whole document also goes in `diffusion_studio.model_json`.
+    """
+    facts = {k: v for k, v in spec.items() if k != "files"}
+    props: dict[str, str] = {f"{prefix}model_json": json.dumps(facts, sort_keys=True)}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, Mapping) and node:
+            for sub, value in node.items():
+                walk(value, f"{key}.{sub}" if key else str(sub))
+        elif isinstance(node, str):
+            props[prefix + key] = node
+        else:
+            props[prefix + key] = json.dumps(node)
+
+    walk(facts, "")
+    return props

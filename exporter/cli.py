@@ -1,0 +1,123 @@
+"""Command line of the exporter.
+
+    python -m exporter RUN_DIR_OR_CHECKPOINT --out BUNDLE [--weights ema|raw] [--opset N]
+        [--fp16] [--no-validate] [--force] [--name NAME] [--guidance W] [--steps N] [--sampler S]
+    python -m exporter inspect BUNDLE
+    python -m exporter text-encoder --out DIR
+
+Exit codes: 0 success; 2 bad input (one line on stderr, nothing written); 1 internal error
+or failed parity (the bundle is not written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from diffusion_studio.errors import UsageError
+
+USAGE_EXPORT = "python -m exporter RUN_DIR_OR_CHECKPOINT --out BUNDLE [options]"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors become UsageError (one line, exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message[0].upper()}{message[1:]}." if message else "Bad arguments.")
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m exporter", usage=USAGE_EXPORT,
+                description="Export a training run (or one .safetensors checkpoint) to an ONNX model bundle. "
+                            "Other commands: 'inspect BUNDLE', 'text-encoder --out DIR'.")
+    p.add_argument("source", type=Path, help="training run folder (latest checkpoint) or a .safetensors file")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA (default) or raw weights")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--fp16", action="store_true", help="also write unet.fp16.onnx (fp32 inputs/outputs)")
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="skip the PyTorch vs ONNX Runtime parity check")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle (after the new one is complete)")
+    p.add_argument("--name", help="bundle name in model.json (default: the folder name)")
+    p.add_argument("--guidance", type=float, help="default guidance scale (default: the run's, else 3.0)")
+    p.add_argument("--steps", type=int, help="default number of sampling steps (default 20)")
+    p.add_argument("--sampler", help="default sampler: ddpm, ddim or dpmpp-2m (default dpmpp-2m)")
+    return p
+
+
+def _inspect_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m exporter inspect", description="Describe a model bundle.")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    return p
+
+
+def _run_export(argv: Sequence[str]) -> int:
+    from exporter.export import ExportOptions, export_bundle
+    from exporter.parity import format_report
+
+    args = _export_parser().parse_args(list(argv))
+    opts = ExportOptions(source=args.source, out=args.out, weights=args.weights, opset=args.opset,
+                         fp16=args.fp16, validate=args.validate, force=args.force, name=args.name,
+                         guidance=args.guidance, steps=args.steps, sampler=args.sampler)
+    result = export_bundle(opts, log=lambda msg: print(msg, flush=True))
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.report is not None:
+        print(format_report(result.report))
+    spec = result.spec
+    files = ", ".join(spec["files"])
+    print(f"wrote {result.bundle} ({files}; {spec['provenance']['exporter']}, opset {spec['unet']['opset']}, "
+          f"step {spec['provenance']['step']}, {spec['provenance']['weights']} weights)")
+    return 0
+
+
+def _run_inspect(argv: Sequence[str]) -> int:
+    import json
+
+    from exporter.inspect import describe, inspect_bundle
+
+    args = _inspect_parser().parse_args(list(argv))
+    facts = inspect_bundle(args.bundle)
+    print(json.dumps(facts, indent=2) if args.json else describe(facts))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "text-encoder":
+        from exporter import text_encoder
+
+        return int(text_encoder.main(argv[1:]) or 0)
+    if not argv:
+        sys.stderr.write(f"error: Nothing to export; usage: {USAGE_EXPORT} (or: inspect BUNDLE).\n")
+        return 2
+    if argv[0] in ("-h", "--help"):
+        _export_parser().print_help()
+        print("\n  python -m exporter inspect BUNDLE [--json]\n  python -m exporter text-encoder --out DIR")
+        return 0
+    try:
+        if argv[0] == "inspect":
+            if len(argv) > 1 and argv[1] in ("-h", "--help"):
+                _inspect_parser().print_help()
+                return 0
+            return _run_inspect(argv[1:])
+        return _run_export(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted; nothing was written\n")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - exit 1 with the reason; the bundle was not written
+        from exporter.parity import ParityError
+
+        if isinstance(exc, ParityError):
+            sys.stderr.write(f"error: parity check failed, the bundle was not written: {exc}\n")
+        else:
+            traceback.print_exc()
+            sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}; the bundle was not written\n")
+        return 1

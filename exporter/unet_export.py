@@ -1,0 +1,206 @@
+"""PyTorch U-Net -> ONNX (`unet.onnx`, optional `unet.fp16.onnx`), checked and labelled.
+
+Graph contract (docs/architecture.md): inputs x float32 [N,C,H,W], t int64 [N],
+context float32 [N,L,D], context_mask float32 [N,L]; output eps float32 [N,C,H,W];
+only N is dynamic. The current torch.onnx exporter (`dynamo=True`, torch.export +
+onnxscript) is tried first; the TorchScript exporter only when it fails, and the
+reason is kept for model.json provenance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from diffusion_studio.core.files import atomic_write_bytes
+from exporter.fp16 import convert_to_fp16
+
+INPUT_NAMES = ("x", "t", "context", "context_mask")
+OUTPUT_NAME = "eps"
+BATCH_DIM = "N"
+DYNAMO, TORCHSCRIPT = "torch.onnx dynamo", "torch.onnx torchscript"
+MIN_OPSET = 17
+_FLOAT, _INT64, _HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.FLOAT16
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """The fixed (non-batch) dimensions of the exported graph."""
+
+    channels: int
+    image_size: int
+    max_tokens: int
+    context_dim: int
+
+    def shapes(self) -> dict[str, tuple[tuple[str | int, ...], int]]:
+        """name -> (shape with "N" for the batch axis, ONNX elem type)."""
+        c, s, L, d = self.channels, self.image_size, self.max_tokens, self.context_dim
+        return {
+            "x": ((BATCH_DIM, c, s, s), _FLOAT),
+            "t": ((BATCH_DIM,), _INT64),
+            "context": ((BATCH_DIM, L, d), _FLOAT),
+            "context_mask": ((BATCH_DIM, L), _FLOAT),
+            OUTPUT_NAME: ((BATCH_DIM, c, s, s), _FLOAT),
+        }
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    exporter: str  # DYNAMO or TORCHSCRIPT
+    opset: int
+    fallback_reason: str | None  # why the dynamo exporter was not used
+
+
+def max_opset() -> int:
+    """The newest ai.onnx opset this onnx package knows."""
+    return int(onnx.defs.onnx_opset_version())
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[io.StringIO]:
+    """Keep the exporters' progress prints, warnings and logs out of our stdout/stderr."""
+    buffer = io.StringIO()
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buffer):
+            warnings.simplefilter("ignore")
+            yield buffer
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _example_inputs(spec: GraphSpec, batch: int = 2) -> tuple:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, spec.channels, spec.image_size, spec.image_size, generator=gen)
+    t = torch.arange(1, batch + 1, dtype=torch.int64)
+    context = torch.randn(batch, spec.max_tokens, spec.context_dim, generator=gen)
+    mask = torch.ones(batch, spec.max_tokens)
+    return x, t, context, mask
+
+
+def _export_dynamo(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
+    import torch
+
+    batch = torch.export.Dim(BATCH_DIM, min=1, max=65536)
+    with _quiet():
+        program = torch.onnx.export(
+            model, _example_inputs(spec), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamo=True, external_data=False, optimize=True,
+            dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+        )
+    return program.model_proto
+
+
+def _export_torchscript(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
+    import torch
+
+    buffer = io.BytesIO()
+    with _quiet():
+        torch.onnx.export(
+            model, _example_inputs(spec), buffer, input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False, do_constant_folding=True,
+            dynamic_axes={name: {0: BATCH_DIM} for name in (*INPUT_NAMES, OUTPUT_NAME)},
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _fix_io(model: onnx.ModelProto, spec: GraphSpec) -> None:
+    """Name the batch axis "N" everywhere and check names, dtypes and fixed dims against `spec`."""
+    graph = model.graph
+    got_inputs = [i.name for i in graph.input]
+    got_outputs = [o.name for o in graph.output]
+    if got_inputs != list(INPUT_NAMES) or got_outputs != [OUTPUT_NAME]:
+        raise RuntimeError(f"exported graph has inputs {got_inputs} and outputs {got_outputs}, "
+                           f"expected {list(INPUT_NAMES)} -> [{OUTPUT_NAME!r}]")
+    expected = spec.shapes()
+    for value in [*graph.input, *graph.output]:
+        shape, elem = expected[value.name]
+        tensor = value.type.tensor_type
+        if tensor.elem_type != elem:
+            raise RuntimeError(f"exported {value.name!r} has ONNX type {tensor.elem_type}, expected {elem}")
+        dims = tensor.shape.dim
+        if len(dims) != len(shape):
+            raise RuntimeError(f"exported {value.name!r} has rank {len(dims)}, expected {len(shape)}")
+        for dim, want in zip(dims, shape):
+            if isinstance(want, str):
+                dim.Clear()
+                dim.dim_param = want
+            elif dim.HasField("dim_value") and dim.dim_value != want:
+                raise RuntimeError(f"exported {value.name!r} has shape {list(dims)}, expected {shape}")
+            else:
+                dim.dim_value = want
+
+
+def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    """Replace the model-level metadata_props with `props`."""
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def check_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx.checker (full) and strict shape inference; returns the inferred model."""
+    onnx.checker.check_model(model, full_check=True)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+
+
+def export_unet(model, spec: GraphSpec, opset: int) -> tuple[onnx.ModelProto, ExportInfo]:
+    """Export `model` (a UNet in eval mode, float32, CPU) to a checked ONNX ModelProto."""
+    import torch
+
+    model = model.eval()
+    reason: str | None = None
+    with torch.no_grad():
+        try:
+            proto, used = _export_dynamo(model, spec, opset), DYNAMO
+        except Exception as exc:  # noqa: BLE001 - any failure means: try the TorchScript exporter
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = f"{type(exc).__name__}: {first[:300]}"
+            proto, used = _export_torchscript(model, spec, opset), TORCHSCRIPT
+    got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got_opset != opset:
+        proto = onnx.version_converter.convert_version(proto, opset)
+    _fix_io(proto, spec)
+    del proto.graph.value_info[:]
+    check_graph(proto)
+    return proto, ExportInfo(exporter=used, opset=opset, fallback_reason=reason)
+
+
+def fp16_variant(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The mixed-precision copy (exporter.fp16) with float32 inputs and outputs, checked."""
+    half = convert_to_fp16(proto, image_input="x")
+    for value in [*half.graph.input, *half.graph.output]:
+        if value.type.tensor_type.elem_type == _HALF:
+            raise RuntimeError(f"fp16 graph has a float16 boundary {value.name!r}")
+    check_graph(half)
+    return half
+
+
+def save_model(proto: onnx.ModelProto, path: Path) -> None:
+    """Serialise to one self-contained file, atomically."""
+    atomic_write_bytes(Path(path), proto.SerializeToString())
+
+
+def parameter_count(proto: onnx.ModelProto) -> int:
+    """Elements stored in the graph's initializers (weights and constant buffers)."""
+    total = 0
+    for init in proto.graph.initializer:
+        size = 1
+        for d in init.dims:
+            size *= int(d)
+        total += size
+    return total
