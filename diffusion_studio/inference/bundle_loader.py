@@ -1,0 +1,266 @@
+"""Load a model bundle folder onto ONNX Runtime, checking every file against model.json.
+
+Each way a bundle can be wrong is one `BundleError` sentence: a missing or wrong folder,
+model.json (field checks in core.bundle), a missing or altered file (sha256), bytes that
+are not ONNX, graph inputs/outputs whose names, dtypes or fixed dims disagree with
+model.json, and a text encoder other than the one the U-Net was trained with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from diffusion_studio.core.bundle import BundleSpec, read_model_json
+from diffusion_studio.core.files import sha256_file
+from diffusion_studio.core.schedule import Schedule, make_schedule
+from diffusion_studio.errors import BundleError, UsageError
+from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session, cuda_unusable_reason
+from diffusion_studio.inference.session import INPUT_NAMES, OUTPUT_NAME, OrtDenoiser
+from diffusion_studio.inference.text import ENCODER_FILE, TOKENIZER_FILE, TextEncoder
+from diffusion_studio.paths import default_model_dir, text_encoder_dir
+
+MODEL_JSON = "model.json"
+HASH_LENGTH = 10
+
+
+def default_bundle_path() -> Path:
+    """The bundled default model (resources/models/shapes)."""
+    return default_model_dir()
+
+
+@dataclass
+class LoadedBundle:
+    """A validated bundle with its sessions: everything a `Pipeline` needs."""
+
+    spec: BundleSpec
+    folder: Path
+    denoiser: OrtDenoiser  # the U-Net session (fp16 on CUDA when declared, with an fp32 fallback)
+    text_encoder: TextEncoder
+    schedule: Schedule
+    model_hash: str  # first 10 hex digits of unet.onnx's sha256 (as in A1111 "Model hash")
+
+    @property
+    def provider_info(self) -> ProviderInfo:
+        return self.denoiser.provider_info  # live: reflects an fp16 -> fp32 switch
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.spec.channels
+
+    @property
+    def T(self) -> int:
+        return self.spec.T
+
+    @property
+    def max_tokens(self) -> int:
+        return self.spec.max_tokens
+
+    @property
+    def default_sampler(self) -> str:
+        return str(getattr(self.spec.sampler, "value", self.spec.sampler))
+
+    @property
+    def default_steps(self) -> int:
+        return self.spec.steps
+
+    @property
+    def default_guidance(self) -> float:
+        return self.spec.guidance
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _check_folder(path: Path) -> Path:
+    if not path.exists():
+        raise BundleError(f"The model bundle {path} does not exist.")
+    if not path.is_dir():
+        raise BundleError(f"The model bundle {path} is not a folder (a bundle is a folder with model.json).")
+    if not (path / MODEL_JSON).is_file():
+        raise BundleError(f"The folder {path} is not a model bundle: it has no {MODEL_JSON}.")
+    return path
+
+
+def _checked_file(folder: Path, name: str, files: dict[str, Any], what: str) -> tuple[Path, str]:
+    """The file's path and sha256, after checking it exists and matches model.json `files`."""
+    if Path(name).name != name:
+        raise BundleError(f"model.json names the {what} {name!r}, which is not a file name inside the bundle.")
+    path = folder / name
+    if not path.is_file():
+        raise BundleError(f"The bundle {folder} lacks its {what} {name} (named in model.json).")
+    facts = files.get(name)
+    if not isinstance(facts, dict) or not isinstance(facts.get("sha256"), str):
+        raise BundleError(f"model.json lists no sha256 for {name} under 'files'.")
+    size = path.stat().st_size
+    expected_size = facts.get("bytes")
+    if isinstance(expected_size, int) and not isinstance(expected_size, bool) and size != expected_size:
+        raise BundleError(
+            f"{path} has {size} bytes but model.json says {expected_size}, so it is truncated or was replaced."
+        )
+    digest = sha256_file(path)
+    if digest != facts["sha256"].lower():
+        raise BundleError(f"{path} does not match its sha256 in model.json, so it is corrupt or was replaced.")
+    return path, digest
+
+
+# --- graphs ----------------------------------------------------------------------------------
+
+
+def _dims_text(shape: list[Any]) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "N" for d in shape) + "]"
+
+
+def check_graph(session: ort.InferenceSession, spec: BundleSpec, label: str) -> None:
+    """Check the U-Net graph's input/output names, dtypes and fixed dims against model.json."""
+    c, s = spec.channels, spec.image_size
+    L, D = spec.max_tokens, spec.embedding_dim
+    float_types = ("tensor(float)", "tensor(float16)")
+    expected = {
+        "x": (float_types, [c, s, s]),
+        "t": (("tensor(int64)",), []),
+        "context": (float_types, [L, D]),
+        "context_mask": (float_types, [L]),
+    }
+    inputs = {arg.name: arg for arg in session.get_inputs()}
+    if set(inputs) != set(INPUT_NAMES):
+        raise BundleError(
+            f"{label} has inputs {sorted(inputs)}, but a U-Net must take exactly x, t, context, context_mask."
+        )
+    outputs = [arg.name for arg in session.get_outputs()]
+    if outputs[:1] != [OUTPUT_NAME]:
+        raise BundleError(f"{label} has outputs {outputs}, but a U-Net's first output must be {OUTPUT_NAME!r}.")
+    args = [*(inputs[name] for name in INPUT_NAMES), session.get_outputs()[0]]
+    wanted = [*(expected[name] for name in INPUT_NAMES), (float_types, [c, s, s])]
+    for arg, (dtypes, dims) in zip(args, wanted):
+        if arg.type not in dtypes:
+            raise BundleError(f"{label}: {arg.name} has type {arg.type}, but model.json needs {dtypes[0]}.")
+        shape = list(arg.shape)
+        expected_shape = ["N", *dims]
+        if len(shape) != len(expected_shape):
+            raise BundleError(
+                f"{label}: {arg.name} has shape {_dims_text(shape)}, but model.json needs {_dims_text(expected_shape)}."
+            )
+        if isinstance(shape[0], int):
+            raise BundleError(f"{label}: the batch axis of {arg.name} is fixed to {shape[0]}, but it must be dynamic.")
+        for got, want in zip(shape[1:], dims):
+            if got != want and not (arg.name == OUTPUT_NAME and not isinstance(got, int)):
+                raise BundleError(
+                    f"{label}: {arg.name} has shape {_dims_text(shape)}, but model.json needs "
+                    f"{_dims_text(expected_shape)} (image size {s}, {c} channels, {L} tokens of {D})."
+                )
+
+
+def _open_unet(path: Path, spec: BundleSpec, device: str) -> tuple[ort.InferenceSession, ProviderInfo]:
+    try:
+        session, info = create_session(path, device)
+    except UsageError:
+        raise
+    except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, InvalidGraph, ...
+        raise BundleError(f"The U-Net file {path} is not a valid ONNX model ({_first_line(exc)}).") from exc
+    check_graph(session, spec, path.name)
+    return session, info
+
+
+def _first_line(exc: BaseException) -> str:
+    """onnxruntime's reason without its "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF :" and path prefix."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    text = re.sub(r"^Load model from .*? failed:\s*", "", text)
+    return (text[:120] + "…" if len(text) > 120 else text).rstrip(".")
+
+
+# --- text encoder ----------------------------------------------------------------------------
+
+_ENCODERS: dict[tuple[str, int, int, float], TextEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def _text_encoder(folder: Path, spec: BundleSpec) -> TextEncoder:
+    choice = spec.text_encoder
+    if choice == "shared":
+        directory = text_encoder_dir()
+        where = f"the shared text encoder in {directory}"
+    elif choice == ENCODER_FILE:
+        directory = folder
+        where = f"the bundle's text encoder in {folder}"
+    else:
+        raise BundleError(
+            f"model.json names the text encoder {choice!r}; use 'shared' or {ENCODER_FILE!r} (with {TOKENIZER_FILE})."
+        )
+    for name in (ENCODER_FILE, TOKENIZER_FILE):
+        if not (directory / name).is_file():
+            raise BundleError(f"The model needs {where}, but {directory / name} is missing.")
+    stat = (directory / ENCODER_FILE).stat()
+    key = (str(directory.resolve()), spec.max_tokens, stat.st_size, stat.st_mtime)
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            encoder = TextEncoder(directory, max_tokens=spec.max_tokens)
+            _ENCODERS[key] = encoder
+    if spec.text_encoder_sha256 and encoder.sha256 != spec.text_encoder_sha256.lower():
+        raise BundleError(
+            f"The text encoder {directory / ENCODER_FILE} is not the one this model was trained with (sha256 mismatch)."
+        )
+    if spec.tokenizer_sha256 and encoder.tokenizer_sha256 != spec.tokenizer_sha256.lower():
+        raise BundleError(
+            f"The tokenizer {directory / TOKENIZER_FILE} is not the one this model was trained with (sha256 mismatch)."
+        )
+    if encoder.embedding_dim != spec.embedding_dim:
+        raise BundleError(
+            f"The text encoder gives {encoder.embedding_dim}-dim embeddings, but model.json says {spec.embedding_dim}."
+        )
+    return encoder
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load_bundle(path: str | os.PathLike[str] | None = None, device: str = "auto") -> LoadedBundle:
+    """Validate a bundle folder and open its sessions; `None` loads the bundled default model."""
+    device = check_device(device)
+    folder = _check_folder(Path(path) if path is not None else default_bundle_path())
+    spec = read_model_json(folder / MODEL_JSON)
+    files = dict(spec.files)
+    unet_path, unet_sha = _checked_file(folder, spec.unet_file, files, "U-Net file")
+    fp16_path = None
+    if spec.unet_fp16_file:
+        fp16_path, _ = _checked_file(folder, spec.unet_fp16_file, files, "fp16 U-Net file")
+    text_encoder = _text_encoder(folder, spec)
+
+    # fp16 only where it pays: on CUDA. On the CPU fp16 kernels are missing or slower than fp32.
+    use_fp16 = fp16_path is not None and device != "cpu" and cuda_unusable_reason() is None
+    denoiser = None
+    if use_fp16 and fp16_path is not None:
+        session, info = _open_unet(fp16_path, spec, device)
+        if info.active == CUDA:
+
+            def open_fp32() -> tuple[ort.InferenceSession, ProviderInfo]:
+                return _open_unet(unet_path, spec, device)
+
+            denoiser = OrtDenoiser(session, info, fp32_fallback=open_fp32)
+    if denoiser is None:
+        session, info = _open_unet(unet_path, spec, device)
+        denoiser = OrtDenoiser(session, info)
+    return LoadedBundle(
+        spec=spec,
+        folder=folder.resolve(),
+        denoiser=denoiser,
+        text_encoder=text_encoder,
+        schedule=make_schedule(spec.schedule, spec.T),
+        model_hash=unet_sha[:HASH_LENGTH],
+    )

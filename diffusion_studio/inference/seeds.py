@@ -1,0 +1,52 @@
+"""Seeds for batches: image i of a batch with seed s is the image that seed s + i gives alone.
+
+The sampling loop draws all its noise through `rng.standard_normal(shape)` with the batch
+as the first axis. `PerImageGenerator` answers each such draw row by row from one
+`numpy.random.default_rng(seed + i)` per image, so a batch of N is N independent,
+individually reproducible runs that share every network call.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+
+from diffusion_studio.errors import UsageError
+
+SEED_MAX = 2**63 - 1  # numpy accepts any non-negative int; keep seeds within int64 for metadata
+
+
+def random_seed() -> int:
+    """A fresh seed (recorded in the metadata, so the image can be made again)."""
+    return secrets.randbelow(2**31)
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= SEED_MAX:
+        raise UsageError(f"The seed must be an integer between 0 and {SEED_MAX}, got {seed!r}.")
+    return int(seed)
+
+
+class PerImageGenerator(np.random.Generator):
+    """A numpy Generator whose `standard_normal` fills row i of the batch from seed + i."""
+
+    def __init__(self, seed: int, batch: int) -> None:
+        super().__init__(np.random.PCG64(seed))
+        self.rows = [np.random.default_rng(seed + i) for i in range(batch)]
+
+    def standard_normal(self, size=None, dtype=np.float64, out=None):  # type: ignore[override]
+        shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
+        if out is not None or not shape or shape[0] != len(self.rows):
+            raise UsageError(
+                f"PerImageGenerator draws noise of shape [batch={len(self.rows)}, ...] only, got {size!r}."
+            )
+        return np.stack([rng.standard_normal(shape[1:], dtype=dtype) for rng in self.rows])
+
+
+def batch_rng(seed: int, batch: int) -> np.random.Generator:
+    """`default_rng(seed)` for one image; a `PerImageGenerator` (seed, seed + 1, …) for a batch."""
+    seed = check_seed(seed)
+    if batch == 1:
+        return np.random.default_rng(seed)
+    return PerImageGenerator(seed, batch)
