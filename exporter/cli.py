@@ -99,8 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _export_parser().print_help()
         print("\n  python -m exporter inspect BUNDLE [--json]\n  python -m exporter text-encoder --out DIR")
         return 0
+    exporting = argv[0] != "inspect"
     try:
-        if argv[0] == "inspect":
+        if not exporting:
             if len(argv) > 1 and argv[1] in ("-h", "--help"):
                 _inspect_parser().print_help()
                 return 0
@@ -119,5 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"error: parity check failed, the bundle was not written: {exc}\n")
         else:
             traceback.print_exc()
-            sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}; the bundle was not written\n")
+            tail = "; the bundle was not written" if exporting else ""
+            sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}{tail}\n")
         return 1

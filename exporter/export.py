@@ -152,8 +152,9 @@ def _sampler_defaults(opts: ExportOptions, src: ExportSource) -> dict[str, Any]:
 
     cfg = src.config
     sampler = parse_sampler(opts.sampler or config_value(cfg, "sampler", default=DEFAULT_SAMPLER)).value
-    steps = int(opts.steps if opts.steps is not None else DEFAULT_STEPS)
-    guidance = opts.guidance if opts.guidance is not None else config_value(cfg, "guidance", default=DEFAULT_GUIDANCE)
+    steps = int(opts.steps if opts.steps is not None else min(src.T, DEFAULT_STEPS))
+    guidance = opts.guidance if opts.guidance is not None else config_value(
+        cfg, "guidance", "sample_guidance", default=DEFAULT_GUIDANCE)
     if steps > src.T:
         raise UsageError(f"--steps {steps} is more than the model's T={src.T} timesteps.")
     return {"sampler": sampler, "steps": steps, "guidance": float(guidance)}

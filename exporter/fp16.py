@@ -8,8 +8,9 @@ Rules (why the fp16 file never gives black images):
 2. Numerically sensitive ops (normalisations, softmax, reductions, exp/log/pow/sqrt) run
    in float32 even on the image path: a Cast up before and a Cast down after.
 3. Graph inputs and outputs keep float32; Casts sit at the boundaries.
-4. A weight is stored as float16 when every consumer computes in float16, otherwise it
-   stays float32 (and a Cast feeds the float16 consumers).
+4. A weight is stored as float16 when every consumer computes in float16 or when it is
+   large (≥ 1024 elements; a Cast up feeds its float32 consumers, which ONNX Runtime folds
+   at load); small float32-path constants stay float32.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 
+LARGE_WEIGHT = 1024  # elements; larger float32-path weights are stored as float16 (rule 4)
 # Kept in float32 on the image path (rule 2).
 FP32_OPS = frozenset(
     {
@@ -143,9 +145,10 @@ def convert_to_fp16(model: onnx.ModelProto, image_input: str = "x") -> onnx.Mode
             if node.op_type == "Constant":
                 flexible.add(name)
             produced[name] = HALF if i in half_nodes else FLOAT
+    large = {init.name for init in graph.initializer if int(np.prod(init.dims)) >= LARGE_WEIGHT}
     for name in flexible:
         if is_float(name):
-            produced[name] = HALF if wants.get(name) == {HALF} else FLOAT
+            produced[name] = HALF if wants.get(name) == {HALF} or name in large else FLOAT
 
     for init in graph.initializer:
         if is_float(init.name) and produced[init.name] == HALF:

@@ -69,7 +69,7 @@ def _file_facts(folder: Path, name: str, declared: dict[str, Any]) -> dict[str, 
     entry = declared.get(name)
     return {"file": name, "present": True, "bytes": path.stat().st_size, "sha256": digest,
             "matches_model_json": None if entry is None else
-            (entry.sha256 == digest and entry.bytes == path.stat().st_size)}
+            (entry.get("sha256") == digest and entry.get("bytes") == path.stat().st_size)}
 
 
 def _providers(unet: Path) -> dict[str, str]:
@@ -96,9 +96,9 @@ def inspect_bundle(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"The model bundle {folder} does not exist or is not a folder.")
-    spec = read_model_json(folder)
+    read_model_json(folder)  # the app's schema check: BundleError names the bad field
     raw = json.loads((folder / MODEL_JSON).read_text(encoding="utf-8"))
-    declared = dict(spec.files)
+    declared = {k: v for k, v in raw.get("files", {}).items() if isinstance(v, dict)}
     names = [n for n in (raw["unet"]["file"], raw["unet"].get("fp16_file")) if n]
     others = sorted({*declared, *(p.name for p in folder.iterdir() if p.is_file())} - set(names) - {MODEL_JSON})
     graphs = []
