@@ -135,4 +135,5 @@ def evaluate_bundle(
     latencies = [generator.generate_one(p.prompt, p.seed)[1] for p in prompts[:latency_images]]
     report["timing"]["seconds_per_image_batch1"] = float(np.median(latencies)) if latencies else None
     report["timing"]["latency_images"] = len(latencies)
+    report["notes"] = sorted(set(generator.notes))
     return report

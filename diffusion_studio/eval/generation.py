@@ -11,7 +11,9 @@ one network call serves the whole batch. With batch size 1 it calls `Pipeline.ge
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -39,6 +41,7 @@ class PipelineGenerator:
         self.request = pipeline.resolve(GenerationRequest(
             prompt="", sampler=sampler, steps=steps, guidance=guidance, seed=0, preview=False))
         self.should_stop = should_stop
+        self.notes: list[str] = []  # e.g. prompts truncated to max_tokens (warnings of the encoder)
 
     @property
     def settings(self) -> dict:
@@ -47,11 +50,10 @@ class PipelineGenerator:
 
     def generate_one(self, prompt: str, seed: int) -> tuple[np.ndarray, float]:
         """One image through `Pipeline.generate` (the app's path): (uint8 [H, W, 3], seconds)."""
-        from dataclasses import replace
-
         start = time.perf_counter()
         result = self.pipeline.generate(replace(self.request, prompt=prompt, seed=int(seed), batch=1),
                                         should_stop=self.should_stop)
+        self.notes.extend(result.notes)
         return result.images[0], time.perf_counter() - start
 
     def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
@@ -62,7 +64,10 @@ class PipelineGenerator:
         if len(prompts) == 1 or not consecutive:
             return np.stack([self.generate_one(p, s)[0] for p, s in zip(prompts, seeds)])
         b, r = self.pipeline.bundle, self.request
-        context, mask = b.text_encoder.encode(list(prompts))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            context, mask = b.text_encoder.encode(list(prompts))
+        self.notes.extend(str(w.message) for w in caught)
         uncond_context, uncond_mask = self.pipeline.unconditional()
         eps_fn = guided_eps_fn(b.denoiser, context, mask, uncond_context, uncond_mask, r.guidance)
         last = None

@@ -46,7 +46,7 @@ def normalized_entropy(counts: dict[str, int], k: int) -> float:
     if total == 0 or k < 2:
         return 0.0
     h = -sum(c / total * math.log(c / total) for c in counts.values() if c > 0)
-    return h / math.log(k)
+    return max(0.0, h / math.log(k))  # max(): -0.0 for a single value
 
 
 def score(prompts: Sequence[EvalPrompt], analyses: Sequence[Analysis]) -> dict:

@@ -1,0 +1,126 @@
+"""The evaluation loop on a tiny real ONNX bundle (tests/conftest.py): batching equals the app's
+pipeline image by image, the report has every field, the CLI writes JSON and images, bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffusion_studio.cli import main
+from diffusion_studio.eval.evaluate import evaluate_bundle
+from diffusion_studio.eval.generation import PipelineGenerator
+from diffusion_studio.eval.prompts import ATTRIBUTES, OPTIONAL
+from diffusion_studio.inference.bundle_loader import load_bundle
+from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch  # the tiny bundle fixture exports with torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_bundle) -> Pipeline:
+    return Pipeline(load_bundle(tiny_bundle, device="cpu"))
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp-2m"])
+def test_batched_prompts_equal_the_pipeline_one_image_at_a_time(pipeline, sampler):
+    gen = PipelineGenerator(pipeline, sampler=sampler, steps=5, guidance=2.5)
+    prompts = ["a red circle", "a small blue square in the top left", "a green triangle on black"]
+    batched = gen(prompts, [40, 41, 42])
+    assert batched.dtype == np.uint8 and batched.shape == (3, 8, 8, 3)
+    for i, prompt in enumerate(prompts):
+        alone = pipeline.generate(GenerationRequest(prompt, sampler=sampler, steps=5, guidance=2.5, seed=40 + i))
+        diff = np.abs(batched[i].astype(int) - alone.images[0].astype(int))
+        assert diff.max() <= 1, (prompt, diff.max())  # float rounding of a different batch size at most
+    assert len({batched[i].tobytes() for i in range(3)}) == 3
+    # non-consecutive seeds go one by one through Pipeline.generate
+    single = gen([prompts[2], prompts[0]], [42, 40])
+    np.testing.assert_array_equal(single[1], pipeline.generate(
+        GenerationRequest(prompts[0], sampler=sampler, steps=5, guidance=2.5, seed=40)).images[0])
+
+
+def test_generator_uses_the_bundle_defaults(pipeline):
+    assert PipelineGenerator(pipeline).settings == {"sampler": "ddim", "steps": 4, "guidance": 2.0}
+
+
+def test_evaluate_bundle_report_has_every_field(tiny_bundle):
+    report = evaluate_bundle(tiny_bundle, n=6, sampler="dpmpp-2m", steps=3, guidance=1.5, seed=9,
+                             device="cpu", batch_size=4, latency_images=2)
+    assert report["report_version"] == 1 and report["model"] == "tiny"
+    assert report["provider"] == "CPUExecutionProvider" and len(report["model_hash"]) == 10
+    assert report["settings"] == {"sampler": "dpmpp-2m", "steps": 3, "guidance": 1.5, "seed": 9,
+                                  "device": "cpu", "n": 6}
+    assert report["n"] == 6 and 0.0 <= report["valid_share"] <= 1.0
+    assert set(report["attributes"]) == set(ATTRIBUTES)
+    for row in report["attributes"].values():
+        assert {"scored", "correct", "accuracy", "bar", "pass", "confusion"} <= set(row)
+        assert 0 <= row["correct"] <= row["scored"] <= 6
+    assert report["attributes"]["color"]["scored"] == 6
+    assert set(report["variety"]) == set(OPTIONAL)
+    for row in report["variety"].values():
+        assert {"omitted", "counts", "normalized_entropy", "top_share", "pass"} <= set(row)
+    timing = report["timing"]
+    assert timing["batch_size"] == 4 and timing["latency_images"] == 2
+    assert timing["seconds_per_image"] > 0 and timing["seconds_per_image_batch1"] > 0
+    assert [s["seed"] for s in report["samples"]] == list(range(9, 15))
+    assert any("8 tokens" in note for note in report["notes"])  # the tiny bundle's L = 8 truncates
+    json.dumps(report)  # JSON-ready
+
+
+def test_cli_writes_json_and_images_and_exits_0(tiny_bundle, tmp_path, capsys):
+    out, images = tmp_path / "report.json", tmp_path / "imgs"
+    code = main(["eval", str(tiny_bundle), "--n", "5", "--steps", "2", "--device", "cpu",
+                 "--json", str(out), "--save-images", str(images), "--latency-images", "0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    assert report["settings"]["steps"] == 2 and report["timing"]["seconds_per_image_batch1"] is None
+    for attr in ATTRIBUTES:
+        assert attr in captured.out
+    assert "quality bar: FAIL" in captured.out  # an untrained net does not draw shapes
+    assert not list(tmp_path.glob("*.tmp-*"))
+    files = sorted(p.name for p in images.iterdir())
+    assert files == [f"{i:04d}.png" for i in range(5)]
+    with Image.open(images / "0003.png") as png:
+        assert png.size == (8, 8) and png.mode == "RGB"
+        assert png.text["prompt"] == report["samples"][3]["prompt"]
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--n", "0"], "--n must be at least 1"),
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--steps", "51"], "Steps must be an integer between 1 and 50"),
+    (["--guidance", "-1"], "--guidance must be at least 0"),
+    (["--guidance", "nan"], "--guidance must be at least 0"),
+    (["--seed", "-3"], "--seed must be at least 0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--sampler", "euler"], "invalid choice"),
+    (["--json", "{tmp}/missing/r.json"], "does not exist"),
+    (["--save-images", "{tmp}/file.txt"], "is not a folder"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tiny_bundle, tmp_path, capsys, argv, match):
+    (tmp_path / "file.txt").write_text("x")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = main(["eval", str(tiny_bundle), "--json", str(tmp_path / "r.json"), *argv]
+                if "--json" not in argv else ["eval", str(tiny_bundle), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_cli_missing_or_broken_bundle_exits_2(tmp_path, bundle_copy, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    broken = bundle_copy()
+    (broken / "model.json").write_text("{not json")
+    assert main(["eval", str(broken), "--n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
