@@ -105,7 +105,7 @@ def _checked_file(folder: Path, name: str, files: dict[str, Any], what: str) -> 
         raise BundleError(f"The bundle {folder} lacks its {what} {name} (named in model.json).")
     facts = files.get(name)
     if not isinstance(facts, dict) or not isinstance(facts.get("sha256"), str):
-        raise BundleError(f"model.json lists no sha256 for {name} under 'files'.")
+        raise BundleError(f"{folder / MODEL_JSON} lists no sha256 for {name} under 'files'.")
     size = path.stat().st_size
     expected_size = facts.get("bytes")
     if isinstance(expected_size, int) and not isinstance(expected_size, bool) and size != expected_size:

@@ -1,0 +1,186 @@
+"""load_bundle: a good bundle loads on the CPU; every broken bundle fails with one sentence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from diffusion_studio.core.schedule import make_schedule
+from diffusion_studio.errors import BundleError, UsageError
+from diffusion_studio.inference import bundle_loader, providers
+from diffusion_studio.inference.bundle_loader import default_bundle_path, load_bundle
+from diffusion_studio.paths import default_model_dir
+
+
+def _edit_model_json(folder: Path, edit) -> None:
+    data = json.loads((folder / "model.json").read_text())
+    edit(data)
+    (folder / "model.json").write_text(json.dumps(data))
+
+
+def _rehash(folder: Path) -> None:
+    """Make model.json's `files` agree with the bytes on disk (as a careless exporter would)."""
+
+    def edit(data: dict) -> None:
+        for name in data["files"]:
+            raw = (folder / name).read_bytes()
+            data["files"][name] = {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
+
+    _edit_model_json(folder, edit)
+
+
+def _helper_unet(path: Path, *, names=("x", "t", "context", "context_mask"), t_type=TensorProto.INT64,
+                 batch="N") -> None:
+    """A valid ONNX graph (eps = x) whose inputs can be wrong on purpose."""
+    inputs = [
+        helper.make_tensor_value_info(names[0], TensorProto.FLOAT, [batch, 3, 8, 8]),
+        helper.make_tensor_value_info(names[1], t_type, [batch]),
+        helper.make_tensor_value_info(names[2], TensorProto.FLOAT, [batch, 8, 384]),
+        helper.make_tensor_value_info(names[3], TensorProto.FLOAT, [batch, 8]),
+    ]
+    output = helper.make_tensor_value_info("eps", TensorProto.FLOAT, [batch, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Identity", [names[0]], ["eps"])], "g", inputs, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def test_tiny_bundle_loads_on_cpu(tiny_bundle):
+    bundle = load_bundle(tiny_bundle, device="cpu")
+    digest = hashlib.sha256((tiny_bundle / "unet.onnx").read_bytes()).hexdigest()
+    assert bundle.model_hash == digest[:10]
+    assert bundle.name == "tiny" and bundle.folder == tiny_bundle.resolve()
+    assert (bundle.image_size, bundle.channels, bundle.T, bundle.max_tokens) == (8, 3, 50, 8)
+    assert (bundle.default_sampler, bundle.default_steps, bundle.default_guidance) == ("ddim", 4, 2.0)
+    np.testing.assert_array_equal(bundle.schedule.alphas_cumprod, make_schedule("linear", 50).alphas_cumprod)
+    assert bundle.provider_info.active == "CPUExecutionProvider"
+    assert bundle.provider_info.fallback_reason is None
+    assert bundle.text_encoder.max_tokens == 8 and bundle.text_encoder.embedding_dim == 384
+    context, mask = bundle.text_encoder.encode(["a red circle"])
+    assert context.shape == (1, 8, 384) and mask.shape == (1, 8)
+
+
+@pytest.mark.skipif(providers.cuda_unusable_reason() is None, reason="a usable CUDA provider is present")
+def test_cuda_request_loads_on_cpu_with_reason(tiny_bundle):
+    with pytest.warns(RuntimeWarning, match="CUDA was requested"):
+        bundle = load_bundle(tiny_bundle, device="cuda")
+    info = bundle.provider_info
+    assert info.active == "CPUExecutionProvider" and info.requested == "cuda"
+    assert info.fallback_reason
+
+
+def test_default_bundle_path_is_the_bundled_model():
+    assert default_bundle_path() == default_model_dir()
+
+
+def _break_unet_bytes_truncated(folder: Path) -> None:
+    raw = (folder / "unet.onnx").read_bytes()
+    (folder / "unet.onnx").write_bytes(raw[: len(raw) // 2])
+
+
+def _break_unet_bytes_corrupt_rehashed(folder: Path) -> None:
+    raw = bytearray((folder / "unet.onnx").read_bytes())
+    raw[:64] = b"\xff" * 64
+    (folder / "unet.onnx").write_bytes(bytes(raw))
+    _rehash(folder)
+
+
+def _break_unet_truncated_rehashed(folder: Path) -> None:
+    _break_unet_bytes_truncated(folder)
+    _rehash(folder)
+
+
+def _graph(**kwargs):
+    def breaker(folder: Path) -> None:
+        _helper_unet(folder / "unet.onnx", **kwargs)
+        _rehash(folder)
+
+    return breaker
+
+
+def _field(edit):
+    return lambda folder: _edit_model_json(folder, edit)
+
+
+BROKEN = {
+    "no model.json": (lambda f: (f / "model.json").unlink(), "is not a model bundle: it has no model.json"),
+    "model.json not JSON": (lambda f: (f / "model.json").write_text("{nope"), "is not valid JSON"),
+    "missing field": (_field(lambda d: d["diffusion"].pop("T")), "field 'diffusion.T' is missing"),
+    "wrong field": (_field(lambda d: d["image"].update(size="big")), "field 'image.size' must be an integer"),
+    "wrong prediction": (_field(lambda d: d["diffusion"].update(prediction="v")), "field 'diffusion.prediction'"),
+    "missing unet": (lambda f: (f / "unet.onnx").unlink(), "lacks its U-Net file unet.onnx"),
+    "unet not hashed": (_field(lambda d: d["files"].clear()), "lists no sha256 for unet.onnx"),
+    "truncated unet": (_break_unet_bytes_truncated, "is truncated or was replaced"),
+    "altered unet": (_field(lambda d: d["files"]["unet.onnx"].update(sha256="0" * 64)),
+                     "does not match its sha256 in model.json"),
+    "corrupt onnx": (_break_unet_bytes_corrupt_rehashed, "is not a valid ONNX model"),
+    "truncated onnx": (_break_unet_truncated_rehashed, "is not a valid ONNX model"),
+    "image size": (_field(lambda d: d["image"].update(size=16)),
+                   "x has shape [N, 3, 8, 8], but model.json needs [N, 3, 16, 16]"),
+    "channels": (_field(lambda d: d["image"].update(channels=1)), "x has shape [N, 3, 8, 8], but model.json needs [N, 1, 8, 8]"),
+    "max tokens": (_field(lambda d: d["conditioning"].update(max_tokens=16)),
+                   "context has shape [N, 8, 384], but model.json needs [N, 16, 384]"),
+    "embedding dim": (_field(lambda d: d["conditioning"].update(embedding_dim=128)),
+                      "gives 384-dim embeddings, but model.json says 128"),
+    "input names": (_graph(names=("x", "timestep", "context", "context_mask")),
+                    "but a U-Net must take exactly x, t, context, context_mask"),
+    "t dtype": (_graph(t_type=TensorProto.FLOAT), "t has type tensor(float), but model.json needs tensor(int64)"),
+    "fixed batch": (_graph(batch=1), "the batch axis of x is fixed to 1, but it must be dynamic"),
+    "encoder sha": (_field(lambda d: d["conditioning"].update(text_encoder_sha256="a" * 64)),
+                    "is not the one this model was trained with (sha256 mismatch)"),
+    "tokenizer sha": (_field(lambda d: d["conditioning"].update(tokenizer_sha256="b" * 64)),
+                      "tokenizer.json is not the one this model was trained with"),
+    "bundle encoder missing": (_field(lambda d: d["conditioning"].update(text_encoder="text_encoder.onnx")),
+                               "The model needs the bundle's text encoder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_bundle_fails_with_one_sentence(bundle_copy, case):
+    breaker, expected = BROKEN[case]
+    folder = bundle_copy()
+    breaker(folder)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message and message.endswith(".")
+
+
+def test_missing_and_non_folder_bundles(tmp_path):
+    with pytest.raises(BundleError, match=r"^The model bundle .*nowhere does not exist\.$"):
+        load_bundle(tmp_path / "nowhere")
+    (tmp_path / "file.onnx").write_bytes(b"x")
+    with pytest.raises(BundleError, match=r"is not a folder"):
+        load_bundle(tmp_path / "file.onnx")
+
+
+def test_missing_shared_text_encoder(bundle_copy, tmp_path, monkeypatch):
+    empty = tmp_path / "no_encoder"
+    empty.mkdir()
+    monkeypatch.setattr(bundle_loader, "text_encoder_dir", lambda: empty)
+    with pytest.raises(BundleError, match=r"needs the shared text encoder in .*text_encoder.onnx is missing\."):
+        load_bundle(bundle_copy(), device="cpu")
+
+
+def test_bundle_local_text_encoder_is_used(bundle_copy):
+    from diffusion_studio.paths import text_encoder_dir
+
+    folder = bundle_copy()
+    for name in ("text_encoder.onnx", "tokenizer.json"):
+        shutil.copy(text_encoder_dir() / name, folder / name)
+    _edit_model_json(folder, lambda d: d["conditioning"].update(text_encoder="text_encoder.onnx"))
+    bundle = load_bundle(folder, device="cpu")
+    assert bundle.text_encoder.directory == folder
+
+
+def test_unknown_device_is_rejected(tiny_bundle):
+    with pytest.raises(UsageError, match="Unknown device 'tpu'"):
+        load_bundle(tiny_bundle, device="tpu")
