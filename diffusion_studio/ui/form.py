@@ -12,28 +12,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
+from diffusion_studio.core.samplers import SamplerKind, parse_sampler
 from diffusion_studio.errors import UsageError
 
+# (id, label) in the order the sampler combo lists them.
 SAMPLERS: tuple[tuple[str, str], ...] = (
-    ("dpmpp-2m", "DPM-Solver++ (2M)"),
-    ("ddim", "DDIM"),
-    ("ddpm", "DDPM (ancestral)"),
+    (SamplerKind.DPMPP_2M.value, "DPM-Solver++ (2M)"),
+    (SamplerKind.DDIM.value, "DDIM"),
+    (SamplerKind.DDPM.value, "DDPM (ancestral)"),
 )
 SEED_MAX = 2**31 - 1
 STEPS_MAX = 1000
 BATCH_MAX = 16
 GUIDANCE_MAX = 30.0
-
-# Sampler names other tools write into the `parameters` text, mapped to ours.
-_SAMPLER_ALIASES = {
-    "dpm++ 2m": "dpmpp-2m",
-    "dpm++ 2m karras": "dpmpp-2m",
-    "dpmpp_2m": "dpmpp-2m",
-    "dpmpp-2m": "dpmpp-2m",
-    "ddim": "ddim",
-    "ddpm": "ddpm",
-}
-
 
 class Device(str, Enum):
     AUTO = "auto"
@@ -51,11 +42,8 @@ def random_seed(rng: random.Random | None = None) -> int:
 
 
 def normalise_sampler(name: str) -> str:
-    """Our sampler id for a name written by us or by other tools; UsageError if unknown."""
-    key = str(name).strip().lower()
-    if key in _SAMPLER_ALIASES:
-        return _SAMPLER_ALIASES[key]
-    raise UsageError(f"Unknown sampler '{name}'; use one of {', '.join(s for s, _ in SAMPLERS)}.")
+    """Our sampler id for an id or a display label ("DPM++ 2M"); UsageError if unknown."""
+    return parse_sampler(name).value
 
 
 @dataclass(frozen=True)

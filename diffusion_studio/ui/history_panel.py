@@ -41,30 +41,35 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 _DETAIL_LABELS = (
     ("prompt", "Prompt"),
     ("negative_prompt", "Negative prompt"),
-    ("sampler", "Sampler"),
+    ("sampler_label", "Sampler"),
     ("steps", "Steps"),
     ("guidance", "Guidance"),
     ("seed", "Seed"),
-    ("width", "Width"),
-    ("height", "Height"),
     ("model", "Model"),
     ("model_hash", "Model hash"),
     ("provider", "Provider"),
     ("onnxruntime", "ONNX Runtime"),
-    ("time", "Time"),
+    ("seconds", "Run time (s)"),
+    ("created", "Created"),
 )
+_HIDDEN = {"parameters", "sampler", "width", "height", "batch_size", "batch_index"}
 
 
 def format_details(entry: HistoryEntry) -> str:
     """The parameters of an entry as `Label: value` lines (known keys first)."""
     meta: dict[str, Any] = dict(entry.metadata)
+    if "sampler_label" not in meta and "sampler" in meta:
+        meta["sampler_label"] = meta["sampler"]
     lines = []
     for key, label in _DETAIL_LABELS:
         if key in meta:
             lines.append(f"{label}: {_value_text(meta.pop(key))}")
-    for key in sorted(meta):
-        if key != "parameters":  # the raw text chunk repeats the fields above
-            lines.append(f"{key}: {_value_text(meta[key])}")
+    if "width" in meta and "height" in meta:
+        lines.append(f"Size: {meta['width']}×{meta['height']}")
+    if meta.get("batch_size", 1) not in (1, "1"):
+        lines.append(f"Batch: image {int(meta.get('batch_index', 0)) + 1} of {meta['batch_size']}")
+    for key in sorted(k for k in meta if k not in _HIDDEN):
+        lines.append(f"{key}: {_value_text(meta[key])}")
     lines.append(f"File: {entry.path}")
     return "\n".join(lines)
 

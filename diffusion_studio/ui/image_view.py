@@ -3,7 +3,7 @@
 The model's images are tiny (32×32), so the view scales them up to fill the widget.
 Nearest-neighbour zoom uses whole multiples of the image size in *device* pixels, so
 every source pixel becomes an equal square on any devicePixelRatio; smooth zoom lets
-Qt filter. Transparent parts of the image show the palette's base colour, so the view
+Qt filter. Transparent parts of the image show a canvas derived from the palette's window colour, so the view
 follows the light or dark theme; the placeholder text uses the palette too.
 """
 
@@ -118,7 +118,8 @@ class ImageView(QWidget):
         painter = QPainter(self)
         try:
             palette = self.palette()
-            painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Base))
+            # A canvas a shade off the window colour: follows light and dark palettes.
+            painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Window).darker(112))
             if self._image is None:
                 if self._placeholder:
                     painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))

@@ -14,7 +14,8 @@ from enum import Enum
 
 import numpy as np
 
-from diffusion_studio.core.images import to_uint8
+from diffusion_studio.core.images import make_grid, to_uint8
+from diffusion_studio.core.sampling import Step
 
 # ε ~ N(0, I): show ±EPS_RANGE standard deviations over the full grey range.
 EPS_RANGE = 3.0
@@ -62,15 +63,21 @@ def eps_to_uint8(eps: np.ndarray) -> np.ndarray:
     return to_uint8(np.clip(np.asarray(eps, np.float32) / EPS_RANGE, -1.0, 1.0))
 
 
-def frame_from_step(step: object) -> Frame:
-    """A `core.sampling.Step` (x_t, x0_pred, eps in [-1, 1] float32 NCHW) -> Frame."""
+def frame_from_step(step: Step) -> Frame:
+    """A `core.sampling.Step` (x_t, x0_pred, eps in [-1, 1] float32 NCHW) -> Frame.
+
+    After the last step x_t *is* the final sample x_0, so the last frame shows it as x̂₀
+    too: the view then shows exactly the image that is saved.
+    """
+    x_t = to_uint8(np.clip(step.x_t, -1.0, 1.0))
+    last = step.index == step.count - 1
     return Frame(
-        index=int(step.index),  # type: ignore[attr-defined]
-        count=int(step.count),  # type: ignore[attr-defined]
-        t=int(step.t),  # type: ignore[attr-defined]
-        x_t=to_uint8(np.clip(step.x_t, -1.0, 1.0)),  # type: ignore[attr-defined]
-        x0_pred=to_uint8(np.clip(step.x0_pred, -1.0, 1.0)),  # type: ignore[attr-defined]
-        eps=eps_to_uint8(step.eps),  # type: ignore[attr-defined]
+        index=int(step.index),
+        count=int(step.count),
+        t=int(step.t),
+        x_t=x_t,
+        x0_pred=x_t if last else to_uint8(np.clip(step.x0_pred, -1.0, 1.0)),
+        eps=eps_to_uint8(step.eps),
     )
 
 
@@ -94,16 +101,9 @@ def to_rgba(images: np.ndarray) -> np.ndarray:
 
 
 def tile(images: np.ndarray, columns: int | None = None, gap: int = TILE_GAP) -> np.ndarray:
-    """uint8 [N, H, W, C] -> one RGBA [H', W', 4] grid with transparent gaps."""
+    """uint8 [N, H, W, C] -> one RGBA [H', W', 4] near-square grid with transparent gaps."""
     rgba = to_rgba(images)
-    n, h, w, _ = rgba.shape
-    cols = columns or grid_columns(n)
-    rows = int(math.ceil(n / cols))
-    out = np.zeros((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 4), np.uint8)
-    for i in range(n):
-        r, c = divmod(i, cols)
-        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = rgba[i]
-    return out
+    return make_grid(rgba, columns or grid_columns(rgba.shape[0]), padding=gap, fill=0)
 
 
 def hstack(panels: list[np.ndarray], gap: int = PANEL_GAP) -> np.ndarray:

@@ -1,0 +1,73 @@
+"""`run_app()`: the QApplication, logging, an excepthook that shows a dialog, the main window."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import traceback
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from types import TracebackType
+
+from PySide6.QtCore import QThread
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from diffusion_studio.ui.persistence import APPLICATION, ORGANIZATION, data_dir
+
+log = logging.getLogger("diffusion_studio")
+
+LOG_FILE = "diffusion-studio.log"
+
+
+def setup_logging() -> Path | None:
+    """Log to stderr and to a rotating file in the data folder; returns the file's path."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        path = data_dir() / LOG_FILE
+        handler = RotatingFileHandler(path, maxBytes=1_000_000, backupCount=2, encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return path
+
+
+def install_excepthook(log_path: Path | None = None) -> None:
+    """Uncaught exceptions are logged with their traceback and shown in a dialog, never a crash."""
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, tb)
+            return
+        log.error("Uncaught exception", exc_info=(kind, value, tb))
+        app = QApplication.instance()
+        if app is None or QThread.currentThread() is not app.thread():
+            return  # only the GUI thread may show dialogs; the log has it
+        box = QMessageBox(QMessageBox.Icon.Critical, "Unexpected error", f"Something went wrong: {value}")
+        where = f"\n\nThe details are in {log_path}." if log_path else ""
+        box.setInformativeText(f"The app keeps running; your images are safe.{where}")
+        box.setDetailedText("".join(traceback.format_exception(kind, value, tb)))
+        box.exec()
+
+    sys.excepthook = hook
+    threading.excepthook = lambda args: hook(args.exc_type, args.exc_value, args.exc_traceback)  # type: ignore[arg-type]
+
+
+def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int:
+    """Start Diffusion Studio and block until its window closes; returns the exit code."""
+    from diffusion_studio.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName(APPLICATION)
+    app.setDesktopFileName("diffusion-studio")
+    icon = Path(__file__).resolve().parents[2] / "packaging" / "diffusion-studio.svg"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
+    install_excepthook(setup_logging())
+    window = MainWindow(model_path=model_path)
+    window.show()
+    return int(app.exec())

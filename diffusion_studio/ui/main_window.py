@@ -1,0 +1,403 @@
+"""`MainWindow`: workspaces in tabs, menus and shortcuts, status bar, model loading, settings.
+
+`MainWindow(model_path=None)` opens the default model; a missing or broken bundle never
+stops the window from opening (the view says why and offers "Open model bundle…").
+Loading another bundle that fails keeps the current model. Settings (form, view options,
+window geometry, recent bundles) persist in QSettings.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime
+from PySide6 import __version__ as pyside_version
+from PySide6.QtCore import QEvent, QObject, Qt, qVersion
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
+
+from diffusion_studio import __version__
+from diffusion_studio.core import png_meta
+from diffusion_studio.errors import UsageError
+from diffusion_studio.paths import default_model_dir
+from diffusion_studio.ui.generate_workspace import GenerateWorkspace
+from diffusion_studio.ui.history import HistoryStore
+from diffusion_studio.ui.models import (
+    LoadedModel,
+    device_text,
+    fallback_message,
+    is_default_model,
+    load_model,
+    missing_default_message,
+)
+from diffusion_studio.ui.persistence import AppSettings, ensure_identity, history_dir
+from diffusion_studio.ui.preview_area import format_seconds
+from diffusion_studio.ui.previews import PreviewMode
+from diffusion_studio.ui.worker import RunResult
+
+log = logging.getLogger(__name__)
+
+APP_TITLE = "Diffusion Studio"
+
+
+def png_paths(event: QDragEnterEvent | QDropEvent) -> list[Path]:
+    """Local .png files carried by a drag-and-drop event."""
+    mime = event.mimeData()
+    if not mime.hasUrls():
+        return []
+    paths = [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
+    return [p for p in paths if p.suffix.lower() == ".png"]
+
+
+class _PngDropFilter(QObject):
+    """Lets PNG drops on text fields reach the window instead of pasting the file's path."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.DragEnter, QEvent.Type.DragMove) and png_paths(event):  # type: ignore[arg-type]
+            event.acceptProposedAction()  # type: ignore[attr-defined]
+            return True
+        if event.type() == QEvent.Type.Drop and png_paths(event):  # type: ignore[arg-type]
+            self._window.dropEvent(event)  # type: ignore[arg-type]
+            return True
+        return False
+
+
+class MainWindow(QMainWindow):
+    """The Diffusion Studio window."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        settings: AppSettings | None = None,
+        history_folder: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        ensure_identity()
+        self.setObjectName("mainWindow")
+        self.app_settings = settings or AppSettings()
+        self._model: LoadedModel | None = None
+        self._closing = False
+
+        self.store = HistoryStore(history_folder or history_dir())
+        self.generateWorkspace = GenerateWorkspace(self.store)
+        self.tabs = QTabWidget(objectName="workspaceTabs")
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.generateWorkspace, "Generate")
+        self.setCentralWidget(self.tabs)
+
+        self._build_status_bar()
+        self._build_actions()
+        self._build_menus()
+        self._connect()
+        self.setAcceptDrops(True)
+        drop_filter = _PngDropFilter(self)
+        panel = self.generateWorkspace.settingsPanel
+        for edit in (panel.promptEdit, panel.negativePromptEdit):
+            edit.viewport().installEventFilter(drop_filter)
+        self.setMinimumSize(960, 620)
+        self.resize(1280, 800)
+
+        self._restore_settings()
+        self.open_model(Path(model_path) if model_path else default_model_dir(), startup=True)
+
+    # --- construction ----------------------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.deviceLabel = QLabel("No model", objectName="deviceLabel")
+        self.modelLabel = QLabel("", objectName="modelLabel")
+        self.lastRunLabel = QLabel("", objectName="lastRunLabel")
+        for label in (self.lastRunLabel, self.modelLabel, self.deviceLabel):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            bar.addPermanentWidget(label)
+
+    def _action(self, text: str, slot: object, shortcut: object = None, name: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            if isinstance(shortcut, list):
+                action.setShortcuts(shortcut)
+            else:
+                action.setShortcut(shortcut)
+        if name:
+            action.setObjectName(name)
+        action.triggered.connect(slot)
+        self.addAction(action)  # shortcuts work even when the menu bar is hidden
+        return action
+
+    def _build_actions(self) -> None:
+        ws = self.generateWorkspace
+        self.generateAction = self._action(
+            "&Generate",
+            ws.generate,
+            [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")],
+            "generateAction",
+        )
+        self.cancelAction = self._action("&Cancel", ws.cancel, QKeySequence(Qt.Key.Key_Escape), "cancelAction")
+        self.openAction = self._action(
+            "&Open model bundle…", self.open_model_dialog, QKeySequence.StandardKey.Open, "openModelAction"
+        )
+        self.loadSettingsAction = self._action("Load settings from &image…", self.load_settings_dialog)
+        self.saveAsAction = self._action(
+            "&Save image as…", ws.historyPanel.save_selected_as, QKeySequence.StandardKey.Save
+        )
+        self.copyAction = self._action("&Copy image", ws.historyPanel.copy_selected, QKeySequence("Ctrl+Shift+C"))
+        self.exportTrajectoryAction = self._action("&Export trajectory…", ws.export_trajectory_dialog)
+        self.quitAction = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.aboutAction = self._action("&About Diffusion Studio", self.show_about)
+        self.smoothAction = self._action("&Smooth zoom", ws.previewArea.set_smooth)
+        self.smoothAction.setCheckable(True)
+        self.modeActions = QActionGroup(self)
+        for mode in PreviewMode:
+            action = QAction(mode.label, self, checkable=True)
+            action.setData(mode.value)
+            action.triggered.connect(lambda _checked=False, m=mode: ws.previewArea.set_mode(m))
+            self.modeActions.addAction(action)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.openAction)
+        self.recentMenu = file_menu.addMenu("Open &recent bundle")
+        file_menu.addAction(self.loadSettingsAction)
+        file_menu.addSeparator()
+        file_menu.addAction(self.saveAsAction)
+        file_menu.addAction(self.exportTrajectoryAction)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quitAction)
+        edit_menu = bar.addMenu("&Edit")
+        edit_menu.addAction(self.copyAction)
+        view_menu = bar.addMenu("&View")
+        for action in self.modeActions.actions():
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        view_menu.addAction(self.smoothAction)
+        run_menu = bar.addMenu("&Generate")
+        run_menu.addAction(self.generateAction)
+        run_menu.addAction(self.cancelAction)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.aboutAction)
+
+    def _connect(self) -> None:
+        ws = self.generateWorkspace
+        panel = ws.settingsPanel
+        panel.openModelRequested.connect(self.open_model_dialog)
+        panel.modelChosen.connect(lambda folder: self.open_model(Path(folder)))
+        panel.deviceChanged.connect(self._on_device_changed)
+        ws.errorOccurred.connect(self.show_error)
+        ws.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        ws.runStarted.connect(self._sync_actions)
+        ws.runEnded.connect(self._sync_actions)
+        ws.runFinished.connect(self._on_run_finished)
+        ws.previewArea.modeChanged.connect(self._on_mode_changed)
+        ws.previewArea.smoothChanged.connect(self._on_smooth_changed)
+        ws.previewArea.trajectorySlider.rangeChanged.connect(lambda *_: self._sync_actions())
+        ws.historyPanel.historyList.currentRowChanged.connect(lambda *_: self._sync_actions())
+
+    # --- settings --------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        s = self.app_settings
+        ws = self.generateWorkspace
+        ws.settingsPanel.set_settings(s.form())
+        ws.previewArea.set_mode(s.preview_mode())
+        ws.previewArea.set_smooth(s.smooth_zoom())
+        self._on_mode_changed(s.preview_mode())
+        self.smoothAction.setChecked(s.smooth_zoom())
+        geometry = s.window_state("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        splitter = s.window_state("splitter")
+        if splitter is not None:
+            ws.splitter.restoreState(splitter)
+
+    def save_settings(self) -> None:
+        s = self.app_settings
+        ws = self.generateWorkspace
+        s.set_form(ws.settingsPanel.settings())
+        s.set_preview_mode(ws.previewArea.mode())
+        s.set_smooth_zoom(ws.previewArea.smoothCheck.isChecked())
+        s.set_window_state("geometry", self.saveGeometry())
+        s.set_window_state("splitter", ws.splitter.saveState())
+        s.sync()
+
+    def _on_mode_changed(self, mode: PreviewMode) -> None:
+        for action in self.modeActions.actions():
+            action.setChecked(action.data() == mode.value)
+
+    def _on_smooth_changed(self, smooth: bool) -> None:
+        self.smoothAction.setChecked(smooth)
+
+    # --- models ----------------------------------------------------------------------------
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    def open_model_dialog(self) -> None:
+        start = str(self._model.folder.parent if self._model else Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open model bundle (a folder with model.json)", start)
+        if folder:
+            self.open_model(Path(folder))
+
+    def open_model(self, folder: Path, *, startup: bool = False) -> bool:
+        """Load a bundle; on failure keep the current model and say why (a dialog, or the
+        view's message at start-up). True if the bundle is now the active model."""
+        if self.generateWorkspace.is_running():
+            self.show_error("Model", "Wait for the run to finish (or cancel it) before switching models.")
+            return False
+        device = self.generateWorkspace.settingsPanel.device().value
+        try:
+            model = load_model(folder, device)
+        except UsageError as exc:
+            log.warning("Could not load %s: %s", folder, exc)
+            if startup:
+                message = missing_default_message() if is_default_model(folder) and not folder.exists() else str(exc)
+                self.generateWorkspace.set_model(None, message)
+                self.statusBar().showMessage(message)
+                self._refresh_models()
+            else:
+                self.show_error("Could not open the model", str(exc))
+            return False
+        self._set_model(model)
+        if not model.is_default:
+            self.app_settings.add_recent_bundle(model.folder)
+        self._refresh_models()
+        fallback = fallback_message(model.provider_info)
+        if fallback:
+            self.show_warning("CUDA unavailable", fallback)
+        return True
+
+    def _set_model(self, model: LoadedModel) -> None:
+        self._model = model
+        self.generateWorkspace.set_model(model)
+        info = model.provider_info
+        self.deviceLabel.setText(device_text(info))
+        self.deviceLabel.setToolTip(info.describe())
+        spec = model.bundle.spec
+        self.modelLabel.setText(f"Model: {model.name} ({model.bundle.model_hash})")
+        self.modelLabel.setToolTip(
+            f"{model.folder}\n{spec.image_size}×{spec.image_size}, {spec.channels} channels, T = {spec.T}, "
+            f"{spec.schedule} schedule"
+        )
+        self.setWindowTitle(f"{model.name} — {APP_TITLE}")
+        self.statusBar().showMessage(f"Loaded {model.name} from {model.folder}", 6000)
+
+    def _refresh_models(self) -> None:
+        default = default_model_dir()
+        entries: list[tuple[str, str, str]] = []
+        default_label = "Default model" + ("" if default.exists() else " (missing)")
+        if self._model is not None and self._model.is_default:
+            default_label = f"{self._model.name} (default)"
+        entries.append((default_label, str(default), str(default)))
+        for folder in self.app_settings.recent_bundles():
+            if not is_default_model(folder):
+                entries.append((Path(folder).name, folder, folder))
+        current = str(self._model.folder) if self._model else None
+        self.generateWorkspace.settingsPanel.set_models(entries, current)
+        self.recentMenu.clear()
+        for label, folder, _ in entries[1:]:
+            action = self.recentMenu.addAction(label)
+            action.setToolTip(folder)
+            action.triggered.connect(lambda _checked=False, f=folder: self.open_model(Path(f)))
+        self.recentMenu.setEnabled(len(entries) > 1)
+        if self._model is None:
+            self.setWindowTitle(f"{APP_TITLE} — no model")
+            self.deviceLabel.setText("No model")
+            self.modelLabel.setText("")
+
+    def _on_device_changed(self, device: str) -> None:
+        """Reload the current model on the chosen device (the old session stays if that fails)."""
+        if self._model is not None:
+            self.open_model(self._model.folder)
+
+    # --- runs ------------------------------------------------------------------------------
+    def _sync_actions(self) -> None:
+        ws = self.generateWorkspace
+        running = ws.is_running()
+        self.generateAction.setEnabled(not running and self._model is not None)
+        self.cancelAction.setEnabled(running)
+        self.openAction.setEnabled(not running)
+        self.recentMenu.setEnabled(not running and bool(self.recentMenu.actions()))
+        has_entry = ws.historyPanel.selected_entry() is not None
+        self.saveAsAction.setEnabled(has_entry)
+        self.copyAction.setEnabled(has_entry)
+        self.exportTrajectoryAction.setEnabled(ws.previewArea.trajectory() is not None)
+
+    def _on_run_finished(self, result: RunResult) -> None:
+        self.lastRunLabel.setText(
+            f"Last run: {format_seconds(result.elapsed_s)} · {result.steps_per_s:.1f} steps/s"
+        )
+        if self._model is not None:  # an fp16 -> fp32 switch shows up in the provider info
+            self.deviceLabel.setToolTip(self._model.provider_info.describe())
+        self.save_settings()
+        self._sync_actions()
+
+    # --- drag and drop ---------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if png_paths(event):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event: QDragEnterEvent) -> None:  # type: ignore[override]
+        if png_paths(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = png_paths(event)
+        if not paths:
+            return
+        event.acceptProposedAction()
+        self.load_settings_from_png(paths[0])
+
+    def load_settings_from_png(self, path: Path) -> bool:
+        """Fill the form from a PNG's metadata (ours or the common `parameters` text)."""
+        try:
+            metadata = png_meta.read_metadata(path)
+        except UsageError as exc:
+            self.show_error("Cannot reuse settings", str(exc))
+            return False
+        return self.generateWorkspace.apply_metadata(metadata, path.name)
+
+    def load_settings_dialog(self) -> None:
+        target, _ = QFileDialog.getOpenFileName(self, "Load settings from image", str(Path.home()), "PNG (*.png)")
+        if target:
+            self.load_settings_from_png(Path(target))
+
+    # --- dialogs ---------------------------------------------------------------------------
+    def show_error(self, title: str, message: str) -> None:
+        log.warning("%s: %s", title, message)
+        QMessageBox.critical(self, title, message)
+
+    def show_warning(self, title: str, message: str) -> None:
+        log.warning("%s: %s", title, message)
+        QMessageBox.warning(self, title, message)
+
+    def show_about(self) -> None:
+        provider = self._model.provider_info.describe() if self._model else "no model loaded"
+        QMessageBox.about(
+            self,
+            f"About {APP_TITLE}",
+            f"<h3>{APP_TITLE} {__version__}</h3>"
+            "<p>Type a prompt and watch a denoising diffusion model (DDPM, Ho et al. 2020) turn "
+            "noise into an image, step by step.</p>"
+            f"<p>ONNX Runtime {onnxruntime.__version__} · PySide6 {pyside_version} · Qt {qVersion()}<br>"
+            f"Provider: {provider}</p>"
+            "<p>MIT licence.</p>",
+        )
+
+    # --- closing ---------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Stop a run in flight, remember the settings, then close."""
+        if not self._closing:
+            self._closing = True
+            if not self.generateWorkspace.shutdown():
+                log.error("The generation thread did not stop in time.")
+            self.save_settings()
+        event.accept()
+
+    def workspace(self, title: str) -> QWidget | None:
+        for i in range(self.tabs.count()):
+            if self.tabs.tabText(i).replace("&", "") == title:
+                return self.tabs.widget(i)
+        return None
