@@ -1,0 +1,179 @@
+"""Pipeline: seeds, batches, guidance wiring vs a torch reference, validation, notes, cancel, metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion_studio.core import png_meta
+from diffusion_studio.core.guidance import guided_eps_fn
+from diffusion_studio.core.images import to_uint8
+from diffusion_studio.core.sampling import sample
+from diffusion_studio.errors import Cancelled, UsageError
+from diffusion_studio.inference.bundle_loader import load_bundle
+from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_bundle) -> Pipeline:
+    return Pipeline(load_bundle(tiny_bundle, device="cpu"))
+
+
+def _gen(pipeline: Pipeline, prompt: str = "a red circle", **kwargs):
+    return pipeline.generate(GenerationRequest(prompt, **kwargs))
+
+
+def test_same_seed_same_image_and_different_seed_different_image(pipeline):
+    a = _gen(pipeline, seed=123)
+    b = _gen(pipeline, seed=123)
+    c = _gen(pipeline, seed=124)
+    assert a.images.dtype == np.uint8 and a.images.shape == (1, 8, 8, 3)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert np.abs(a.images.astype(int) - c.images.astype(int)).mean() > 10
+
+
+def test_pipeline_matches_a_torch_reference_loop(pipeline, tiny_unet):
+    """Text encoding, guidance and the sampler wired as the contract says, with torch as the network."""
+    import torch
+
+    def torch_denoiser(x, t, context, mask):
+        with torch.no_grad():
+            args = (torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(context), torch.from_numpy(mask))
+            return tiny_unet(*args).numpy()
+
+    encoder = pipeline.bundle.text_encoder
+    context, mask = encoder.encode(["a green star"])
+    negative, negative_mask = encoder.encode(["blurry"])
+    eps_fn = guided_eps_fn(torch_denoiser, context, mask, negative, negative_mask, 2.5)
+    reference = list(sample(eps_fn, pipeline.bundle.schedule, (1, 3, 8, 8), sampler="dpmpp-2m", steps=6,
+                            rng=np.random.default_rng(99)))[-1].x_t
+
+    seen = []
+    result = pipeline.generate(
+        GenerationRequest("a green star", negative_prompt="blurry", sampler="dpmpp-2m", steps=6, guidance=2.5,
+                          seed=99, batch=1),
+        on_step=seen.append,
+    )
+    assert len(seen) == 6
+    np.testing.assert_allclose(seen[-1].x_t, reference, atol=1e-4)
+    assert np.abs(result.images.astype(int) - to_uint8(reference).astype(int)).max() <= 1
+    assert np.abs(reference).max() > 0.1  # a real image, not all zeros
+
+
+def test_batch_image_i_is_seed_plus_i_alone(pipeline):
+    batch = _gen(pipeline, seed=40, batch=3, sampler="ddpm", steps=5)
+    assert [m["seed"] for m in batch.metadata] == [40, 41, 42]
+    assert [m["batch_index"] for m in batch.metadata] == [0, 1, 2]
+    for i in range(3):
+        alone = _gen(pipeline, seed=40 + i, sampler="ddpm", steps=5)
+        assert np.abs(batch.images[i].astype(int) - alone.images[0].astype(int)).max() <= 1
+    assert not np.array_equal(batch.images[0], batch.images[1])
+
+
+def test_random_seed_is_recorded_and_reproduces(pipeline):
+    first = _gen(pipeline)
+    seed = first.request.seed
+    assert isinstance(seed, int) and seed >= 0 and first.metadata[0]["seed"] == seed
+    np.testing.assert_array_equal(_gen(pipeline, seed=seed).images, first.images)
+
+
+def test_defaults_come_from_the_bundle(pipeline):
+    result = _gen(pipeline, seed=1)
+    assert (result.request.sampler, result.request.steps, result.request.guidance) == ("ddim", 4, 2.0)
+    meta = result.metadata[0]
+    assert meta["model"] == "tiny" and meta["model_hash"] == pipeline.bundle.model_hash
+    assert meta["provider"] == "CPUExecutionProvider" and meta["width"] == meta["height"] == 8
+    assert result.steps_per_s == pytest.approx(4 / result.seconds)
+    assert result.provider.active == "CPUExecutionProvider"
+
+
+def test_metadata_round_trips_through_png(pipeline):
+    result = _gen(pipeline, "  a ☀ sun, \"quoted\": yes\nsecond line", negative_prompt="dark", seed=5)
+    data = png_meta.encode_png(result.images[0], result.metadata[0])
+    assert png_meta.read_metadata(data) == result.metadata[0]
+
+
+def test_negative_prompt_changes_the_image(pipeline):
+    plain = _gen(pipeline, seed=8, guidance=4.0)
+    negative = _gen(pipeline, seed=8, guidance=4.0, negative_prompt="a blue square")
+    assert not np.array_equal(plain.images, negative.images)
+
+
+def test_unconditional_embedding_is_cached(pipeline):
+    first = pipeline.unconditional()
+    assert pipeline.unconditional() is first
+    assert first[1].sum() == 2.0  # "" is [CLS] [SEP]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": 0}, "Steps must be an integer between 1 and 50"),
+        ({"steps": 51}, "Steps must be an integer between 1 and 50"),
+        ({"steps": 2.5}, "Steps must be an integer"),
+        ({"guidance": -0.5}, "Guidance must be a finite number of at least 0"),
+        ({"guidance": float("nan")}, "Guidance must be a finite number"),
+        ({"batch": 0}, "Batch must be an integer between 1 and 64"),
+        ({"batch": 65}, "Batch must be an integer between 1 and 64"),
+        ({"sampler": "euler"}, "Unknown sampler 'euler'; choose one of ddpm, ddim, dpmpp-2m"),
+        ({"seed": -1}, "The seed must be an integer between 0 and"),
+        ({"strength": 0.5}, "A strength below 1 needs an init image"),
+        ({"strength": 1.5}, "Strength must lie in (0, 1]"),
+    ],
+)
+def test_bad_requests_raise_one_sentence(pipeline, kwargs, message):
+    with pytest.raises(UsageError) as info:
+        pipeline.iterate(GenerationRequest("a circle", **{"seed": 1, **kwargs}))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_long_prompt_is_truncated_with_a_note(pipeline):
+    result = _gen(pipeline, "a red circle " * 770, seed=2)  # 10,010 characters
+    assert len(result.request.prompt) > 10_000
+    assert any("longer than 8 tokens" in note for note in result.notes)
+    assert result.images.shape == (1, 8, 8, 3)
+
+
+@pytest.mark.parametrize("prompt", ["🔴 a red circle 🟦🎨", "دائرة حمراء في الزاوية", "שלום עולם 123"])
+def test_emoji_and_right_to_left_prompts_work(pipeline, prompt):
+    result = _gen(pipeline, prompt, seed=3)
+    assert result.metadata[0]["prompt"] == prompt
+    context, mask = pipeline.bundle.text_encoder.encode([prompt])
+    assert mask.sum() > 2  # real tokens, not just [CLS] [SEP]
+
+
+def test_iterate_yields_every_step_and_preview_false_reports_only_the_last(pipeline):
+    steps = list(pipeline.iterate(GenerationRequest("x", seed=1, steps=5, sampler="ddim")))
+    assert [s.index for s in steps] == [0, 1, 2, 3, 4] and {s.count for s in steps} == {5}
+    assert steps[0].x_t.shape == (1, 3, 8, 8) and steps[0].t > steps[-1].t
+    seen = []
+    pipeline.generate(GenerationRequest("x", seed=1, steps=5, preview=False), on_step=seen.append)
+    assert [s.index for s in seen] == [4]
+
+
+def test_should_stop_and_cancel_raise_cancelled(pipeline):
+    calls = []
+    with pytest.raises(Cancelled):
+        pipeline.generate(GenerationRequest("x", seed=1, steps=6), should_stop=lambda: len(calls) >= 2,
+                          on_step=calls.append)
+    assert len(calls) == 2
+    seen = []
+
+    def cancel_after_first(step):
+        seen.append(step)
+        pipeline.cancel()
+
+    with pytest.raises(Cancelled):
+        pipeline.generate(GenerationRequest("x", seed=1, steps=6), on_step=cancel_after_first)
+    assert len(seen) == 1
+    assert _gen(pipeline, "x", seed=1).images.shape == (1, 8, 8, 3)  # the next run is not poisoned
+
+
+def test_img2img_starts_from_the_init_image(pipeline):
+    init = np.zeros((8, 8, 3), np.uint8)
+    init[:, :, 0] = 255  # pure red
+    result = _gen(pipeline, seed=4, steps=10, init_image=init, strength=0.3)
+    assert result.metadata[0]["strength"] == 0.3
+    assert result.images[0, :, :, 0].mean() > result.images[0, :, :, 2].mean() + 50  # stays red
+    with pytest.raises(UsageError, match="The init image must be 8x8 with 3 channels"):
+        _gen(pipeline, seed=4, init_image=np.zeros((4, 4, 3), np.uint8), strength=0.5)
