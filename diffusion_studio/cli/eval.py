@@ -2,7 +2,8 @@
 
 Accuracy per attribute (color, shape always; size, position, background when the prompt
 names them) against the quality bar of issue 6, the variety of omitted attributes, and the
-time per image. `--json` writes the full report (with every sample) atomically.
+time per image. `--json` writes the full report (with every sample) atomically; `--summarize A.json B.json`
+prints a Markdown table comparing such reports (for a model card).
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None, help="guidance scale w (default: the bundle's)")
     p.add_argument("--seed", type=int, default=0, help="prompt draw and sampling seed (image i uses seed + i)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per network call (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
     p.add_argument("--latency-images", type=int, default=3,
                    help="images also timed one at a time through the app's pipeline (default 3)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="write the full report here")
     p.add_argument("--save-images", type=Path, default=None, metavar="DIR", help="save every image as a PNG")
+    p.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="REPORT.json",
+                   help="print a Markdown table comparing reports written with --json (generates nothing)")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -71,8 +74,13 @@ def _progress(done: int, total: int, seconds: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from diffusion_studio.eval.evaluate import evaluate_bundle
-    from diffusion_studio.eval.report import format_table, write_json
+    from diffusion_studio.eval.report import format_table, markdown_table, read_report, write_json
 
+    if args.summarize is not None:
+        if args.bundle is not None:
+            raise UsageError("--summarize reads reports and generates nothing; give no BUNDLE with it.")
+        print(markdown_table([read_report(path) for path in args.summarize]))
+        return 0
     _check_args(args)
     report = evaluate_bundle(
         args.bundle, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,

@@ -23,7 +23,7 @@ from diffusion_studio.eval.scoring import correctness, score
 
 REPORT_VERSION = 1
 DEFAULT_N = 300
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 16
 ProgressFn = Callable[[int, int, float], None]  # (done, total, seconds so far)
 
 

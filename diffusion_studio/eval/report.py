@@ -1,4 +1,4 @@
-"""The evaluation report as a text table, and atomic JSON / PNG writing."""
+"""The evaluation report as a text table or a Markdown comparison, and atomic JSON / PNG writing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from diffusion_studio.core.files import atomic_write_bytes
+from diffusion_studio.errors import UsageError
 
 
 def write_json(report: dict, path: Path) -> None:
@@ -65,3 +66,45 @@ def format_table(report: dict) -> str:
         f"variety: {'PASS' if report['variety_passed'] else 'FAIL'}",
     ]
     return "\n".join(lines)
+
+
+def _mark(row: dict) -> str:
+    if row.get("accuracy") is None:
+        return "n/a"
+    return f"{100 * row['accuracy']:.1f}% {'✓' if row['pass'] else '✗'}"
+
+
+def markdown_table(reports: list[dict]) -> str:
+    """One Markdown row per report (e.g. one per sampler) for a model card."""
+    attrs = ("color", "shape", "size", "position", "background")
+    head = (["sampler", "steps", "guidance", "prompts"] + list(attrs)
+            + ["variety size / position / background", "s per image (alone)", "s per image (batched)"])
+    bars = " · ".join(f"{a} ≥ {100 * next(iter(reports))['attributes'][a]['bar']:.0f}%" for a in attrs) if reports else ""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in reports:
+        s, t = r.get("settings", {}), r["timing"]
+        variety = " / ".join(f"{v['normalized_entropy']:.2f}" if v["found"] else "n/a"
+                             for v in (r["variety"][a] for a in ("size", "position", "background")))
+        alone = t.get("seconds_per_image_batch1")
+        cells = [str(s.get("sampler", "?")), str(s.get("steps", "?")), f"{s.get('guidance', float('nan')):g}",
+                 str(r["n"])] + [_mark(r["attributes"][a]) for a in attrs] + [
+            variety, "n/a" if alone is None else f"{alone:.3f}",
+            f"{t['seconds_per_image']:.3f} (batch {t['batch_size']})"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if bars:
+        lines += ["", f"Bar: {bars} (size, position, background scored when the prompt names them); "
+                  "variety = normalised entropy of the value where the prompt omits it (1 = uniform)."]
+    return "\n".join(lines)
+
+
+def read_report(path: Path) -> dict:
+    """A report written by `write_json` (UsageError with one sentence if it is not one)."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"Cannot read the report {path}: {exc.strerror or exc}.") from None
+    except ValueError:
+        raise UsageError(f"{path} is not a JSON evaluation report.") from None
+    if not isinstance(report, dict) or not {"attributes", "variety", "timing", "n"} <= set(report):
+        raise UsageError(f"{path} is not an evaluation report written by 'diffusion-studio eval --json'.")
+    return report

@@ -91,6 +91,23 @@ def test_cli_writes_json_and_images_and_exits_0(tiny_bundle, tmp_path, capsys):
     with Image.open(images / "0003.png") as png:
         assert png.size == (8, 8) and png.mode == "RGB"
         assert png.text["prompt"] == report["samples"][3]["prompt"]
+    # --summarize turns reports into a Markdown table for the model card
+    assert main(["eval", "--summarize", str(out), str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = [line for line in table if line.startswith("| ddim | 2 | 2 | 5 |")]
+    assert len(rows) == 2 and rows[0].count("|") == 13
+    color = report["attributes"]["color"]
+    assert f"{100 * color['accuracy']:.1f}% ✗" in rows[0]
+
+
+def test_cli_summarize_bad_input_exits_2(tmp_path, tiny_bundle, capsys):
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    (tmp_path / "bad.json").write_text("{")
+    for argv in (["--summarize", str(tmp_path / "none.json")], ["--summarize", str(tmp_path / "other.json")],
+                 ["--summarize", str(tmp_path / "bad.json")], [str(tiny_bundle), "--summarize", str(tmp_path / "x")]):
+        assert main(["eval", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("argv,match", [
