@@ -1,0 +1,237 @@
+"""`diffusion-studio generate`: PNGs with metadata that reads back; bad input -> exit 2, one line, no files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from diffusion_studio.cli import main
+from diffusion_studio.core import png_meta
+from diffusion_studio.inference.bundle_loader import load_bundle
+from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def out_dir(tmp_path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(["generate", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _assert_one_error_line(err: str, fragment: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and fragment in lines[0]
+    assert "Traceback" not in err
+
+
+def test_generate_writes_png_whose_metadata_reads_back(capsys, tiny_bundle, out_dir):
+    out = out_dir / "img.png"
+    code, stdout, stderr = _run(capsys, "a red circle", "--model", str(tiny_bundle), "--sampler", "dpmpp-2m",
+                                "--steps", "3", "--guidance", "1.5", "--seed", "7", "--negative", "blue",
+                                "--device", "cpu", "-o", str(out))
+    assert code == 0, stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["img.png"]
+    meta = png_meta.read_metadata(out)
+    digest = hashlib.sha256((tiny_bundle / "unet.onnx").read_bytes()).hexdigest()
+    assert isinstance(meta.pop("seconds"), float)
+    assert meta == {
+        "prompt": "a red circle", "negative_prompt": "blue", "seed": 7, "steps": 3, "sampler": "dpmpp-2m",
+        "guidance": 1.5, "model": "tiny", "model_hash": digest[:10], "provider": "CPUExecutionProvider",
+        "onnxruntime": ort.__version__, "width": 8, "height": 8, "batch_size": 1, "batch_index": 0,
+    }
+    with Image.open(out) as image:
+        parameters = image.text["parameters"]
+        pixels = np.asarray(image.convert("RGB"))
+    assert parameters.startswith("a red circle\nNegative prompt: blue\n")
+    assert "Steps: 3, Sampler: DPM++ 2M, CFG scale: 1.5, Seed: 7, Size: 8x8" in parameters
+    expected = Pipeline(load_bundle(tiny_bundle, "cpu")).generate(GenerationRequest(
+        "a red circle", negative_prompt="blue", sampler="dpmpp-2m", steps=3, guidance=1.5, seed=7))
+    np.testing.assert_array_equal(pixels, expected.images[0])
+    assert f"wrote {out}" in stdout
+    assert "provider: CPUExecutionProvider (onnxruntime" in stdout
+    assert "steps/s" in stdout and "time: " in stdout
+    assert stderr == ""
+
+
+def test_batch_writes_numbered_files_with_consecutive_seeds(capsys, tiny_bundle, out_dir):
+    code, _, err = _run(capsys, "a star", "--model", str(tiny_bundle), "--batch", "3", "--seed", "10",
+                        "--device", "cpu", "-o", str(out_dir / "b.png"))
+    assert code == 0, err
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["b-0.png", "b-1.png", "b-2.png"]
+    seeds = [png_meta.read_metadata(out_dir / n)["seed"] for n in names]
+    assert seeds == [10, 11, 12]
+    # image 1 of the batch is seed 11 alone
+    code, _, _ = _run(capsys, "a star", "--model", str(tiny_bundle), "--seed", "11", "--device", "cpu",
+                      "-o", str(out_dir / "alone.png"))
+    assert code == 0
+    a, b = (np.asarray(Image.open(out_dir / n)).astype(int) for n in ("b-1.png", "alone.png"))
+    assert np.abs(a - b).max() <= 1
+
+
+def test_grid_writes_one_tiled_image(capsys, tiny_bundle, out_dir):
+    code, _, err = _run(capsys, "a star", "--model", str(tiny_bundle), "--batch", "4", "--grid", "--seed", "3",
+                        "--device", "cpu", "-o", str(out_dir / "grid.png"))
+    assert code == 0, err
+    assert [p.name for p in out_dir.iterdir()] == ["grid.png"]
+    with Image.open(out_dir / "grid.png") as image:
+        assert image.size == (16, 16)
+        tiles = np.asarray(image.convert("RGB"))
+    meta = png_meta.read_metadata(out_dir / "grid.png")
+    assert meta["seed"] == 3 and meta["batch_size"] == 4 and "seeds 3..6" in meta["grid"]
+    assert not np.array_equal(tiles[:8, :8], tiles[:8, 8:])
+
+
+def test_cuda_request_warns_once_and_runs_on_cpu(capsys, tiny_bundle, out_dir):
+    from diffusion_studio.inference.providers import cuda_unusable_reason
+
+    if cuda_unusable_reason() is None:
+        pytest.skip("a usable CUDA provider is present")
+    code, out, err = _run(capsys, "x", "--model", str(tiny_bundle), "--device", "cuda", "-o", str(out_dir / "c.png"))
+    assert code == 0
+    assert err.splitlines() == [f"warning: CUDA was requested but the model runs on the CPU: {cuda_unusable_reason()}."]
+    assert "cuda requested but fell back" in out
+    assert png_meta.read_metadata(out_dir / "c.png")["provider"] == "CPUExecutionProvider"
+
+
+def test_long_emoji_and_right_to_left_prompts_work(capsys, tiny_bundle, out_dir):
+    long_prompt = "a big red circle in the top left corner " * 250  # 10,000 characters
+    code, _, err = _run(capsys, long_prompt, "--model", str(tiny_bundle), "--device", "cpu", "-o",
+                        str(out_dir / "long.png"))
+    assert code == 0
+    assert len(err.splitlines()) == 1 and err.startswith("note: ") and "longer than 8 tokens" in err
+    assert png_meta.read_metadata(out_dir / "long.png")["prompt"] == long_prompt
+    for name, prompt in (("emoji", "🔴🟦 a circle 🎨"), ("rtl", "دائرة حمراء"), ("hebrew", "עיגול אדום")):
+        code, _, err = _run(capsys, prompt, "--model", str(tiny_bundle), "--device", "cpu",
+                            "-o", str(out_dir / f"{name}.png"))
+        assert code == 0 and all(line.startswith("note: ") for line in err.splitlines())  # L = 8 tokens
+        assert png_meta.read_metadata(out_dir / f"{name}.png")["prompt"] == prompt
+
+
+def _edit(folder: Path, edit) -> None:
+    data = json.loads((folder / "model.json").read_text())
+    edit(data)
+    (folder / "model.json").write_text(json.dumps(data))
+
+
+def _corrupt_onnx(folder: Path) -> None:
+    raw = b"not an onnx model at all" * 10
+    (folder / "unet.onnx").write_bytes(raw)
+    _edit(folder, lambda d: d["files"]["unet.onnx"].update(sha256=hashlib.sha256(raw).hexdigest(), bytes=len(raw)))
+
+
+BAD_BUNDLES = {
+    "missing field": (lambda f: _edit(f, lambda d: d["unet"].pop("file")), "field 'unet.file' is missing"),
+    "wrong field": (lambda f: _edit(f, lambda d: d["diffusion"].update(T=-3)), "field 'diffusion.T' must be"),
+    "corrupt onnx": (_corrupt_onnx, "is not a valid ONNX model"),
+    "truncated onnx": (lambda f: (f / "unet.onnx").write_bytes((f / "unet.onnx").read_bytes()[:100]),
+                       "is truncated or was replaced"),
+    "graph disagrees": (lambda f: _edit(f, lambda d: d["conditioning"].update(max_tokens=12)),
+                        "context has shape [N, 8, 384], but model.json needs [N, 12, 384]"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BUNDLES))
+def test_bad_bundle_exit_2_one_line_nothing_written(capsys, bundle_copy, out_dir, case):
+    breaker, fragment = BAD_BUNDLES[case]
+    folder = bundle_copy()
+    breaker(folder)
+    code, out, err = _run(capsys, "x", "--model", str(folder), "--device", "cpu", "-o", str(out_dir / "o.png"))
+    assert code == 2
+    _assert_one_error_line(err, fragment)
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--steps", "0"], "Steps must be an integer between 1 and 50"),
+        (["--steps", "51"], "Steps must be an integer between 1 and 50 (the model's T), got 51."),
+        (["--steps", "-4"], "Steps must be an integer between 1 and 50"),
+        (["--guidance", "-1"], "Guidance must be a finite number of at least 0, got -1.0."),
+        (["--guidance", "nan"], "Guidance must be a finite number"),
+        (["--batch", "0"], "Batch must be an integer between 1 and 64, got 0."),
+        (["--batch", "-2"], "Batch must be an integer between 1 and 64"),
+        (["--seed", "-1"], "The seed must be an integer between 0 and"),
+        (["--sampler", "euler"], "argument --sampler: invalid choice: 'euler'"),
+        (["--steps", "ten"], "argument --steps: invalid int value: 'ten'"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    ],
+)
+def test_bad_settings_exit_2_one_line_nothing_written(capsys, tiny_bundle, out_dir, args, fragment):
+    code, out, err = _run(capsys, "x", "--model", str(tiny_bundle), *args, "-o", str(out_dir / "o.png"))
+    assert code == 2
+    _assert_one_error_line(err, fragment)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_missing_bundle_exit_2(capsys, tmp_path, out_dir):
+    code, _, err = _run(capsys, "x", "--model", str(tmp_path / "missing"), "-o", str(out_dir / "o.png"))
+    assert code == 2
+    _assert_one_error_line(err, f"The model bundle {tmp_path / 'missing'} does not exist.")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_unwritable_outputs_are_refused_before_generating(capsys, tiny_bundle, out_dir, monkeypatch):
+    # Generating would fail loudly if reached: the output check must come first.
+    import diffusion_studio.inference.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module.Pipeline, "generate", lambda *a, **k: pytest.fail("generated anyway"))
+    (out_dir / "a_file").write_text("x")
+    (out_dir / "a_dir.png").mkdir()
+    cases = [
+        (out_dir / "missing" / "o.png", "The output folder"),
+        (out_dir / "a_file" / "o.png", "is not a folder"),
+        (out_dir / "a_dir.png", "is a folder; give a file name ending in .png"),
+        (out_dir / "o.jpg", "The output file must end in .png"),
+    ]
+    if os.geteuid() != 0:  # root may write into a read-only folder
+        locked = out_dir / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((locked / "o.png", "Cannot write to the output folder"))
+    before = sorted(p.name for p in out_dir.iterdir())
+    for path, fragment in cases:
+        code, _, err = _run(capsys, "x", "--model", str(tiny_bundle), "-o", str(path))
+        assert code == 2, path
+        _assert_one_error_line(err, fragment)
+    assert sorted(p.name for p in out_dir.iterdir()) == before
+    assert list((out_dir / "a_dir.png").iterdir()) == []
+
+
+def test_python_m_diffusion_studio_generate_subprocess(tiny_bundle, out_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = out_dir / "sub.png"
+    ok = subprocess.run(
+        [sys.executable, "-m", "diffusion_studio", "generate", "a red circle", "--model", str(tiny_bundle),
+         "--seed", "1", "--steps", "2", "-o", str(out)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert png_meta.read_metadata(out)["seed"] == 1
+    assert "steps/s" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "diffusion_studio", "generate", "x", "--model", str(tiny_bundle), "--steps", "0",
+         "-o", str(out_dir / "bad.png")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["error: Steps must be an integer between 1 and 50 (the model's T), got 0."]
+    assert not (out_dir / "bad.png").exists()
