@@ -230,6 +230,14 @@ def _text_encoder(folder: Path, spec: BundleSpec) -> TextEncoder:
 # --- loading ---------------------------------------------------------------------------------
 
 
+def prefer_fp16(spec: BundleSpec, device: str) -> bool:
+    """Whether to run the bundle's fp16 U-Net: only when declared and CUDA can load.
+
+    On the CPU fp16 kernels are missing or slower than fp32, so the fp32 graph runs there.
+    """
+    return bool(spec.unet_fp16_file) and check_device(device) != "cpu" and cuda_unusable_reason() is None
+
+
 def load_bundle(path: str | os.PathLike[str] | None = None, device: str = "auto") -> LoadedBundle:
     """Validate a bundle folder and open its sessions; `None` loads the bundled default model."""
     device = check_device(device)
@@ -242,10 +250,8 @@ def load_bundle(path: str | os.PathLike[str] | None = None, device: str = "auto"
         fp16_path, _ = _checked_file(folder, spec.unet_fp16_file, files, "fp16 U-Net file")
     text_encoder = _text_encoder(folder, spec)
 
-    # fp16 only where it pays: on CUDA. On the CPU fp16 kernels are missing or slower than fp32.
-    use_fp16 = fp16_path is not None and device != "cpu" and cuda_unusable_reason() is None
     denoiser = None
-    if use_fp16 and fp16_path is not None:
+    if fp16_path is not None and prefer_fp16(spec, device):
         session, info = _open_unet(fp16_path, spec, device)
         if info.active == CUDA:
 

@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from diffusion_studio.core.bundle import parse_model_json, read_model_json
 from diffusion_studio.core.schedule import make_schedule
 from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference import bundle_loader, providers
@@ -137,6 +138,8 @@ BROKEN = {
                     "is not the one this model was trained with (sha256 mismatch)"),
     "tokenizer sha": (_field(lambda d: d["conditioning"].update(tokenizer_sha256="b" * 64)),
                       "tokenizer.json is not the one this model was trained with"),
+    "fp16 file missing": (_field(lambda d: d["unet"].update(fp16_file="unet.fp16.onnx")),
+                          "lacks its fp16 U-Net file unet.fp16.onnx"),
     "bundle encoder missing": (_field(lambda d: d["conditioning"].update(text_encoder="text_encoder.onnx")),
                                "The model needs the bundle's text encoder"),
 }
@@ -184,3 +187,16 @@ def test_bundle_local_text_encoder_is_used(bundle_copy):
 def test_unknown_device_is_rejected(tiny_bundle):
     with pytest.raises(UsageError, match="Unknown device 'tpu'"):
         load_bundle(tiny_bundle, device="tpu")
+
+
+def test_fp16_graph_is_preferred_only_where_cuda_loads(tiny_bundle, monkeypatch):
+    spec = read_model_json(tiny_bundle)
+    data = spec.to_dict()
+    data["unet"]["fp16_file"] = "unet.fp16.onnx"
+    with_fp16 = parse_model_json(data)
+    assert not bundle_loader.prefer_fp16(with_fp16, "cpu")
+    assert bundle_loader.prefer_fp16(with_fp16, "auto") == (providers.cuda_unusable_reason() is None)
+    monkeypatch.setattr(bundle_loader, "cuda_unusable_reason", lambda: None)  # as on a machine with a GPU
+    assert bundle_loader.prefer_fp16(with_fp16, "auto") and bundle_loader.prefer_fp16(with_fp16, "cuda")
+    assert not bundle_loader.prefer_fp16(with_fp16, "cpu")
+    assert not bundle_loader.prefer_fp16(spec, "cuda")  # no fp16 file declared
