@@ -14,6 +14,7 @@ import sys
 import uuid
 import warnings
 from pathlib import Path
+from typing import TextIO
 
 from diffusion_studio.errors import UsageError
 
@@ -74,7 +75,7 @@ def check_writable(paths: list[Path]) -> None:
             raise UsageError(f"The output file {path} exists and is not writable.")
 
 
-def _say(line: str, stream=None) -> None:
+def _say(line: str, stream: TextIO | None = None) -> None:
     print(line, file=stream or sys.stdout, flush=True)
 
 

@@ -131,10 +131,18 @@ class Pipeline:
         return request.resolved(b.default_sampler, b.default_steps, b.default_guidance, b.T)
 
     def _encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        """context, mask for one prompt; the tokenizer's truncation warning becomes a note.
+
+        Tokenizing again is cheap and makes the note appear on every run, also when the
+        encoder answers from its cache.
+        """
+        encoder = self.bundle.text_encoder
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            context, mask = self.bundle.text_encoder.encode([prompt])
-        self.notes.extend(str(w.message) for w in caught)
+            encoder.tokenize([prompt])
+            context, mask = encoder.encode([prompt])
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            self.notes.append(message)
         return context, mask
 
     def unconditional(self) -> tuple[np.ndarray, np.ndarray]:

@@ -132,6 +132,9 @@ def test_long_prompt_is_truncated_with_a_note(pipeline):
     assert len(result.request.prompt) > 10_000
     assert any("longer than 8 tokens" in note for note in result.notes)
     assert result.images.shape == (1, 8, 8, 3)
+    again = _gen(pipeline, "a red circle " * 770, seed=2)  # the encoder's cache answers; the note stays
+    assert again.notes == result.notes and len(again.notes) == 1
+    np.testing.assert_array_equal(again.images, result.images)
 
 
 @pytest.mark.parametrize("prompt", ["🔴 a red circle 🟦🎨", "دائرة حمراء في الزاوية", "שלום עולם 123"])
