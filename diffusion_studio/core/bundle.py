@@ -235,7 +235,7 @@ class _Checker:
         return value
 
     def sha256(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False) -> str | None:
-        value = self.get(obj, prefix, key, None if nullable else _MISSING)
+        value = self.get(obj, prefix, key)  # required; null allowed where nullable
         if value is None and nullable:
             return None
         if not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
