@@ -192,7 +192,7 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
     ckpt = src.checkpoint
     provenance = {
         "run": str(Path(ckpt.run_dir).absolute()) if getattr(ckpt, "run_dir", None) else str(src.path),
-        "checkpoint": str(Path(src.path).absolute()),
+        "checkpoint": str(Path(getattr(ckpt, "path", None) or src.path).absolute()),
         "step": int(ckpt.step),
         "weights": src.weights,
         "metrics": _json_safe(dict(ckpt.metrics or {})),
