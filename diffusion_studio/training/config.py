@@ -1,0 +1,169 @@
+"""TrainConfig: every knob of a training run, its presets, validation and JSON form."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from diffusion_studio.errors import UsageError
+from diffusion_studio.training.unet import UNetConfig
+
+DEFAULT_SAMPLE_PROMPTS: tuple[str, ...] = (
+    "a large red circle in the top left on a black background",
+    "a small blue square in the bottom right on a white background",
+    "a green triangle in the center on a gray background",
+    "a large yellow square in the top right on a gray background",
+    "a small purple circle in the bottom left on a white background",
+    "an orange triangle",
+    "a large blue triangle in the bottom left on a black background",
+    "a small green circle in the top right on a white background",
+)
+DEVICES = ("auto", "cpu", "cuda")
+# Written beside the config in config.json / checkpoints; informational, ignored when loading.
+METADATA_KEYS = {"text_encoder", "parameters", "flops_per_forward"}
+# Fields that may change when a run is resumed; any other change is refused.
+RESUMABLE_FIELDS = {"steps", "checkpoint_every", "keep_last", "sample_every", "sample_prompts",
+                    "sample_steps", "sample_guidance", "device", "bf16", "num_threads", "log_every"}
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "shapes"  # "shapes" or "folder:PATH"
+    image_size: int = 32
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 5e-4  # AdamW
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    lr_schedule: str = "constant"  # after warm-up: "constant" or "cosine" (to 10% of lr)
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # warmed up as min(decay, (1+n)/(10+n))
+    p_uncond: float = 0.1  # share of captions replaced by "" (classifier-free guidance)
+    schedule: str = "linear"
+    T: int = 1000
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    sample_every: int = 1000
+    sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
+    sample_steps: int = 20
+    sample_guidance: float = 3.0
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True  # autocast where supported (CUDA with bf16); always off on CPU
+    max_tokens: int = 32
+    num_threads: int = 0  # 0: leave torch's default
+    log_every: int = 10
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+    def __post_init__(self) -> None:
+        self.sample_prompts = tuple(self.sample_prompts)
+        if isinstance(self.unet, dict):
+            self.unet = UNetConfig.from_dict(self.unet)
+
+    def validate(self) -> None:
+        """Raise UsageError with one sentence for the first bad value."""
+        if not (self.dataset == "shapes" or self.dataset.startswith("folder:")):
+            raise UsageError(f"Unknown dataset '{self.dataset}'; use 'shapes' or 'folder:PATH'.")
+        if self.dataset.startswith("folder:") and not self.dataset[len("folder:"):]:
+            raise UsageError("The folder dataset needs a path: 'folder:PATH'.")
+        checks = [
+            ("steps", self.steps, 1, 10**9), ("batch_size", self.batch_size, 1, 65536),
+            ("image_size", self.image_size, 8, 1024), ("warmup_steps", self.warmup_steps, 0, 10**9),
+            ("T", self.T, 2, 100000), ("checkpoint_every", self.checkpoint_every, 1, 10**9),
+            ("keep_last", self.keep_last, 1, 10**6), ("sample_every", self.sample_every, 0, 10**9),
+            ("sample_steps", self.sample_steps, 1, 10000), ("max_tokens", self.max_tokens, 2, 512),
+            ("num_threads", self.num_threads, 0, 1024), ("log_every", self.log_every, 1, 10**9),
+        ]
+        for name, value, lo, hi in checks:
+            if not isinstance(value, int) or not lo <= value <= hi:
+                raise UsageError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}.")
+        floats = [("lr", self.lr, 0.0, 1.0, False), ("weight_decay", self.weight_decay, 0.0, 1.0, True),
+                  ("grad_clip", self.grad_clip, 0.0, 1e6, False), ("ema_decay", self.ema_decay, 0.0, 1.0, True),
+                  ("p_uncond", self.p_uncond, 0.0, 1.0, True),
+                  ("sample_guidance", self.sample_guidance, 0.0, 100.0, True)]
+        for name, value, lo, hi, lo_ok in floats:
+            ok = isinstance(value, (int, float)) and (lo <= value if lo_ok else lo < value) and value <= hi
+            if not ok or (name == "ema_decay" and value >= 1.0):
+                raise UsageError(f"{name} must be in {'[' if lo_ok else '('}{lo}, {hi}], got {value!r}.")
+        if self.schedule not in ("linear", "cosine"):
+            raise UsageError(f"Unknown noise schedule '{self.schedule}'; use 'linear' or 'cosine'.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"Unknown lr_schedule '{self.lr_schedule}'; use 'constant' or 'cosine'.")
+        if self.device not in DEVICES:
+            raise UsageError(f"Unknown device '{self.device}'; use auto, cpu or cuda.")
+        if self.unet.image_size != self.image_size:
+            raise UsageError(f"The U-Net image size {self.unet.image_size} differs from the "
+                             f"training image size {self.image_size}.")
+        if self.image_size % self.unet.downsampling:
+            raise UsageError(f"Image size {self.image_size} is not divisible by the U-Net's total "
+                             f"downsampling factor {self.unet.downsampling}.")
+        self.unet.validate()
+
+    def with_image_size(self, size: int) -> TrainConfig:
+        """Same config at another image size; attention stays at the same depth levels."""
+        old = self.unet.resolutions
+        depth = {r: i for i, r in enumerate(old)}
+        factor = 2 ** (len(self.unet.channel_mults) - 1)
+        if size < 8 or size % factor:
+            raise UsageError(f"Image size {size} is not divisible by the U-Net's total "
+                             f"downsampling factor {factor} (or is below 8).")
+        new = [size // 2**i for i in range(len(old))]
+        unet = replace(self.unet, image_size=size,
+                       attention_resolutions=tuple(new[depth[r]] for r in self.unet.attention_resolutions),
+                       cross_attention_resolutions=tuple(new[depth[r]] for r in self.unet.cross_attention_resolutions))
+        return replace(self, image_size=size, unet=unet)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sample_prompts"] = list(self.sample_prompts)
+        d["unet"] = self.unet.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)} | METADATA_KEYS
+        unknown = set(d) - known
+        if unknown:
+            raise UsageError(f"Unknown training config field(s): {', '.join(sorted(unknown))}.")
+        d = {k: v for k, v in d.items() if k not in METADATA_KEYS}
+        if "unet" in d:
+            d["unet"] = UNetConfig.from_dict(d["unet"])
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
+            raise UsageError(f"Cannot read training config {path}: {exc}.") from None
+
+
+def preset(name: str) -> TrainConfig:
+    """Named presets: 'cpu-quick' (minutes), 'cpu' (the default Shapes model), 'gpu'."""
+    if name == "cpu-quick":  # a tiny net whose loss visibly falls in 2-3 minutes on 2 cores
+        return TrainConfig(steps=600, batch_size=32, lr=1e-3, warmup_steps=50, checkpoint_every=200,
+                           sample_every=300, ema_decay=0.995, sample_prompts=DEFAULT_SAMPLE_PROMPTS[:4],
+                           unet=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
+                                           attention_resolutions=(16,), cross_attention_resolutions=(16,),
+                                           num_heads=2, groups=4))
+    if name == "cpu":  # the shipped default model: ~1.7M params, ~0.55 GFLOP per forward
+        return TrainConfig(steps=9000, batch_size=64, lr=5e-4, warmup_steps=500, checkpoint_every=250,
+                           sample_every=1000,
+                           unet=UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+                                           attention_resolutions=(8,), cross_attention_resolutions=(16, 8),
+                                           num_heads=4, groups=8))
+    if name == "gpu":
+        return TrainConfig(steps=30000, batch_size=256, lr=5e-4, warmup_steps=1000, checkpoint_every=1000,
+                           sample_every=2000, lr_schedule="cosine",
+                           unet=UNetConfig(base_channels=64, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
+                                           attention_resolutions=(16, 8), cross_attention_resolutions=(16, 8),
+                                           num_heads=4, groups=16))
+    raise UsageError(f"Unknown preset '{name}'; use cpu-quick, cpu or gpu.")
+
+
+PRESETS = ("cpu-quick", "cpu", "gpu")

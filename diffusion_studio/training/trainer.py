@@ -1,0 +1,311 @@
+"""The DDPM trainer: Algorithm 1 of Ho et al. (2020) with text conditioning.
+
+repeat:  x_0 ~ data,  t ~ U{1..T},  ε ~ N(0, I)
+         x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε                         (closed form of q(x_t | x_0))
+         gradient step on ‖ε − ε_θ(x_t, t, context, mask)‖²
+with AdamW, linear LR warm-up, gradient clipping, an EMA of the weights, captions dropped
+to "" with probability p_uncond (classifier-free guidance), checkpoints that resume
+exactly, and sample grids drawn by the app's own sampling loop.
+
+Every random draw of update n comes from a generator seeded by (seed, n) and batch n of
+the data stream is a pure function of n, so a resumed run repeats the straight run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffusion_studio.core.files import atomic_write_text
+from diffusion_studio.core.schedule import Schedule, make_schedule
+from diffusion_studio.errors import Cancelled, UsageError
+from diffusion_studio.training.captions import CaptionCache, PromptEncoder
+from diffusion_studio.training.checkpoints import (
+    load_checkpoint,
+    optimizer_from_flat,
+    restore_rng,
+    save_checkpoint,
+)
+from diffusion_studio.training.config import RESUMABLE_FIELDS, TrainConfig
+from diffusion_studio.training.datasets import make_stream
+from diffusion_studio.training.ema import EMA
+from diffusion_studio.training.events import EventCallback, EventLog
+from diffusion_studio.training.unet import UNet, count_parameters, estimate_flops
+
+NUM_BUCKETS = 10
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    stopped: bool
+    checkpoint: Path | None
+    metrics: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but PyTorch sees no CUDA GPU.")
+    return torch.device(name)
+
+
+def schedule_tensors(schedule: Schedule, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one numpy→torch bridge: (√ᾱ_t, √(1−ᾱ_t)) as float32 tensors indexed [t − 1]."""
+    return (torch.from_numpy(np.asarray(schedule.sqrt_alphas_cumprod, np.float32)).to(device),
+            torch.from_numpy(np.asarray(schedule.sqrt_one_minus_alphas_cumprod, np.float32)).to(device))
+
+
+def lr_at(config: TrainConfig, update: int) -> float:
+    """LR for 0-based update n: linear warm-up over warmup_steps, then constant or cosine to 10%."""
+    n = update + 1
+    if config.warmup_steps and n <= config.warmup_steps:
+        return config.lr * n / config.warmup_steps
+    if config.lr_schedule == "cosine":
+        span = max(1, config.steps - config.warmup_steps)
+        progress = min(1.0, (n - config.warmup_steps) / span)
+        return config.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return config.lr
+
+
+def step_generator(seed: int, update: int) -> torch.Generator:
+    """CPU generator for every random draw of one update, seeded by (seed, update)."""
+    state = np.random.SeedSequence([seed, 0x5EED, update]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def timestep_buckets(t: torch.Tensor, T: int) -> torch.Tensor:
+    """Bucket index 0..9 of each t ∈ {1..T} (bucket b holds t ∈ (bT/10, (b+1)T/10])."""
+    return ((t - 1) * NUM_BUCKETS // T).clamp(0, NUM_BUCKETS - 1)
+
+
+class Trainer:
+    """One training run in RUN_DIR; `run()` trains to config.steps or until stopped."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+                 text_encoder: PromptEncoder | None = None, listeners: list[EventCallback] | None = None,
+                 echo: TextIO | None = None) -> None:
+        config.validate()
+        self.config = cfg = config
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        self.bf16 = bool(cfg.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
+        self.stream = make_stream(cfg.dataset, cfg.image_size, cfg.batch_size, cfg.seed)
+        checkpoint = self._check_run_dir(resume)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+
+        torch.manual_seed(cfg.seed)
+        self.model = UNet(cfg.unet).to(self.device)
+        self.ema = EMA(self.model, cfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.schedule = make_schedule(cfg.schedule, cfg.T)
+        self.sqrt_ac, self.sqrt_1m_ac = schedule_tensors(self.schedule, self.device)
+        self.step = 0
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+        if text_encoder is None:
+            from diffusion_studio.inference.text import TextEncoder
+
+            text_encoder = TextEncoder(max_tokens=cfg.max_tokens, cache_size=256)  # CaptionCache keeps them
+        if int(text_encoder.max_tokens) != cfg.max_tokens:
+            raise UsageError(f"The text encoder uses {text_encoder.max_tokens} tokens but the "
+                             f"config asks for {cfg.max_tokens}.")
+        self.text = CaptionCache(text_encoder)
+        self.parameters = count_parameters(self.model)
+        self.flops = estimate_flops(self.model)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"text_encoder": {"sha256": getattr(text_encoder, "sha256", None),
+                                 "tokenizer_sha256": getattr(text_encoder, "tokenizer_sha256", None),
+                                 "max_tokens": cfg.max_tokens, "embedding_dim": self.text.embedding_dim},
+                "parameters": self.parameters, "flops_per_forward": self.flops}
+        self.config_record = {**cfg.to_dict(), **meta}
+        atomic_write_text(self.run_dir / "config.json", json.dumps(self.config_record, indent=2))
+        self.events = EventLog(self.run_dir / "events.jsonl", echo=echo, listeners=listeners)
+        self._stop = threading.Event()
+        self._metrics: dict[str, Any] = {}
+        self._checkpoint_step = self.step
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    def _check_run_dir(self, resume: bool):
+        if not resume:
+            if self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
+                raise UsageError(f"The run folder {self.run_dir} already exists and is not empty; "
+                                 "pass --resume to continue it or choose another --out.")
+            return None
+        checkpoint = load_checkpoint(self.run_dir)
+        current = self.config.to_dict()
+        for key, value in current.items():
+            if key in RESUMABLE_FIELDS:
+                continue
+            if checkpoint.config.get(key) != value:
+                raise UsageError(f"Cannot resume: '{key}' is {value!r} but the checkpoint was trained "
+                                 f"with {checkpoint.config.get(key)!r}.")
+        if checkpoint.step >= self.config.steps:
+            raise UsageError(f"The run is already at step {checkpoint.step}; pass --steps above it to train on.")
+        return checkpoint
+
+    def _restore(self, ck) -> None:
+        try:
+            self.model.load_state_dict(ck.model)
+            self.ema.load_state_dict(ck.ema)
+        except RuntimeError:
+            raise UsageError(f"The weights in {ck.path} do not fit the configured U-Net.") from None
+        optimizer_from_flat(self.optimizer, ck.optim, ck.optim_groups)
+        restore_rng(ck.rng, ck.rng.get("torch"))
+        self.step = ck.step
+
+    # ---- one update (Algorithm 1) ---------------------------------------------------------
+
+    def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One gradient update; returns (loss, per-example loss, t) of the batch."""
+        cfg, n = self.config, self.step
+        x0, captions = self.stream.batch(n)
+        g = step_generator(cfg.seed, n)
+        drop = torch.rand(len(captions), generator=g) < cfg.p_uncond
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        t = torch.randint(1, cfg.T + 1, (len(captions),), generator=g, dtype=torch.int64)
+        eps = torch.randn(x0.shape, generator=g)
+        context, mask = self.text.encode(captions)
+
+        dev = self.device
+        x0, t, eps = x0.to(dev), t.to(dev), eps.to(dev)
+        a = self.sqrt_ac[t - 1].view(-1, 1, 1, 1)
+        s = self.sqrt_1m_ac[t - 1].view(-1, 1, 1, 1)
+        x_t = a * x0 + s * eps  # x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε
+        self.model.train()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+            eps_pred = self.model(x_t, t, torch.from_numpy(context).to(dev), torch.from_numpy(mask).to(dev))
+        per_example = (eps_pred.float() - eps).pow(2).mean(dim=(1, 2, 3))  # ‖ε − ε_θ‖² / dim
+        loss = per_example.mean()
+
+        lr = lr_at(cfg, n)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model, n)
+        self.step = n + 1
+        return float(loss.detach()), per_example.detach().cpu(), t.cpu()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loop to checkpoint and return after the current update (thread/signal safe)."""
+        self._stop.set()
+
+    def run(self) -> TrainResult:
+        cfg = self.config
+        handlers = self._install_signals()
+        start = self.step
+        self.events.emit("start", step=start, steps=cfg.steps, run_dir=str(self.run_dir),
+                         parameters=self.parameters, flops_per_forward=self.flops,
+                         device=str(self.device), bf16=self.bf16, resumed=start > 0)
+        last_ck: Path | None = None
+        try:
+            loss_sum, n_logged, busy = 0.0, 0, 0.0
+            b_sum, b_cnt = torch.zeros(NUM_BUCKETS, dtype=torch.float64), torch.zeros(NUM_BUCKETS)
+            while self.step < cfg.steps and not self._stop.is_set():
+                t0 = time.perf_counter()
+                loss, per_ex, t = self.train_step()
+                busy += time.perf_counter() - t0
+                if not math.isfinite(loss):
+                    raise UsageError(f"The loss became {loss} at step {self.step}; lower --lr and start again.")
+                loss_sum, n_logged = loss_sum + loss, n_logged + 1
+                b = timestep_buckets(t, cfg.T)
+                b_sum += torch.bincount(b, weights=per_ex.double(), minlength=NUM_BUCKETS)
+                b_cnt += torch.bincount(b, minlength=NUM_BUCKETS)
+                last = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or last or self._stop.is_set():
+                    per_step = busy / n_logged
+                    self._metrics = {
+                        "loss": loss_sum / n_logged,
+                        "bucket_loss": [float(s / c) if c else None for s, c in zip(b_sum, b_cnt)],
+                        "lr": lr_at(cfg, self.step - 1),
+                        "images_per_s": cfg.batch_size / per_step,
+                        "steps_per_min": 60.0 / per_step,
+                    }
+                    self.events.emit("progress", step=self.step, steps=cfg.steps,
+                                     eta_s=(cfg.steps - self.step) * per_step, **self._metrics)
+                    loss_sum, n_logged, busy = 0.0, 0, 0.0
+                    b_sum.zero_(), b_cnt.zero_()
+                if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
+                    self._sample_grid()
+                if self.step % cfg.checkpoint_every == 0 or last or self._stop.is_set():
+                    last_ck = self._checkpoint()
+            stopped = self.step < cfg.steps
+            if stopped and self.step > start and self._checkpoint_step != self.step:
+                last_ck = self._checkpoint()  # the stop arrived after this step's checkpoint check
+            self.events.emit("stopped" if stopped else "done", step=self.step, done=not stopped,
+                             checkpoint=str(last_ck) if last_ck else None, **self._metrics)
+            return TrainResult(self.run_dir, self.step, stopped, last_ck, dict(self._metrics))
+        except BaseException as exc:
+            self.events.emit("error", step=self.step, error=str(exc) or type(exc).__name__)
+            raise
+        finally:
+            self._restore_signals(handlers)
+            self.events.close()
+
+    def _checkpoint(self) -> Path:
+        cfg = self.config
+        path = save_checkpoint(
+            self.run_dir, self.step, model=self.model, ema=self.ema.model, optimizer=self.optimizer,
+            config=self.config_record, metrics=self._metrics, keep_last=cfg.keep_last,
+            scheduler={"kind": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps, "base_lr": cfg.lr,
+                       "last_update": self.step - 1, "lr": lr_at(cfg, max(0, self.step - 1))})
+        self._checkpoint_step = self.step
+        self.events.emit("checkpoint", step=self.step, checkpoint=str(path))
+        return path
+
+    def _sample_grid(self) -> Path | None:
+        from diffusion_studio.training.samples import sample_images, write_grid
+
+        cfg = self.config
+        try:
+            images = sample_images(self.ema.model, self.schedule, self.text.encode, cfg.sample_prompts,
+                                   image_size=cfg.image_size, channels=cfg.unet.in_channels,
+                                   steps=cfg.sample_steps, guidance=cfg.sample_guidance, seed=cfg.seed,
+                                   bf16=self.bf16, should_stop=self._stop.is_set)
+        except Cancelled:
+            return None
+        path = write_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png", images)
+        self.events.emit("sample", step=self.step, sample_grid=str(path), prompts=list(cfg.sample_prompts))
+        return path
+
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          listeners: list[EventCallback] | None = None, echo: TextIO | None = None,
+          text_encoder: PromptEncoder | None = None) -> TrainResult:
+    """Build a Trainer and run it (what the CLI and the GUI's training process call)."""
+    return Trainer(config, run_dir, resume=resume, text_encoder=text_encoder,
+                   listeners=listeners, echo=echo).run()
+
