@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from diffusion_studio.errors import Cancelled, UsageError
 from diffusion_studio.ui.previews import Frame, frame_from_step
@@ -27,6 +27,7 @@ from diffusion_studio.ui.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 MAX_PREVIEW_HZ = 30.0
+_ORPHANS: list[tuple[QThread, QObject | None]] = []  # threads that outlived their window
 
 
 class PreviewThrottle:
@@ -193,7 +194,8 @@ class GenerationController(QObject):
             (worker.failed, self.failed),
         ):
             signal.connect(relay)
-            signal.connect(thread.quit)
+            # Direct: quit() is thread-safe, and the GUI thread may be blocked in shutdown()'s wait().
+            signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
         thread.start()
@@ -227,4 +229,9 @@ class GenerationController(QObject):
         stopped = thread.wait(timeout_ms)
         if stopped:
             self._on_thread_finished()
+        else:  # never destroy a running QThread (Qt aborts): keep it alive until it ends
+            log.error("The generation thread did not stop within %d ms.", timeout_ms)
+            _ORPHANS.append((thread, self._worker))
+            thread.finished.connect(lambda: _ORPHANS.clear())
+            self._thread = self._worker = None
         return stopped

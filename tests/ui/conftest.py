@@ -57,3 +57,66 @@ def no_leaked_threads_or_timers(monkeypatch: pytest.MonkeyPatch, request: pytest
     active = [t.objectName() or repr(t) for t in timers if isValid(t) and t.isActive()]
     assert not running, f"test left QThreads running: {running}"
     assert not active, f"test left QTimers active: {active}"
+
+
+# --- bundles and windows ---------------------------------------------------------------------
+def _rewrite_model_json(folder: Path, **changes: dict) -> None:
+    """Merge `changes` into sections of model.json and refresh the file hashes."""
+    import hashlib
+    import json
+
+    spec = json.loads((folder / "model.json").read_text())
+    for section, values in changes.items():
+        spec[section] = {**spec.get(section, {}), **values}
+    for path in folder.glob("*.onnx"):
+        spec["files"][path.name] = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                    "bytes": path.stat().st_size}
+    (folder / "model.json").write_text(json.dumps(spec, indent=2))
+
+
+@pytest.fixture(scope="session")
+def long_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny U-Net with T = 1000, so a 1000-step DDPM run lasts long enough to cancel."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("long") / "tiny-long"
+    shutil.copytree(tiny_bundle, folder)
+    _rewrite_model_json(folder, diffusion={"T": 1000}, sampler_defaults={"sampler": "ddpm", "steps": 1000})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nan_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny U-Net with its eps multiplied by NaN (a real ONNX graph whose output is NaN)."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder = tmp_path_factory.mktemp("nan") / "tiny-nan"
+    shutil.copytree(tiny_bundle, folder)
+    model = onnx.load(str(folder / "unet.onnx"))
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["eps_raw" if name == "eps" else name for name in node.output]
+    graph.node.append(helper.make_node("Constant", [], ["nan"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [float("nan")])))
+    graph.node.append(helper.make_node("Mul", ["eps_raw", "nan"], ["eps"]))
+    onnx.save(model, str(folder / "unet.onnx"))
+    _rewrite_model_json(folder)
+    json_text = (folder / "model.json").read_text().replace('"name": "tiny"', '"name": "tiny-nan"')
+    (folder / "model.json").write_text(json_text)
+    return folder
+
+
+@pytest.fixture
+def make_window(qtbot, tiny_bundle: Path):
+    """Build a MainWindow on a bundle (tiny by default), registered with qtbot for closing."""
+    from diffusion_studio.ui import MainWindow
+
+    def make(model_path: Path | None = tiny_bundle, **kwargs: object) -> MainWindow:
+        window = MainWindow(model_path=None if model_path is None else str(model_path), **kwargs)
+        qtbot.addWidget(window)
+        window.generateWorkspace.preview_hz = 1000.0  # every step the GUI can take (tests count them)
+        return window
+
+    return make
