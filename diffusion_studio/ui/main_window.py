@@ -306,6 +306,7 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(f"{APP_TITLE} — no model")
             self.deviceLabel.setText("No model")
             self.modelLabel.setText("")
+        self._sync_actions()
 
     def _on_device_changed(self, device: str) -> None:
         """Reload the current model on the chosen device (the old session stays if that fails)."""
