@@ -129,8 +129,9 @@ def _conditioning(src: ExportSource, notes: list[str]) -> dict[str, Any]:
     from diffusion_studio.paths import text_encoder_dir
 
     cfg = src.config
-    enc_sha = config_value(cfg, "text_encoder_sha256", "encoder_sha256")
-    tok_sha = config_value(cfg, "tokenizer_sha256")
+    recorded = cfg.get("text_encoder") if isinstance(cfg.get("text_encoder"), dict) else {}
+    enc_sha = config_value(cfg, "text_encoder_sha256") or recorded.get("sha256")
+    tok_sha = config_value(cfg, "tokenizer_sha256") or recorded.get("tokenizer_sha256")
     files = (text_encoder_dir() / "text_encoder.onnx", text_encoder_dir() / "tokenizer.json")
     if all(p.is_file() for p in files):
         shared_enc, shared_tok = bw.sha256_file(files[0]), bw.sha256_file(files[1])

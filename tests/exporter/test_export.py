@@ -11,7 +11,6 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from exporter_testing import T_TINY, TOKENS, TRAIN_STEPS, run_cli
 
 
 def _torch_eps(state: dict, unet_config, x, t, context, mask) -> np.ndarray:
@@ -32,7 +31,8 @@ def _onnx_eps(path: Path, x, t, context, mask) -> np.ndarray:
     return session.run(["eps"], {"x": x, "t": t, "context": context, "context_mask": mask})[0]
 
 
-def test_bundle_has_exactly_the_declared_files_and_no_leftovers(ema_export):
+def test_bundle_has_exactly_the_declared_files_and_no_leftovers(ema_export, tiny_config):
+    T_TINY, TOKENS = tiny_config.T, tiny_config.max_tokens
     from diffusion_studio.core.bundle import read_model_json
     from diffusion_studio.core.files import sha256_file
 
@@ -54,7 +54,8 @@ def test_bundle_has_exactly_the_declared_files_and_no_leftovers(ema_export):
     assert raw["name"] == "tiny-ema"
 
 
-def test_provenance_records_the_run(ema_export, tiny_run):
+def test_provenance_records_the_run(ema_export, tiny_run, tiny_config):
+    TRAIN_STEPS = tiny_config.steps
     from diffusion_studio.training.checkpoints import load_checkpoint
     from diffusion_studio.training.unet import UNet
 
@@ -72,7 +73,8 @@ def test_provenance_records_the_run(ema_export, tiny_run):
     assert json.loads((bundle / "model.json").read_text())["unet"]["parameters"] == parameters
 
 
-def test_onnx_graph_io_and_metadata(ema_export):
+def test_onnx_graph_io_and_metadata(ema_export, tiny_config):
+    T_TINY, TOKENS, TRAIN_STEPS = tiny_config.T, tiny_config.max_tokens, tiny_config.steps
     bundle, _ = ema_export
     proto = onnx.load(str(bundle / "unet.onnx"))
     onnx.checker.check_model(proto, full_check=True)
@@ -190,7 +192,7 @@ def _cached_export(ema_bundle: Path, perturb: float = 0.0):
     return export_unet
 
 
-def test_failed_parity_exits_1_and_writes_nothing(ema_export, tiny_run, tmp_path, monkeypatch):
+def test_failed_parity_exits_1_and_writes_nothing(ema_export, tiny_run, tmp_path, monkeypatch, run_cli):
     import exporter.export
 
     monkeypatch.setattr(exporter.export, "export_unet", _cached_export(ema_export[0], perturb=0.05))
@@ -200,7 +202,7 @@ def test_failed_parity_exits_1_and_writes_nothing(ema_export, tiny_run, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_force_replaces_only_after_success(ema_export, tiny_run, tmp_path, monkeypatch):
+def test_force_replaces_only_after_success(ema_export, tiny_run, tmp_path, monkeypatch, run_cli):
     import exporter.export
 
     target = tmp_path / "bundle"
@@ -220,7 +222,7 @@ def test_force_replaces_only_after_success(ema_export, tiny_run, tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
-def test_torchscript_fallback_is_recorded(tiny_run, tmp_path, monkeypatch):
+def test_torchscript_fallback_is_recorded(tiny_run, tmp_path, monkeypatch, run_cli):
     import exporter.unet_export
 
     def broken(*args, **kwargs):
