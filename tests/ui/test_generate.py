@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
@@ -17,6 +18,25 @@ from diffusion_studio.ui.worker import Progress
 
 def _history_files(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "data" / "history").glob("*.png"))
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _assert_widget_shows(view, image: np.ndarray) -> None:
+    """The grabbed widget has each image pixel's colour at the centre of its on-screen square."""
+    grabbed = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    rect = view.image_rect()  # after grab(): it lays out a widget that was never shown
+    h, w = image.shape[:2]
+    cell = rect.width() / w
+    assert cell >= 1 and grabbed.width() == view.width()
+    for r in range(h):
+        for c in range(w):
+            x, y = int(rect.left() + (c + 0.5) * cell), int(rect.top() + (r + 0.5) * cell)
+            color = grabbed.pixelColor(x, y)
+            assert (color.red(), color.green(), color.blue()) == tuple(int(v) for v in image[r, c]), (r, c)
 
 
 def _run(qtbot, window, click: bool = True) -> None:
@@ -53,10 +73,11 @@ def test_prompt_and_generate_previews_saves_history_with_metadata(
     assert (meta["prompt"], meta["seed"], meta["steps"], meta["sampler"]) == ("a red circle", 1234, 100, "ddim")
     assert meta["model"] == "tiny" and meta["provider"] == "CPUExecutionProvider" and meta["onnxruntime"]
     assert meta["guidance"] == pytest.approx(panel.guidanceSpin.value()) and meta["created"]
-    saved = np.asarray(QImage(str(files[0])).convertToFormat(QImage.Format.Format_RGB888).constBits()).reshape(8, 8, 3)
+    saved = _png_pixels(files[0])
     shown = ws.previewArea.previewView.image_array()
     assert np.array_equal(shown[..., :3], saved)  # the final preview is the saved image
     assert np.array_equal(shown, render(frames[-1], PreviewMode.X0))
+    _assert_widget_shows(ws.previewArea.previewView, saved)
     assert ws.historyPanel.historyList.count() == 1
     assert panel.generateButton.isEnabled() and not panel.cancelButton.isEnabled()
     assert "steps/s" in window.lastRunLabel.text() and ws.previewArea.progressBar.text().startswith("Done")
@@ -78,8 +99,8 @@ def test_same_locked_seed_gives_the_same_image_and_unlocked_seed_changes(qtbot, 
     files = _history_files(isolated_state)
     seeds = sorted(png_meta.read_metadata(f)["seed"] for f in files)
     assert seeds.count(77) == 2 and len(set(seeds)) == 2
-    same = [QImage(str(f)) for f in files if png_meta.read_metadata(f)["seed"] == 77]
-    assert same[0] == same[1]
+    same = [_png_pixels(f) for f in files if png_meta.read_metadata(f)["seed"] == 77]
+    assert np.array_equal(same[0], same[1])
 
 
 def test_ctrl_enter_generates(qtbot, make_window, isolated_state) -> None:
@@ -116,8 +137,7 @@ def test_batch_shows_a_grid_and_saves_one_png_per_seed(qtbot, make_window, isola
         i = png_meta.read_metadata(f)["seed"] - 500
         r, c = divmod(i, 2)
         tile = shown[r * 10 : r * 10 + 8, c * 10 : c * 10 + 8, :3]
-        saved = QImage(str(f)).convertToFormat(QImage.Format.Format_RGB888)
-        assert np.array_equal(tile, np.asarray(saved.constBits()).reshape(8, 8, 3))
+        assert np.array_equal(tile, _png_pixels(f))
 
 
 def test_cancel_mid_run_stops_fast_and_writes_nothing(qtbot, make_window, long_bundle, isolated_state) -> None:
@@ -174,7 +194,6 @@ def test_escape_cancels_and_closing_mid_run_stops_the_worker(qtbot, make_window,
 
 
 def test_trajectory_scrubber_and_export(qtbot, make_window, monkeypatch, tmp_path) -> None:
-    from PIL import Image
     from PySide6.QtWidgets import QFileDialog
 
     window = make_window()

@@ -220,7 +220,7 @@ def test_history_delete_asks_first_save_as_and_copy(qtbot, make_window, isolated
 
     qtbot.mouseClick(panel.copyButton, Qt.MouseButton.LeftButton)
     copied = QGuiApplication.clipboard().image().convertToFormat(QImage.Format.Format_RGB888)
-    assert np.array_equal(np.asarray(copied.constBits()).reshape(8, 8, 3), image)
+    assert np.array_equal(np.array(copied.constBits(), copy=True).reshape(8, 8, 3), image)
 
     answers = [QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes]
     asked: list[str] = []
