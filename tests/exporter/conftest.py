@@ -1,7 +1,7 @@
 """Fixtures of the exporter tests: a tiny trained run folder and its exported bundles.
 
 The run is real: `training.trainer.Trainer` runs a few steps of Algorithm 1 on Shapes with
-a tiny text-conditioned U-Net (8x8, T=100, 8 tokens) and writes its checkpoint; the
+a tiny text-conditioned U-Net (8x8, T=100, 16 tokens) and writes its checkpoint; the
 bundles are made by `python -m exporter` (in-process, so the tests share one torch import).
 """
 
@@ -54,7 +54,7 @@ def tiny_config():
     unet = UNetConfig(image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1,
                       attention_resolutions=(4,), cross_attention_resolutions=(4,), num_heads=2, groups=4)
     # A high LR without warm-up so that 4 updates move the raw weights well away from the EMA.
-    return TrainConfig(image_size=8, steps=4, batch_size=4, lr=1e-2, warmup_steps=0, T=100, max_tokens=8,
+    return TrainConfig(image_size=8, steps=4, batch_size=4, lr=1e-2, warmup_steps=0, T=100, max_tokens=16,
                        sample_every=0, checkpoint_every=4, sample_guidance=2.0, ema_decay=0.9,
                        device="cpu", unet=unet)
 

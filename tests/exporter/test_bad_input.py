@@ -1,0 +1,122 @@
+"""Bad input: exit code 2, one clear line on stderr, and nothing written anywhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _assert_usage_error(result, *phrases: str) -> None:
+    assert result.rc == 2, (result.out, result.err)
+    lines = result.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
+    assert "Traceback" not in result.err
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(tiny_run, target)
+    return target
+
+
+def _checkpoint(run: Path) -> Path:
+    return next((run / "checkpoints").glob("*.safetensors"))
+
+
+def test_nonexistent_path(run_cli, tmp_path):
+    result = run_cli(tmp_path / "no-such-run", "--out", tmp_path / "bundle")
+    _assert_usage_error(result, "no-such-run", "does not exist")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directory_that_is_not_a_run(run_cli, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(b"not a checkpoint")
+    result = run_cli(folder, "--out", tmp_path / "bundle")
+    _assert_usage_error(result, "photos", "no checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+def test_truncated_safetensors(run_cli, run_copy, tmp_path):
+    ckpt = _checkpoint(run_copy)
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    for source in (run_copy, ckpt):  # the run folder and the file itself
+        result = run_cli(source, "--out", tmp_path / "bundle")
+        _assert_usage_error(result, "truncated or damaged")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_config_that_disagrees_with_the_weights(run_cli, run_copy, tmp_path):
+    sidecar = _checkpoint(run_copy).with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    data["config"]["unet"]["base_channels"] = 16  # the weights were trained with 8
+    sidecar.write_text(json.dumps(data))
+    result = run_cli(run_copy, "--out", tmp_path / "bundle")
+    _assert_usage_error(result, "do not match its U-Net config", "the config needs")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_existing_target_without_force(run_cli, tiny_run, ema_export, tmp_path):
+    target = tmp_path / "bundle"
+    shutil.copytree(ema_export[0], target)
+    before = _snapshot(target)
+    result = run_cli(tiny_run, "--out", target)
+    _assert_usage_error(result, "already exists", "--force")
+    assert _snapshot(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_force_never_replaces_a_folder_that_is_not_a_bundle(run_cli, tiny_run, tmp_path):
+    target = tmp_path / "thesis"
+    target.mkdir()
+    (target / "chapter1.tex").write_text("precious")
+    result = run_cli(tiny_run, "--out", target, "--force")
+    _assert_usage_error(result, "not a model bundle")
+    assert (target / "chapter1.tex").read_text() == "precious"
+
+
+def test_output_inside_the_run_is_refused(run_cli, run_copy):
+    before = _snapshot(run_copy)
+    result = run_cli(run_copy, "--out", run_copy, "--force")
+    _assert_usage_error(result, "would overwrite the checkpoint")
+    assert _snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "phrase"),
+    [
+        (["--opset", "5"], "Opset 5 is not supported"),
+        (["--weights", "best"], "invalid choice"),
+        (["--sampler", "euler"], "unknown sampler"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--steps", "101"], "more than the model's T=100"),
+        (["--guidance", "nan"], "--guidance must be a non-negative number"),
+        (["--name", "a/b"], "The name 'a/b'"),
+        (["--opset", "eighteen"], "invalid int value"),
+        ([], "arguments are required: --out"),
+    ],
+)
+def test_bad_options(run_cli, tiny_run, tmp_path, args, phrase):
+    out = ["--out", str(tmp_path / "bundle")] if args else []
+    result = run_cli(tiny_run, *out, *args)
+    _assert_usage_error(result, phrase)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_arguments(run_cli):
+    _assert_usage_error(run_cli(), "usage")
+
+
+def test_inspect_of_a_folder_that_is_not_a_bundle(run_cli, tiny_run):
+    _assert_usage_error(run_cli("inspect", tiny_run), "not a model bundle")
