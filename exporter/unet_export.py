@@ -176,6 +176,8 @@ def export_unet(model, spec: GraphSpec, opset: int) -> tuple[onnx.ModelProto, Ex
         proto = onnx.version_converter.convert_version(proto, opset)
     _fix_io(proto, spec)
     del proto.graph.value_info[:]
+    for node in proto.graph.node:  # the exporter's debug notes: stack traces with local paths, half the file
+        del node.metadata_props[:]
     check_graph(proto)
     return proto, ExportInfo(exporter=used, opset=opset, fallback_reason=reason)
 
