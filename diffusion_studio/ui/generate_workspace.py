@@ -154,7 +154,7 @@ class GenerateWorkspace(QWidget):
         return self.controller.shutdown()
 
     def _on_started(self) -> None:
-        self.historyPanel.historyList.clearSelection()
+        self.historyPanel.clear_selection()
         self.runStarted.emit()
         self._update_buttons()
 

@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 
 from diffusion_studio.core import png_meta
+from diffusion_studio.core.samplers import SAMPLER_LABELS, parse_sampler
 from diffusion_studio.errors import UsageError
+
+
+def sampler_label(name: object) -> str:
+    """The display name of a sampler id ("dpmpp-2m" -> "DPM++ 2M"); unknown names as they are."""
+    try:
+        return SAMPLER_LABELS[parse_sampler(str(name))]
+    except UsageError:
+        return str(name)
 
 
 @dataclass(frozen=True)
@@ -37,7 +46,7 @@ class HistoryEntry:
         if "steps" in self.metadata:
             parts.append(f"{self.metadata['steps']} steps")
         if "sampler" in self.metadata:
-            parts.append(str(self.metadata["sampler"]))
+            parts.append(sampler_label(self.metadata["sampler"]))
         return " · ".join(parts)
 
 

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from diffusion_studio.errors import UsageError
-from diffusion_studio.ui.history import HistoryEntry, HistoryStore
+from diffusion_studio.ui.history import HistoryEntry, HistoryStore, sampler_label
 
 THUMBNAIL = 64
 MAX_LISTED = 500
@@ -41,7 +41,7 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 _DETAIL_LABELS = (
     ("prompt", "Prompt"),
     ("negative_prompt", "Negative prompt"),
-    ("sampler_label", "Sampler"),
+    ("sampler", "Sampler"),
     ("steps", "Steps"),
     ("guidance", "Guidance"),
     ("seed", "Seed"),
@@ -52,14 +52,14 @@ _DETAIL_LABELS = (
     ("seconds", "Run time (s)"),
     ("created", "Created"),
 )
-_HIDDEN = {"parameters", "sampler", "width", "height", "batch_size", "batch_index"}
+_HIDDEN = {"parameters", "sampler_label", "width", "height", "batch_size", "batch_index"}
 
 
 def format_details(entry: HistoryEntry) -> str:
     """The parameters of an entry as `Label: value` lines (known keys first)."""
     meta: dict[str, Any] = dict(entry.metadata)
-    if "sampler_label" not in meta and "sampler" in meta:
-        meta["sampler_label"] = meta["sampler"]
+    if "sampler" in meta:
+        meta["sampler"] = sampler_label(meta["sampler"])
     lines = []
     for key, label in _DETAIL_LABELS:
         if key in meta:
@@ -220,6 +220,15 @@ class HistoryPanel(QWidget):
     def selected_entry(self) -> HistoryEntry | None:
         item = self.historyList.currentItem()
         return None if item is None else self._entries.get(item.data(PATH_ROLE))
+
+    def clear_selection(self) -> None:
+        """No current entry (a run started): empty details, actions disabled."""
+        self.historyList.blockSignals(True)
+        self.historyList.setCurrentRow(-1)
+        self.historyList.clearSelection()
+        self.historyList.blockSignals(False)
+        self.detailsView.clear()
+        self._update_actions()
 
     def select_entry(self, path: Path | str) -> None:
         for i in range(self.historyList.count()):

@@ -291,10 +291,11 @@ class MainWindow(QMainWindow):
         if self._model is not None and self._model.is_default:
             default_label = f"{self._model.name} (default)"
         entries.append((default_label, str(default), str(default)))
+        current = str(self._model.folder) if self._model else None
         for folder in self.app_settings.recent_bundles():
             if not is_default_model(folder):
-                entries.append((Path(folder).name, folder, folder))
-        current = str(self._model.folder) if self._model else None
+                label = self._model.name if self._model and folder == current else Path(folder).name
+                entries.append((label, folder, folder))
         self.generateWorkspace.settingsPanel.set_models(entries, current)
         self.recentMenu.clear()
         for label, folder, _ in entries[1:]:

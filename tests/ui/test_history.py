@@ -25,6 +25,7 @@ def test_add_writes_png_with_metadata_and_lists_newest_first(tmp_path: Path) -> 
     assert [e.metadata["prompt"] for e in entries] == ["two", "one"]
     assert png_meta.read_metadata(second.path)["prompt"] == "two"
     assert entries[0].title == "two" and entries[0].subtitle == "seed 1 · 5 steps"
+    assert HistoryStore(tmp_path / "b").add(image, {"prompt": "p", "seed": 2, "sampler": "ddim"}).subtitle == "seed 2 · DDIM"
     assert not list((tmp_path / "history").glob("*.tmp-*"))
 
 
@@ -50,7 +51,7 @@ def test_unwritable_history_folder_is_a_usage_error(tmp_path: Path) -> None:
 def test_details_list_known_fields_first(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path)
     entry = store.add(np.zeros((2, 2, 3), np.uint8), {
-        "prompt": "a", "negative_prompt": "b", "sampler": "dpmpp-2m", "sampler_label": "DPM++ 2M", "steps": 20,
+        "prompt": "a", "negative_prompt": "b", "sampler": "dpmpp-2m", "steps": 20,
         "guidance": 3.0, "seed": 9, "width": 32, "height": 32, "batch_size": 4, "batch_index": 1, "extra": 1})
     lines = format_details(entry).splitlines()
     assert lines[:6] == ["Prompt: a", "Negative prompt: b", "Sampler: DPM++ 2M", "Steps: 20", "Guidance: 3", "Seed: 9"]

@@ -1,0 +1,132 @@
+"""Take the README screenshot: the real window, mid-generation (run it under xvfb-run).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python -m diffusion_studio.ui.screenshot \
+        docs/screenshot-generate.png --prompt "a large red circle on a white background"
+
+Settings and history go to a temporary folder, so the user's own are never touched. A
+few short runs fill the history first; the picture is taken when the main run reaches
+`--at` of its steps, then that run is cancelled and the window closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_PROMPTS = (
+    "a small blue triangle on a black background",
+    "a large green square in the top left",
+    "a purple circle on a gray background",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m diffusion_studio.ui.screenshot", description=__doc__)
+    parser.add_argument("out", type=Path, help="PNG file to write")
+    parser.add_argument("--model", help="model bundle (default: the default model)")
+    parser.add_argument("--prompt", default="a large red circle on a white background")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--guidance", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--at", type=float, default=0.5, help="fraction of the steps done when the picture is taken")
+    parser.add_argument("--size", default="1280x800", help="window size WxH")
+    parser.add_argument("--dark", action="store_true", help="use a dark palette (to check dark mode)")
+    return parser.parse_args(argv)
+
+
+def _dark_palette() -> object:
+    from PySide6.QtGui import QColor, QPalette
+
+    palette = QPalette()
+    roles = {
+        QPalette.ColorRole.Window: (45, 45, 48),
+        QPalette.ColorRole.WindowText: (230, 230, 230),
+        QPalette.ColorRole.Base: (30, 30, 32),
+        QPalette.ColorRole.AlternateBase: (45, 45, 48),
+        QPalette.ColorRole.Text: (230, 230, 230),
+        QPalette.ColorRole.Button: (55, 55, 60),
+        QPalette.ColorRole.ButtonText: (230, 230, 230),
+        QPalette.ColorRole.Highlight: (42, 130, 218),
+        QPalette.ColorRole.HighlightedText: (255, 255, 255),
+        QPalette.ColorRole.PlaceholderText: (150, 150, 150),
+        QPalette.ColorRole.ToolTipBase: (45, 45, 48),
+        QPalette.ColorRole.ToolTipText: (230, 230, 230),
+    }
+    for role, rgb in roles.items():
+        palette.setColor(role, QColor(*rgb))
+    return palette
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="diffusion-studio-screenshot-"))
+    os.environ["DIFFUSION_STUDIO_DATA_DIR"] = str(scratch / "data")
+
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(scratch / "settings"))
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setStyle("Fusion")
+    if args.dark:
+        app.setPalette(_dark_palette())  # type: ignore[arg-type]
+
+    from diffusion_studio.ui.main_window import MainWindow
+
+    window = MainWindow(model_path=args.model)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    window.resize(width, height)
+    window.show()
+    ws = window.generateWorkspace
+    panel = ws.settingsPanel
+    if ws.model() is None:
+        sys.stderr.write("error: no model could be loaded; pass --model BUNDLE.\n")
+        window.close()
+        return 2
+
+    def run(prompt: str, steps: int, batch: int, seed: int, until: float | None = None) -> bool:
+        panel.promptEdit.setPlainText(prompt)
+        panel.stepsSpin.setValue(steps)
+        panel.batchSpin.setValue(batch)
+        panel.seedSpin.setValue(seed)
+        panel.seedLockButton.setChecked(True)
+        if args.guidance is not None:
+            panel.guidanceSpin.setValue(args.guidance)
+        ws.generate()
+        while ws.is_running():
+            app.processEvents()
+            done = ws.previewArea.progressBar.value()
+            if until is not None and done >= until * steps and ws.previewArea.current_frame() is not None:
+                return True
+            time.sleep(0.005)
+        app.processEvents()
+        return False
+
+    for i, prompt in enumerate(DEFAULT_PROMPTS):
+        run(prompt, 12, 1, args.seed + 11 * i)
+    ws.historyPanel.historyList.clearSelection()
+    if not run(args.prompt, args.steps, args.batch, args.seed, until=args.at):
+        sys.stderr.write("error: the run ended before it could be captured; use more --steps.\n")
+        window.close()
+        return 2
+    for _ in range(5):  # let the latest preview and progress text paint
+        app.processEvents()
+        time.sleep(0.01)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f"{args.out.name}.tmp-{os.getpid()}")
+    ok = window.grab().save(str(tmp), "PNG")
+    if ok:
+        os.replace(tmp, args.out)
+    ws.cancel()
+    window.close()
+    print(f"wrote {args.out}" if ok else f"error: could not write {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
