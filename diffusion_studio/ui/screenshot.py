@@ -59,6 +59,8 @@ def _dark_palette() -> object:
     }
     for role, rgb in roles.items():
         palette.setColor(role, QColor(*rgb))
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor(120, 120, 120))
     return palette
 
 
