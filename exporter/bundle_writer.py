@@ -9,6 +9,7 @@ training run or a home folder by mistake.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,15 +64,22 @@ def staged_bundle(target: Path, force: bool) -> Iterator[Path]:
     """
     target = Path(target).absolute()
     check_target(target, force)
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    done = False
     try:
         yield tmp
         tmp.chmod(0o755)
         _swap_into_place(tmp, target, force)
+        done = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            for folder in created:  # innermost first: leave no empty parent folders behind
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def _swap_into_place(tmp: Path, target: Path, force: bool) -> None:
