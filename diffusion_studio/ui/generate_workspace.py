@@ -9,6 +9,7 @@ and keeps the trajectory for scrubbing and export. Errors go out as `errorOccurr
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QScrollArea, QSplitter, 
 
 from diffusion_studio.core.images import to_uint8
 from diffusion_studio.errors import UsageError
-from diffusion_studio.inference.pipeline import GenerationRequest
+from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
 from diffusion_studio.ui.form import GenerationSettings
 from diffusion_studio.ui.history import HistoryEntry, HistoryStore
 from diffusion_studio.ui.history_panel import HistoryPanel
@@ -46,6 +47,25 @@ def request_from_settings(settings: GenerationSettings) -> GenerationRequest:
     )
 
 
+def save_run(store: HistoryStore, pipeline: Pipeline, device_label: str, result: RunResult) -> list[HistoryEntry]:
+    """Write every image of a finished run to the history with its full metadata.
+
+    Runs in the worker thread. Image i of a batch records seed + i, so it can be made
+    again alone.
+    """
+    request = pipeline.last_request
+    if request is None:
+        return []
+    created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    entries: list[HistoryEntry] = []
+    for i, image in enumerate(to_uint8(result.x_0)):
+        metadata: dict[str, Any] = pipeline.image_metadata(request, i, result.elapsed_s)
+        metadata["created"] = created
+        metadata["device"] = device_label
+        entries.append(store.add(image, metadata, index=i))
+    return entries
+
+
 class GenerateWorkspace(QWidget):
     errorOccurred = Signal(str, str)  # title, one-sentence message
     runStarted = Signal()
@@ -57,7 +77,6 @@ class GenerateWorkspace(QWidget):
         super().__init__(parent)
         self.setObjectName("generateWorkspace")
         self._model: LoadedModel | None = None
-        self._last_run_images: list[HistoryEntry] = []
         self.preview_hz = MAX_PREVIEW_HZ  # previews per second at most (coalesced in the worker)
 
         self.settingsPanel = SettingsPanel()
@@ -141,7 +160,10 @@ class GenerateWorkspace(QWidget):
             self.errorOccurred.emit("Cannot generate", str(exc))
             return
         self.previewArea.begin_run()
-        self.controller.start(self._model.pipeline, request, self.preview_hz)
+        finish = functools.partial(
+            save_run, self.historyPanel.store, self._model.pipeline, self._model.provider_info.device_label
+        )
+        self.controller.start(self._model.pipeline, request, self.preview_hz, finish)
         self._update_buttons()
 
     def cancel(self) -> None:
@@ -165,32 +187,20 @@ class GenerateWorkspace(QWidget):
         self.previewArea.set_progress(progress)
 
     def _on_finished(self, result: RunResult) -> None:
-        model = self._model
-        pipeline = model.pipeline if model is not None else None
-        request = pipeline.last_request if pipeline is not None else None
         self.previewArea.set_trajectory(result.trajectory)
         if result.trajectory:
             self.previewArea.show_frame(result.trajectory[len(result.trajectory) - 1])
         self.previewArea.set_status(
             f"Done · {result.steps} steps in {format_seconds(result.elapsed_s)} · {result.steps_per_s:.1f} steps/s"
         )
-        if pipeline is None or request is None:
-            return
-        images = to_uint8(result.x_0)
-        created = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-        entries: list[HistoryEntry] = []
-        try:
-            for i, image in enumerate(images):
-                metadata: dict[str, Any] = pipeline.image_metadata(request, i, result.elapsed_s)
-                metadata["created"] = created
-                metadata["device"] = model.provider_info.device_label if model else ""
-                entries.append(self.historyPanel.store.add(image, metadata, index=i))
-        except UsageError as exc:
-            self.errorOccurred.emit("Could not save the image", str(exc))
-        self.historyPanel.add_entries(entries)
-        self._last_run_images = entries
-        for note in pipeline.notes:
-            self.statusMessage.emit(note)
+        if result.save_error:
+            self.historyPanel.reload()  # show whatever was written before the error
+            self.errorOccurred.emit("Could not save the image", result.save_error)
+        else:
+            self.historyPanel.add_entries(result.saved)
+        if self._model is not None:
+            for note in self._model.pipeline.notes:
+                self.statusMessage.emit(note)
         self.runFinished.emit(result)
 
     def _on_cancelled(self) -> None:

@@ -214,7 +214,7 @@ class MainWindow(QMainWindow):
         if splitter is not None:
             ws.splitter.restoreState(splitter)
 
-    def save_settings(self) -> None:
+    def save_settings(self, sync: bool = True) -> None:
         s = self.app_settings
         ws = self.generateWorkspace
         s.set_form(ws.settingsPanel.settings())
@@ -222,7 +222,8 @@ class MainWindow(QMainWindow):
         s.set_smooth_zoom(ws.previewArea.smoothCheck.isChecked())
         s.set_window_state("geometry", self.saveGeometry())
         s.set_window_state("splitter", ws.splitter.saveState())
-        s.sync()
+        if sync:  # written to disk now (closing); otherwise QSettings writes it soon by itself
+            s.sync()
 
     def _on_mode_changed(self, mode: PreviewMode) -> None:
         for action in self.modeActions.actions():
@@ -258,6 +259,9 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage(message)
                 self._refresh_models()
             else:
+                if not folder.exists():  # a recent bundle that was moved or deleted
+                    self.app_settings.remove_recent_bundle(folder)
+                    self._refresh_models()
                 self.show_error("Could not open the model", str(exc))
             return False
         self._set_model(model)
@@ -333,7 +337,7 @@ class MainWindow(QMainWindow):
         )
         if self._model is not None:  # an fp16 -> fp32 switch shows up in the provider info
             self.deviceLabel.setToolTip(self._model.provider_info.describe())
-        self.save_settings()
+        self.save_settings(sync=False)
         self._sync_actions()
 
     # --- drag and drop ---------------------------------------------------------------------
@@ -397,6 +401,10 @@ class MainWindow(QMainWindow):
                 log.error("The generation thread did not stop in time.")
             self.save_settings()
         event.accept()
+
+    def add_workspace(self, widget: QWidget, title: str) -> int:
+        """Add a workspace tab (e.g. "Forward process", "Train"); returns its index."""
+        return self.tabs.addTab(widget, title)
 
     def workspace(self, title: str) -> QWidget | None:
         for i in range(self.tabs.count()):

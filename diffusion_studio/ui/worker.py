@@ -27,6 +27,7 @@ from diffusion_studio.ui.trajectory import Trajectory
 log = logging.getLogger(__name__)
 
 MAX_PREVIEW_HZ = 30.0
+PROGRESS_INTERVAL_S = 1 / 60  # progress-bar updates: at most 60 per second, plus the last step
 _ORPHANS: list[tuple[QThread, QObject | None]] = []  # threads that outlived their window
 
 
@@ -76,7 +77,8 @@ class RunResult:
     trajectory: Trajectory
     elapsed_s: float
     steps: int
-    extra: dict[str, Any] = field(default_factory=dict)
+    saved: list[Any] = field(default_factory=list)  # what `finish` returned (history entries)
+    save_error: str | None = None  # why `finish` failed (the image exists, it was not saved)
 
     @property
     def steps_per_s(self) -> float:
@@ -93,10 +95,19 @@ class GenerationWorker(QObject):
     cancelled = Signal()
     failed = Signal(str)  # one sentence for a dialog
 
-    def __init__(self, pipeline: Any, request: Any, max_preview_hz: float = MAX_PREVIEW_HZ) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        request: Any,
+        max_preview_hz: float = MAX_PREVIEW_HZ,
+        finish: Callable[[RunResult], list[Any]] | None = None,
+    ) -> None:
+        """`finish` runs in this thread after a successful run (it writes the files, so the
+        GUI thread never waits on disk); a cancelled or failed run never reaches it."""
         super().__init__()
         self._pipeline = pipeline
         self._request = request
+        self._finish = finish
         self._cancel = threading.Event()
         self.throttle = PreviewThrottle(max_preview_hz)
 
@@ -116,6 +127,7 @@ class GenerationWorker(QObject):
         self.started.emit()
         trajectory = Trajectory()
         start = time.perf_counter()
+        last_progress = -float("inf")
         last_step = None
         try:
             for step in self._pipeline.iterate(self._request, should_stop=self.should_stop):
@@ -125,7 +137,10 @@ class GenerationWorker(QObject):
                 trajectory.record(frame)
                 last_step = step
                 is_last = step.index == step.count - 1
-                self.progress.emit(Progress(step.index + 1, step.count, time.perf_counter() - start))
+                now = time.perf_counter()
+                if is_last or now - last_progress >= PROGRESS_INTERVAL_S:
+                    last_progress = now
+                    self.progress.emit(Progress(step.index + 1, step.count, now - start))
                 if self.throttle.should_emit(is_last):
                     self.preview.emit(frame)
             if self._cancel.is_set():
@@ -154,7 +169,16 @@ class GenerationWorker(QObject):
                 "try another seed, fewer guidance or the CPU device."
             )
             return
-        self.finished.emit(RunResult(x_0, trajectory, elapsed, int(last_step.count)))
+        result = RunResult(x_0, trajectory, elapsed, int(last_step.count))
+        if self._finish is not None:
+            try:
+                result.saved = list(self._finish(result))
+            except UsageError as exc:
+                result.save_error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - reported, the image is still shown
+                log.exception("Saving the result failed")
+                result.save_error = f"The image could not be saved ({exc})."
+        self.finished.emit(result)
 
 
 class GenerationController(QObject):
@@ -177,12 +201,18 @@ class GenerationController(QObject):
     def is_running(self) -> bool:
         return self._thread is not None
 
-    def start(self, pipeline: Any, request: Any, max_preview_hz: float = MAX_PREVIEW_HZ) -> None:
+    def start(
+        self,
+        pipeline: Any,
+        request: Any,
+        max_preview_hz: float = MAX_PREVIEW_HZ,
+        finish: Callable[[RunResult], list[Any]] | None = None,
+    ) -> None:
         if self._thread is not None:
             raise UsageError("A generation is already running; cancel it first.")
         thread = QThread()
         thread.setObjectName("generationThread")
-        worker = GenerationWorker(pipeline, request, max_preview_hz)
+        worker = GenerationWorker(pipeline, request, max_preview_hz, finish)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.started.connect(self.started)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -238,3 +239,48 @@ def test_about_box_names_versions(qtbot, make_window, dialogs) -> None:
     window.aboutAction.trigger()
     kind, title, text = dialogs[-1]
     assert kind == "about" and "Diffusion Studio" in title and "ONNX Runtime" in text and "CPUExecutionProvider" in text
+
+
+def test_recent_bundle_that_disappeared_is_dropped_from_the_list(qtbot, make_window, bundle_copy, dialogs) -> None:
+    window = make_window()
+    gone = bundle_copy("gone")
+    assert window.open_model(gone)
+    assert str(gone.resolve()) in window.app_settings.recent_bundles()
+    shutil.rmtree(gone)
+    assert not window.open_model(gone)
+    assert "does not exist" in dialogs[-1][2]
+    assert str(gone.resolve()) not in window.app_settings.recent_bundles()
+    combo = window.generateWorkspace.settingsPanel.modelCombo
+    assert str(gone.resolve()) not in [combo.itemData(i) for i in range(combo.count())]
+    assert window.model().folder == gone.resolve()  # still the loaded session until another loads
+
+
+def test_reveal_in_folder_opens_the_history_folder(qtbot, make_window, isolated_state, monkeypatch) -> None:
+    import sys
+
+    from PySide6.QtGui import QDesktopServices
+
+    history = isolated_state / "data" / "history"
+    history.mkdir(parents=True)
+    png_meta.write_png(history / "one.png", np.zeros((8, 8, 3), np.uint8), OUR_META)
+    opened: list[str] = []
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: opened.append(url.toLocalFile()) or True))
+    window = make_window()
+    panel = window.generateWorkspace.historyPanel
+    panel.historyList.setCurrentRow(0)
+    qtbot.mouseClick(panel.revealButton, Qt.MouseButton.LeftButton)
+    assert opened == [str(history)]
+
+
+def test_any_prompt_text_generates_without_errors(qtbot, make_window, isolated_state, dialogs) -> None:
+    window = make_window()
+    ws = window.generateWorkspace
+    prompt = ("שלום 🌈 a red circle مرحبا " * 400)[:10_000]  # long, emoji, right-to-left
+    ws.settingsPanel.promptEdit.setPlainText(prompt)
+    ws.settingsPanel.stepsSpin.setValue(2)
+    with qtbot.waitSignal(ws.runEnded, timeout=20_000):
+        ws.generate()
+    assert dialogs == []
+    files = list((isolated_state / "data" / "history").glob("*.png"))
+    assert len(files) == 1 and png_meta.read_metadata(files[0])["prompt"] == prompt.strip()
