@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnxruntime
 from PySide6 import __version__ as pyside_version
-from PySide6.QtCore import QEvent, QObject, Qt, qVersion
+from PySide6.QtCore import Qt, qVersion
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QWidget
 
@@ -21,6 +21,7 @@ from diffusion_studio import __version__
 from diffusion_studio.core import png_meta
 from diffusion_studio.errors import UsageError
 from diffusion_studio.paths import default_model_dir
+from diffusion_studio.ui.drop import PngDropFilter, png_paths
 from diffusion_studio.ui.generate_workspace import GenerateWorkspace
 from diffusion_studio.ui.history import HistoryStore
 from diffusion_studio.ui.models import (
@@ -39,32 +40,6 @@ from diffusion_studio.ui.worker import RunResult
 log = logging.getLogger(__name__)
 
 APP_TITLE = "Diffusion Studio"
-
-
-def png_paths(event: QDragEnterEvent | QDropEvent) -> list[Path]:
-    """Local .png files carried by a drag-and-drop event."""
-    mime = event.mimeData()
-    if not mime.hasUrls():
-        return []
-    paths = [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
-    return [p for p in paths if p.suffix.lower() == ".png"]
-
-
-class _PngDropFilter(QObject):
-    """Lets PNG drops on text fields reach the window instead of pasting the file's path."""
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self._window = window
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() in (QEvent.Type.DragEnter, QEvent.Type.DragMove) and png_paths(event):  # type: ignore[arg-type]
-            event.acceptProposedAction()  # type: ignore[attr-defined]
-            return True
-        if event.type() == QEvent.Type.Drop and png_paths(event):  # type: ignore[arg-type]
-            self._window.dropEvent(event)  # type: ignore[arg-type]
-            return True
-        return False
 
 
 class MainWindow(QMainWindow):
@@ -96,7 +71,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self.setAcceptDrops(True)
-        drop_filter = _PngDropFilter(self)
+        drop_filter = PngDropFilter(self.dropEvent, self)
         panel = self.generateWorkspace.settingsPanel
         for edit in (panel.promptEdit, panel.negativePromptEdit):
             edit.viewport().installEventFilter(drop_filter)

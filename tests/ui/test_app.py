@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import pytest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from diffusion_studio.ui import app as app_module

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 
-import pytest
 
 from diffusion_studio.ui.worker import MAX_PREVIEW_HZ, PreviewThrottle, Progress
 
