@@ -244,7 +244,9 @@ class MainWindow(QMainWindow):
             self.app_settings.add_recent_bundle(model.folder)
         self._refresh_models()
         fallback = fallback_message(model.provider_info)
-        if fallback:
+        if fallback and startup:  # no modal dialog before the window is even shown
+            self.statusBar().showMessage(fallback)
+        elif fallback:
             self.show_warning("CUDA unavailable", fallback)
         return True
 

@@ -182,6 +182,11 @@ def test_cuda_requested_but_unavailable_says_so_and_runs_on_cpu(qtbot, make_wind
     assert "CUDA is not available" in dialogs[0][2] and "CPU" in dialogs[0][2]
     assert window.model().provider_info.active == "CPUExecutionProvider"
     assert window.deviceLabel.text().startswith("CPU")
+    window.close()
+    with pytest.warns(RuntimeWarning, match="CUDA"):
+        again = make_window()  # CUDA remembered: at start-up the status bar says so, no modal dialog
+    assert len(dialogs) == 1 and again.generateWorkspace.settingsPanel.device() is Device.CUDA
+    assert "CUDA is not available" in again.statusBar().currentMessage()
 
 
 def test_nan_output_is_a_dialog_and_saves_nothing(qtbot, make_window, nan_bundle, isolated_state, dialogs) -> None:
