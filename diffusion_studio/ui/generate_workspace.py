@@ -164,7 +164,7 @@ class GenerateWorkspace(QWidget):
             save_run, self.historyPanel.store, self._model.pipeline, self._model.provider_info.device_label
         )
         self.controller.start(self._model.pipeline, request, self.preview_hz, finish)
-        self._update_buttons()
+        # The buttons change on the worker's `started` signal, not here.
 
     def cancel(self) -> None:
         if self.controller.is_running:

@@ -66,6 +66,7 @@ class SettingsPanel(QWidget):
         self.modelCombo = QComboBox(objectName="modelCombo")
         self.modelCombo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.modelCombo.setMinimumContentsLength(12)
+        self.modelCombo.setPlaceholderText("No model loaded")
         self.modelCombo.setToolTip("The model bundle to generate with (default model and recent bundles)")
         self.modelCombo.activated.connect(self._on_model_activated)
         self.openModelButton = QToolButton(objectName="openModelButton", text="Open…")
@@ -85,7 +86,7 @@ class SettingsPanel(QWidget):
         model_form.addRow("Device", self.deviceCombo)
 
         # --- prompt ----------------------------------------------------------------------
-        self.promptEdit = _text_edit("promptEdit", "Describe the image, e.g. “a red circle on a blue background”", 3)
+        self.promptEdit = _text_edit("promptEdit", "Describe the image, e.g. “a red circle on a white background”", 3)
         self.promptEdit.setAccessibleName("Prompt")
         self.negativePromptEdit = _text_edit("negativePromptEdit", "What to steer away from (optional)", 2)
         self.negativePromptEdit.setAccessibleName("Negative prompt")
