@@ -147,6 +147,8 @@ class Trainer:
                 raise UsageError(f"The run folder {self.run_dir} already exists and is not empty; "
                                  "pass --resume to continue it or choose another --out.")
             return None
+        if not self.run_dir.is_dir():
+            raise UsageError(f"There is no run folder {self.run_dir} to resume.")
         checkpoint = load_checkpoint(self.run_dir)
         current = self.config.to_dict()
         for key, value in current.items():
