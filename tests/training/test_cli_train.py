@@ -1,0 +1,48 @@
+"""`diffusion-studio train`: a tiny real run with --json, and bad input -> exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diffusion_studio.cli import main
+
+
+def test_json_run_then_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "shapes", "--preset", "cpu-quick", "--out", str(out), "--image-size", "16",
+            "--batch-size", "2", "--steps", "3", "--threads", "1", "--sample-every", "0", "--json"]
+    assert main(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["event"] == "start" and lines[-1]["event"] == "done" and lines[-1]["step"] == 3
+    assert any(e["event"] == "checkpoint" and e["checkpoint"].endswith("step-00000003.safetensors") for e in lines)
+    assert main(args[:-5] + ["--steps", "5", "--resume", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["resumed"] is True and lines[0]["step"] == 3 and lines[-1]["step"] == 5
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--dataset", "imagenet"], "Unknown dataset"),
+    (["--dataset", "folder:/some/where"], "not implemented yet"),
+    (["--image-size", "33"], "not divisible"),
+    (["--lr", "-0.1"], "lr must be"),
+    (["--lr", "3"], "lr must be"),
+    (["--steps", "0"], "steps must be"),
+    (["--batch-size", "0"], "batch_size must be"),
+    (["--resume"], "no run folder"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, extra, needle):
+    code = main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "new"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_existing_run_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "something.txt").write_text("x")
+    assert main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--resume" in err
