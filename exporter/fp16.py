@@ -203,7 +203,11 @@ def convert_to_fp16(model: onnx.ModelProto, image_input: str = "x") -> onnx.Mode
 
     del graph.node[:]
     graph.node.extend(new_nodes)
-    del graph.value_info[:]
+    # Keep the known value types (shape inference cannot see through every function op, e.g.
+    # GroupNormalization-21), updated to the precision each tensor is now produced in.
+    for vi in graph.value_info:
+        if vi.name in produced and types.get(vi.name) == FLOAT:
+            vi.type.tensor_type.elem_type = produced[vi.name]
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model

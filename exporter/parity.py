@@ -251,6 +251,9 @@ def validate_export(model: Any, folder: Path, spec: GraphSpec, *, T: int, schedu
         "sampling": [],
     }
     failures: list[str] = []
+    if not usable:
+        failures.append(f"no execution provider here can run {fp32_path.name}: "
+                        + "; ".join(f"{p}: {r}" for p, r in unavailable.items()))
     for runtime in usable:
         session = runtime.open(fp32_path)
         entry = {"provider": runtime.provider, "file": fp32_path.name, "gated": True,

@@ -10,6 +10,7 @@ reason is kept for model.json provenance.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import warnings
@@ -58,9 +59,23 @@ class ExportInfo:
     fallback_reason: str | None  # why the dynamo exporter was not used
 
 
+@functools.lru_cache(maxsize=1)
 def max_opset() -> int:
-    """The newest ai.onnx opset this onnx package knows."""
-    return int(onnx.defs.onnx_opset_version())
+    """The newest ai.onnx opset that both this onnx package and onnxruntime's CPU provider accept."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    value = helper.make_tensor_value_info("v", onnx.TensorProto.FLOAT, [1])
+    for version in range(int(onnx.defs.onnx_opset_version()), MIN_OPSET, -1):
+        graph = helper.make_graph([helper.make_node("Identity", ["v"], ["w"])], "probe", [value],
+                                  [helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", version)], ir_version=8)
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        except Exception:  # noqa: BLE001 - "opset too new" is what we are probing for
+            continue
+        return version
+    return MIN_OPSET
 
 
 @contextlib.contextmanager
@@ -158,28 +173,44 @@ def check_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
 
 
-def export_unet(model, spec: GraphSpec, opset: int) -> tuple[onnx.ModelProto, ExportInfo]:
-    """Export `model` (a UNet in eval mode, float32, CPU) to a checked ONNX ModelProto."""
-    import torch
-
-    model = model.eval()
-    reason: str | None = None
-    with torch.no_grad():
-        try:
-            proto, used = _export_dynamo(model, spec, opset), DYNAMO
-        except Exception as exc:  # noqa: BLE001 - any failure means: try the TorchScript exporter
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            reason = f"{type(exc).__name__}: {first[:300]}"
-            proto, used = _export_torchscript(model, spec, opset), TORCHSCRIPT
+def _finish(proto: onnx.ModelProto, spec: GraphSpec, opset: int) -> onnx.ModelProto:
+    """Bring to `opset`, fix and check the I/O, drop debug notes, run checker + shape inference."""
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if got_opset != opset:
         proto = onnx.version_converter.convert_version(proto, opset)
     _fix_io(proto, spec)
-    del proto.graph.value_info[:]
     for node in proto.graph.node:  # the exporter's debug notes: stack traces with local paths, half the file
         del node.metadata_props[:]
     check_graph(proto)
-    return proto, ExportInfo(exporter=used, opset=opset, fallback_reason=reason)
+    return proto
+
+
+def _reason(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {first[:300]}"
+
+
+def export_unet(model, spec: GraphSpec, opset: int) -> tuple[onnx.ModelProto, ExportInfo]:
+    """Export `model` (a UNet in eval mode, float32, CPU) to a checked ONNX ModelProto.
+
+    The dynamo exporter's graph must also pass the checks in `_finish` (at the requested
+    opset); otherwise the TorchScript exporter is used and the reason recorded.
+    """
+    import torch
+
+    model = model.eval()
+    with torch.no_grad():
+        try:
+            proto = _finish(_export_dynamo(model, spec, opset), spec, opset)
+            return proto, ExportInfo(exporter=DYNAMO, opset=opset, fallback_reason=None)
+        except Exception as exc:  # noqa: BLE001 - any failure means: try the TorchScript exporter
+            reason = _reason(exc)
+        try:
+            proto = _finish(_export_torchscript(model, spec, opset), spec, opset)
+        except Exception as exc:
+            raise RuntimeError(f"both exporters failed at opset {opset}: dynamo ({reason}); "
+                               f"TorchScript ({_reason(exc)})") from exc
+    return proto, ExportInfo(exporter=TORCHSCRIPT, opset=opset, fallback_reason=reason)
 
 
 def fp16_variant(proto: onnx.ModelProto) -> onnx.ModelProto:
