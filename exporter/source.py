@@ -8,12 +8,15 @@ or corrupt safetensors file, weights that do not fit the config, NaN weights) is
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffusion_studio.errors import UsageError
+
+if TYPE_CHECKING:
+    from diffusion_studio.training.checkpoints import Checkpoint
+    from diffusion_studio.training.unet import UNet, UNetConfig
 
 WEIGHTS = ("ema", "raw")
 DEFAULT_MAX_TOKENS = 32
@@ -21,43 +24,30 @@ DEFAULT_MAX_TOKENS = 32
 
 @dataclass(frozen=True)
 class ExportSource:
-    """A loaded checkpoint with the UNet built from it (eval mode, float32, CPU)."""
+    """A loaded checkpoint, the UNet built from it (eval mode, float32, CPU) and its diffusion facts."""
 
     path: Path  # what the user named (run folder or .safetensors)
-    checkpoint: Any  # training.checkpoints.Checkpoint
-    model: Any  # training.unet.UNet
+    checkpoint: Checkpoint
+    model: UNet
     weights: str  # "ema" | "raw"
+    T: int
+    schedule: str  # "linear" | "cosine"
+    max_tokens: int
 
     @property
     def config(self) -> dict[str, Any]:
         return dict(self.checkpoint.config or {})
 
     @property
-    def unet_config(self) -> Any:
+    def unet_config(self) -> UNetConfig:
         return self.checkpoint.unet_config
-
-    @property
-    def T(self) -> int:
-        return int(config_value(self.config, "T", "timesteps", default=1000))
-
-    @property
-    def schedule(self) -> str:
-        value = config_value(self.config, "schedule", default="linear")
-        return str(getattr(value, "value", value))
-
-    @property
-    def max_tokens(self) -> int:
-        return int(config_value(self.config, "max_tokens", default=DEFAULT_MAX_TOKENS))
 
 
 def config_value(config: dict[str, Any], *names: str, default: Any = None) -> Any:
-    """The first of `names` found in the run config or its nested "diffusion"/"text" sections."""
-    for section in (config, config.get("diffusion") or {}, config.get("text") or {},
-                    config.get("text_encoder") if isinstance(config.get("text_encoder"), dict) else {}):
-        if isinstance(section, dict):
-            for name in names:
-                if section.get(name) is not None:
-                    return section[name]
+    """The first of `names` set in the run config (training.config.TrainConfig as JSON)."""
+    for name in names:
+        if config.get(name) is not None:
+            return config[name]
     return default
 
 
@@ -131,7 +121,20 @@ def load_source(path: Path, weights: str = "ema") -> ExportSource:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    source = ExportSource(path=path, checkpoint=checkpoint, model=model, weights=weights)
-    if not math.isfinite(source.T) or source.T < 1:
-        raise UsageError(f"The run config in {path} has an invalid T={source.T}.")
-    return source
+    T, schedule, max_tokens = _diffusion_facts(path, dict(checkpoint.config or {}))
+    return ExportSource(path=path, checkpoint=checkpoint, model=model, weights=weights, T=T,
+                        schedule=schedule, max_tokens=max_tokens)
+
+
+def _diffusion_facts(path: Path, config: dict[str, Any]) -> tuple[int, str, int]:
+    """T, schedule and max_tokens from the run config, each checked (UsageError names the field)."""
+    from diffusion_studio.core.schedule import parse_schedule_kind
+
+    T = config_value(config, "T", default=1000)
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise UsageError(f"The run config of {path} has an invalid T={T!r}.")
+    max_tokens = config_value(config, "max_tokens", default=DEFAULT_MAX_TOKENS)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 2 <= max_tokens <= 512:
+        raise UsageError(f"The run config of {path} has an invalid max_tokens={max_tokens!r}.")
+    schedule = parse_schedule_kind(str(config_value(config, "schedule", default="linear"))).value
+    return T, schedule, max_tokens

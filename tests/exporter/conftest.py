@@ -79,9 +79,10 @@ def ema_export(tmp_path_factory, tiny_run) -> tuple[Path, CliResult]:
 
 @pytest.fixture(scope="session")
 def raw_export(tmp_path_factory, tiny_run) -> tuple[Path, CliResult]:
-    """The same run with --weights raw and --no-validate."""
+    """The run's checkpoint file (not the folder) with --weights raw and --no-validate."""
     out = tmp_path_factory.mktemp("bundles") / "tiny-raw"
-    result = _run_cli(tiny_run, "--out", out, "--weights", "raw", "--no-validate", "--name", "tiny raw")
+    checkpoint = next((tiny_run / "checkpoints").glob("*.safetensors"))
+    result = _run_cli(checkpoint, "--out", out, "--weights", "raw", "--no-validate", "--name", "tiny raw")
     assert result.rc == 0, result.err
     return out, result
 

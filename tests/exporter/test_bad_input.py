@@ -67,6 +67,18 @@ def test_config_that_disagrees_with_the_weights(run_cli, run_copy, tmp_path):
     assert not (tmp_path / "bundle").exists()
 
 
+def test_diverged_weights(run_cli, run_copy, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ckpt = _checkpoint(run_copy)
+    tensors = load_file(ckpt)
+    tensors["ema.conv_in.weight"][0, 0, 0, 0] = float("nan")
+    save_file(tensors, ckpt)
+    result = run_cli(run_copy, "--out", tmp_path / "bundle")
+    _assert_usage_error(result, "contain NaN or Inf", "conv_in.weight")
+    assert not (tmp_path / "bundle").exists()
+
+
 def test_existing_target_without_force(run_cli, tiny_run, ema_export, tmp_path):
     target = tmp_path / "bundle"
     shutil.copytree(ema_export[0], target)

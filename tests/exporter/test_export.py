@@ -161,6 +161,8 @@ def test_ema_and_raw_weights_really_differ(ema_export, raw_export, tiny_run, fix
     assert np.abs(ema_eps - _torch_eps(ckpt.ema, ckpt.unet_config, *fixed_inputs)).max() <= 1e-4
     raw = json.loads((raw_export[0] / "model.json").read_text())
     assert raw["provenance"]["weights"] == "raw" and raw["name"] == "tiny raw"
+    assert raw["provenance"]["run"] == str(tiny_run.absolute())  # found from the checkpoint file
+    assert raw["provenance"]["checkpoint"] == str(ckpt.path.absolute())
 
 
 def test_no_validate_writes_no_report(raw_export):
