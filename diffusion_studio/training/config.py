@@ -146,8 +146,8 @@ class TrainConfig:
 def preset(name: str) -> TrainConfig:
     """Named presets: 'cpu-quick' (minutes), 'cpu' (the default Shapes model), 'gpu'."""
     if name == "cpu-quick":  # a tiny net whose loss visibly falls in 2-3 minutes on 2 cores
-        return TrainConfig(steps=600, batch_size=32, lr=1e-3, warmup_steps=50, checkpoint_every=200,
-                           sample_every=300, ema_decay=0.995, sample_prompts=DEFAULT_SAMPLE_PROMPTS[:4],
+        return TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=50, checkpoint_every=100,
+                           sample_every=150, ema_decay=0.995, sample_prompts=DEFAULT_SAMPLE_PROMPTS[:4],
                            unet=UNetConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1,
                                            attention_resolutions=(16,), cross_attention_resolutions=(16,),
                                            num_heads=2, groups=4))
