@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffusion_studio.errors import UsageError
 from exporter import bundle_writer as bw
@@ -31,6 +31,9 @@ from exporter.unet_export import (
     save_model,
     set_metadata,
 )
+
+if TYPE_CHECKING:
+    from diffusion_studio.training.unet import UNet
 
 DEFAULT_OPSET = 18
 DEFAULT_SAMPLER = "dpmpp-2m"
@@ -161,11 +164,11 @@ def _sampler_defaults(opts: ExportOptions, src: ExportSource) -> dict[str, Any]:
     return {"sampler": sampler, "steps": steps, "guidance": float(guidance)}
 
 
-def _parameters(model: Any) -> int:
+def _parameters(model: UNet) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def _flops(model: Any) -> int:
+def _flops(model: UNet) -> int:
     from diffusion_studio.training.unet import estimate_flops
 
     return int(estimate_flops(model))
@@ -241,10 +244,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
 
 def _self_check(folder: Path) -> None:
     """The app's own loader must accept the bundle before it is renamed into place."""
-    try:
-        from diffusion_studio.inference.bundle_loader import load_bundle
-    except ImportError:  # the inference package is optional for the exporter
-        return
+    from diffusion_studio.inference.bundle_loader import load_bundle
+
     try:
         load_bundle(folder)
     except UsageError as exc:
