@@ -103,13 +103,15 @@ class TextEncoder:
         prompts = [str(p) for p in prompts]
         with self._lock:
             missing = sorted({p for p in prompts if p not in self._cache})
+            fresh: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             if missing:
                 hidden, mask = self._run(missing)
-                if len(self._cache) + len(missing) > self._cache_size:
-                    self._cache.clear()
-                for i, prompt in enumerate(missing):
-                    self._cache[prompt] = (hidden[i], mask[i])
-            pairs = [self._cache[p] for p in prompts]
+                fresh = {prompt: (hidden[i], mask[i]) for i, prompt in enumerate(missing)}
+            pairs = [fresh[p] if p in fresh else self._cache[p] for p in prompts]
+            if len(self._cache) + len(fresh) > self._cache_size:
+                self._cache.clear()
+            if len(fresh) <= self._cache_size:
+                self._cache.update(fresh)
         context = np.stack([c for c, _ in pairs]) if pairs else np.zeros((0, self.max_tokens, self.embedding_dim), np.float32)
         context_mask = np.stack([m for _, m in pairs]) if pairs else np.zeros((0, self.max_tokens), np.float32)
         return context, context_mask

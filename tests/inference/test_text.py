@@ -1,0 +1,55 @@
+"""The shared text encoder: tokenizer + ONNX MiniLM -> token embeddings and mask."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffusion_studio.errors import BundleError
+from diffusion_studio.inference.text import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder(max_tokens=16)
+
+
+def test_shapes_and_mask(encoder: TextEncoder) -> None:
+    context, mask = encoder.encode(["", "a red circle", "a large red circle in the top left"])
+    assert context.shape == (3, 16, 384) and context.dtype == np.float32
+    assert mask.dtype == np.float32
+    # "" -> [CLS] [SEP]; "a red circle" -> [CLS] a red circle [SEP]
+    assert mask.sum(axis=1).tolist() == [2.0, 5.0, 10.0]
+    assert np.all(mask[:, :2] == 1.0) and np.all(mask[0, 2:] == 0.0)
+    # different prompts give clearly different embeddings of their content tokens
+    assert np.abs(context[1, 1:4] - context[2, 1:4]).max() > 0.05
+
+
+def test_batch_and_cache_do_not_change_embeddings(encoder: TextEncoder) -> None:
+    alone, _ = encoder.encode(["a blue square"])
+    batched, _ = encoder.encode(["a green triangle", "a blue square", "an orange circle"])
+    np.testing.assert_array_equal(alone[0], batched[1])
+    small = TextEncoder(max_tokens=16, cache_size=2)
+    many, _ = small.encode(["a", "b", "c", "a"])  # more new prompts than the cache holds
+    np.testing.assert_array_equal(many[0], many[3])
+    np.testing.assert_array_equal(small.encode(["c"])[0][0], many[2])
+
+
+def test_long_prompt_is_truncated_with_a_warning(encoder: TextEncoder) -> None:
+    with pytest.warns(UserWarning, match="longer than 16 tokens"):
+        context, mask = encoder.encode(["red " * 5000])
+    assert mask.sum() == 16 and np.isfinite(context).all()
+
+
+def test_unicode_prompts(encoder: TextEncoder) -> None:
+    context, mask = encoder.encode(["🔴 دائرة حمراء", "עיגול אדום"])
+    assert np.isfinite(context).all() and mask.sum(axis=1).min() >= 3
+
+
+def test_missing_files_raise_bundle_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="text encoder file .* is missing"):
+        TextEncoder(tmp_path)
+    (tmp_path / "text_encoder.onnx").write_bytes(b"not onnx")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(BundleError):
+        TextEncoder(tmp_path)
