@@ -3,6 +3,12 @@
 Without --json a tqdm progress bar shows loss, LR and images/s; with --json every progress
 event is printed as one JSON line (what the GUI reads). Ctrl-C (or SIGTERM) writes a
 checkpoint and stops; `--resume` continues exactly where it stopped.
+
+Data parallel: `--nproc N` runs N processes through torch.distributed.run (DDP; gloo on
+CPU, nccl on CUDA, one GPU per process); for several machines start the same command with
+torchrun yourself, e.g. `torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d
+--rdzv-endpoint HOST:29500 -m diffusion_studio train ...`. `--batch-size` is the global
+batch, split evenly over the processes, so N processes train the same model as one.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from diffusion_studio.errors import UsageError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a diffusion model (PyTorch)",
                        description="Train a text-conditioned ε-predicting U-Net (DDPM Algorithm 1).")
-    p.add_argument("--dataset", default="shapes", help="'shapes' (procedural) or 'folder:PATH'")
+    p.add_argument("--dataset", help="'shapes' (procedural, the default) or 'folder:PATH' (images with a "
+                   "same-named .txt caption, or one subfolder per class)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (checkpoints, samples, events)")
     p.add_argument("--preset", default="cpu", choices=("cpu-quick", "cpu", "gpu"),
                    help="model size and schedule preset (default: cpu, the shipped default model)")
     p.add_argument("--steps", type=int, help="total number of updates")
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (split over --nproc processes)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--lr", type=float, help="peak AdamW learning rate")
     p.add_argument("--seed", type=int)
@@ -35,6 +42,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: all cores)")
     p.add_argument("--sample-every", type=int, help="updates between sample grids (0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints")
+    p.add_argument("--hflip", action="store_true", default=None,
+                   help="random horizontal flips (folder datasets; off by default)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (DDP through torch.distributed.run)")
+
+
+# (namespace field, flag) of the options a --nproc launch passes on to every process.
+_FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset"), ("steps", "--steps"),
+              ("batch_size", "--batch-size"), ("image_size", "--image-size"), ("lr", "--lr"),
+              ("seed", "--seed"), ("device", "--device"), ("threads", "--threads"),
+              ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"))
+_FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"))
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -45,12 +64,35 @@ def build_config(args: argparse.Namespace) -> Any:
     config = TrainConfig.load(saved) if args.resume and saved.is_file() else preset(args.preset)
     if args.image_size is not None and args.image_size != config.image_size:
         config = config.with_image_size(args.image_size)
-    overrides = {"dataset": args.dataset, "steps": args.steps, "batch_size": args.batch_size,
-                 "lr": args.lr, "seed": args.seed, "device": args.device, "num_threads": args.threads,
-                 "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every}
+    overrides = {"dataset": normalize_dataset(args.dataset), "steps": args.steps,
+                 "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": args.device,
+                 "num_threads": args.threads, "sample_every": args.sample_every,
+                 "checkpoint_every": args.checkpoint_every, "hflip": getattr(args, "hflip", None)}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.validate()
     return config
+
+
+def normalize_dataset(dataset: str | None) -> str | None:
+    """'folder:PATH' with PATH made absolute (a resumed run finds it from anywhere)."""
+    if dataset is None:
+        return None
+    if dataset.startswith("folder:") and dataset[len("folder:"):]:
+        return "folder:" + str(Path(dataset[len("folder:"):]).expanduser().resolve())
+    if dataset != "shapes" and not dataset.startswith("folder:"):
+        raise UsageError(f"Unknown dataset '{dataset}'; use 'shapes' or 'folder:PATH'.")
+    return dataset
+
+
+def forwarded_args(args: argparse.Namespace) -> list[str]:
+    """The `train ...` arguments every process of a --nproc launch gets (all but --nproc)."""
+    out = ["train"]
+    for name, flag in _FORWARDED:
+        value = getattr(args, name, None)
+        if value is not None:
+            out += [flag, str(value)]
+    out += [flag for name, flag in _FORWARDED_SWITCHES if getattr(args, name, None)]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,26 +102,54 @@ def run(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise UsageError("Training needs PyTorch: pip install 'diffusion-studio[train]'.") from None
-    if args.dataset != "shapes" and not args.dataset.startswith("folder:"):
-        raise UsageError(f"Unknown dataset '{args.dataset}'; use 'shapes' or 'folder:PATH'.")
+    normalize_dataset(args.dataset)
+    if args.nproc < 1 or args.nproc > 1024:
+        raise UsageError(f"--nproc must be an integer in [1, 1024], got {args.nproc}.")
+    config = build_config(args)
+    if args.nproc > 1:
+        return _launch(args, config)
+    from diffusion_studio.training import ddp
     from diffusion_studio.training.trainer import Trainer
 
-    config = build_config(args)
-    listeners, bar = [], None
-    if not args.json:
-        bar = _ProgressBar()
-        listeners.append(bar)
-    trainer = Trainer(config, args.out, resume=args.resume, listeners=listeners,
-                      echo=sys.stdout if args.json else None)
+    ctx = ddp.init_distributed(config.device)  # joins torchrun's group when started by torchrun
     try:
-        result = trainer.run()
+        listeners, bar = [], None
+        if not args.json and ctx.is_main:
+            bar = _ProgressBar()
+            listeners.append(bar)
+        trainer = Trainer(config, args.out, resume=args.resume, listeners=listeners,
+                          echo=sys.stdout if args.json else None, dist=ctx)
+        try:
+            result = trainer.run()
+        finally:
+            if bar is not None:
+                bar.close()
     finally:
-        if bar is not None:
-            bar.close()
+        ddp.shutdown(ctx)
+    if not ctx.is_main:
+        return 0
     if result.stopped:
         sys.stderr.write(f"stopped at step {result.step}; continue with --resume --out {args.out}\n")
     elif not args.json:
         sys.stderr.write(f"done: {result.step} steps; latest checkpoint {result.checkpoint}\n")
+    return 0
+
+
+def _launch(args: argparse.Namespace, config: Any) -> int:
+    """Check what can be checked here (one clear line on bad input), then start torchrun."""
+    from diffusion_studio.training import ddp
+    from diffusion_studio.training.resume import check_run_dir
+
+    ddp.shard_size(config.batch_size, args.nproc)
+    if config.dataset.startswith("folder:"):
+        from diffusion_studio.training.datasets.folder import scan_folder
+
+        scan_folder(config.dataset[len("folder:"):])
+    check_run_dir(Path(args.out), config, args.resume)
+    code = ddp.launch(forwarded_args(args), args.nproc, threads=args.threads)
+    if code != 0:
+        sys.stderr.write(f"error: the training processes failed (torchrun exit code {code}).\n")
+        return 1
     return 0
 
 
@@ -96,7 +166,12 @@ class _ProgressBar:
         if kind == "start":
             self.bar = tqdm(total=event["steps"], initial=event["step"], unit="step", dynamic_ncols=True)
             tqdm.write(f"U-Net: {event['parameters']:,} parameters, "
-                       f"{event['flops_per_forward'] / 1e9:.2f} GFLOP per image; device {event['device']}")
+                       f"{event['flops_per_forward'] / 1e9:.2f} GFLOP per image; device {event['device']}"
+                       + (f" x {event['world_size']} processes" if event.get("world_size", 1) > 1 else ""))
+            data = event.get("dataset") or {}
+            if data.get("name") == "folder":
+                skipped = "".join(f", {n} skipped ({reason})" for reason, n in data["skipped_by_reason"].items())
+                tqdm.write(f"dataset: {data['images']} images from {data['path']}{skipped}")
         elif self.bar is None:
             return
         elif kind == "progress":

@@ -31,6 +31,7 @@ LR_SCHEDULES = ("constant", "cosine")
 @dataclass
 class TrainConfig:
     dataset: str = "shapes"  # "shapes" or "folder:PATH"
+    hflip: bool = False  # random horizontal flips (folder datasets only)
     image_size: int = 32
     steps: int = 10000
     batch_size: int = 64
@@ -87,6 +88,9 @@ class TrainConfig:
             ok = isinstance(value, (int, float)) and (lo <= value if lo_ok else lo < value) and value <= hi
             if not ok or (name == "ema_decay" and value >= 1.0):
                 raise UsageError(f"{name} must be in {'[' if lo_ok else '('}{lo}, {hi}], got {value!r}.")
+        if self.hflip and self.dataset == "shapes":
+            raise UsageError("Horizontal flips would swap left and right in the Shapes captions; "
+                             "they are for folder datasets only.")
         if self.schedule not in ("linear", "cosine"):
             raise UsageError(f"Unknown noise schedule '{self.schedule}'; use 'linear' or 'cosine'.")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -8,7 +8,9 @@ to "" with probability p_uncond (classifier-free guidance), checkpoints that res
 exactly, and sample grids drawn by the app's own sampling loop.
 
 Every random draw of update n comes from a generator seeded by (seed, n) and batch n of
-the data stream is a pure function of n, so a resumed run repeats the straight run.
+the data stream is a pure function of n, so a resumed run repeats the straight run. Under
+DDP (training/ddp.py) every rank draws the randoms of the whole global batch and keeps its
+own slice, so W ranks compute the same update as one process (up to float summation order).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
@@ -30,16 +33,13 @@ from diffusion_studio.core.files import atomic_write_text
 from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import Cancelled, UsageError
 from diffusion_studio.training.captions import CaptionCache, PromptEncoder
-from diffusion_studio.training.checkpoints import (
-    load_checkpoint,
-    optimizer_from_flat,
-    restore_rng,
-    save_checkpoint,
-)
-from diffusion_studio.training.config import RESUMABLE_FIELDS, TrainConfig
-from diffusion_studio.training.datasets import make_stream
+from diffusion_studio.training import ddp
+from diffusion_studio.training.checkpoints import Checkpoint, optimizer_from_flat, restore_rng, save_checkpoint
+from diffusion_studio.training.config import TrainConfig
+from diffusion_studio.training.datasets import describe_stream, make_stream
 from diffusion_studio.training.ema import EMA
 from diffusion_studio.training.events import EventCallback, EventLog
+from diffusion_studio.training.resume import check_run_dir, share_checkpoint
 from diffusion_studio.training.unet import UNet, count_parameters, estimate_flops
 
 NUM_BUCKETS = 10
@@ -92,18 +92,28 @@ def timestep_buckets(t: torch.Tensor, T: int) -> torch.Tensor:
 
 
 class Trainer:
-    """One training run in RUN_DIR; `run()` trains to config.steps or until stopped."""
+    """One training run in RUN_DIR; `run()` trains to config.steps or until stopped.
+
+    `dist` places this process in a DDP group (ddp.init_distributed); `config.batch_size`
+    is the global batch. Only rank 0 writes to RUN_DIR and emits events.
+    """
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                  text_encoder: PromptEncoder | None = None, listeners: list[EventCallback] | None = None,
-                 echo: TextIO | None = None) -> None:
+                 echo: TextIO | None = None, dist: ddp.DistContext | None = None) -> None:
         config.validate()
-        self.config = cfg = config
+        self.dist = ctx = dist or ddp.SINGLE
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.device)
+        # Rank 0 checks RUN_DIR and reads the checkpoint; every rank adopts its config.
+        checkpoint = _on_main(ctx, lambda: check_run_dir(self.run_dir, config, resume))
+        if ctx.distributed:
+            config = TrainConfig.from_dict(ddp.broadcast_json(ctx, config.to_dict()))
+        self.config = cfg = config
+        self.device = ddp.rank_device(ctx, resolve_device(cfg.device))
         self.bf16 = bool(cfg.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
-        self.stream = make_stream(cfg.dataset, cfg.image_size, cfg.batch_size, cfg.seed)
-        checkpoint = self._check_run_dir(resume)
+        self.shard = ddp.shard_size(cfg.batch_size, ctx.world_size)
+        self.stream = _agreed(ctx, lambda: make_stream(cfg.dataset, cfg.image_size, self.shard, cfg.seed,
+                                                       ctx.rank, ctx.world_size, cfg.hflip))
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
 
@@ -114,8 +124,15 @@ class Trainer:
         self.schedule = make_schedule(cfg.schedule, cfg.T)
         self.sqrt_ac, self.sqrt_1m_ac = schedule_tensors(self.schedule, self.device)
         self.step = 0
+        checkpoint = share_checkpoint(ctx, checkpoint)
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.net: nn.Module = self.model  # what the forward pass runs: the DDP wrapper under DDP
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         if text_encoder is None:
             from diffusion_studio.inference.text import TextEncoder
@@ -127,41 +144,24 @@ class Trainer:
         self.text = CaptionCache(text_encoder)
         self.parameters = count_parameters(self.model)
         self.flops = estimate_flops(self.model)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         meta = {"text_encoder": {"sha256": getattr(text_encoder, "sha256", None),
                                  "tokenizer_sha256": getattr(text_encoder, "tokenizer_sha256", None),
                                  "max_tokens": cfg.max_tokens, "embedding_dim": self.text.embedding_dim},
                 "parameters": self.parameters, "flops_per_forward": self.flops}
         self.config_record = {**cfg.to_dict(), **meta}
-        atomic_write_text(self.run_dir / "config.json", json.dumps(self.config_record, indent=2))
-        self.events = EventLog(self.run_dir / "events.jsonl", echo=echo, listeners=listeners)
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config_record, indent=2))
+            self.events = EventLog(self.run_dir / "events.jsonl", echo=echo, listeners=listeners)
+        else:
+            self.events = EventLog(None)  # rank 0 speaks for the group
         self._stop = threading.Event()
         self._metrics: dict[str, Any] = {}
         self._checkpoint_step = self.step
 
     # ---- set-up ---------------------------------------------------------------------------
 
-    def _check_run_dir(self, resume: bool):
-        if not resume:
-            if self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
-                raise UsageError(f"The run folder {self.run_dir} already exists and is not empty; "
-                                 "pass --resume to continue it or choose another --out.")
-            return None
-        if not self.run_dir.is_dir():
-            raise UsageError(f"There is no run folder {self.run_dir} to resume.")
-        checkpoint = load_checkpoint(self.run_dir)
-        current = self.config.to_dict()
-        for key, value in current.items():
-            if key in RESUMABLE_FIELDS:
-                continue
-            if checkpoint.config.get(key) != value:
-                raise UsageError(f"Cannot resume: '{key}' is {value!r} but the checkpoint was trained "
-                                 f"with {checkpoint.config.get(key)!r}.")
-        if checkpoint.step >= self.config.steps:
-            raise UsageError(f"The run is already at step {checkpoint.step}; pass --steps above it to train on.")
-        return checkpoint
-
-    def _restore(self, ck) -> None:
+    def _restore(self, ck: Checkpoint) -> None:
         try:
             self.model.load_state_dict(ck.model)
             self.ema.load_state_dict(ck.ema)
@@ -176,12 +176,14 @@ class Trainer:
     def train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One gradient update; returns (loss, per-example loss, t) of the batch."""
         cfg, n = self.config, self.step
-        x0, captions = self.stream.batch(n)
-        g = step_generator(cfg.seed, n)
-        drop = torch.rand(len(captions), generator=g) < cfg.p_uncond
+        x0, captions = self.stream.batch(n)  # this rank's share of global batch n
+        # The draws of the whole global batch B, of which this rank keeps its slice [lo, hi).
+        g, B, lo, hi = step_generator(cfg.seed, n), cfg.batch_size, self.dist.rank * self.shard, \
+            (self.dist.rank + 1) * self.shard
+        drop = (torch.rand(B, generator=g) < cfg.p_uncond)[lo:hi]
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        t = torch.randint(1, cfg.T + 1, (len(captions),), generator=g, dtype=torch.int64)
-        eps = torch.randn(x0.shape, generator=g)
+        t = torch.randint(1, cfg.T + 1, (B,), generator=g, dtype=torch.int64)[lo:hi]
+        eps = torch.randn((B, *x0.shape[1:]), generator=g)[lo:hi]
         context, mask = self.text.encode(captions)
 
         dev = self.device
@@ -191,7 +193,7 @@ class Trainer:
         x_t = a * x0 + s * eps  # x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε
         self.model.train()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            eps_pred = self.model(x_t, t, torch.from_numpy(context).to(dev), torch.from_numpy(mask).to(dev))
+            eps_pred = self.net(x_t, t, torch.from_numpy(context).to(dev), torch.from_numpy(mask).to(dev))
         per_example = (eps_pred.float() - eps).pow(2).mean(dim=(1, 2, 3))  # ‖ε − ε_θ‖² / dim
         loss = per_example.mean()
 
@@ -199,7 +201,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP the gradients are averaged over the ranks here
         nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model, n)
@@ -213,20 +215,23 @@ class Trainer:
         self._stop.set()
 
     def run(self) -> TrainResult:
-        cfg = self.config
+        cfg, main = self.config, self.dist.is_main
         handlers = self._install_signals()
         start = self.step
         self.events.emit("start", step=start, steps=cfg.steps, run_dir=str(self.run_dir),
                          parameters=self.parameters, flops_per_forward=self.flops,
-                         device=str(self.device), bf16=self.bf16, resumed=start > 0)
+                         device=str(self.device), bf16=self.bf16, resumed=start > 0,
+                         world_size=self.dist.world_size, dataset=describe_stream(self.stream, cfg.dataset))
         last_ck: Path | None = None
         try:
-            loss_sum, n_logged, busy = 0.0, 0, 0.0
+            loss_sum, n_logged, busy, stopping = 0.0, 0, 0.0, False
             b_sum, b_cnt = torch.zeros(NUM_BUCKETS, dtype=torch.float64), torch.zeros(NUM_BUCKETS)
-            while self.step < cfg.steps and not self._stop.is_set():
+            while self.step < cfg.steps and not stopping:
                 t0 = time.perf_counter()
                 loss, per_ex, t = self.train_step()
                 busy += time.perf_counter() - t0
+                loss, stop_asked = self._sync_step(loss)
+                stopping = stop_asked if self.dist.distributed else self._stop.is_set()
                 if not math.isfinite(loss):
                     raise UsageError(f"The loss became {loss} at step {self.step}; lower --lr and start again.")
                 loss_sum, n_logged = loss_sum + loss, n_logged + 1
@@ -234,11 +239,13 @@ class Trainer:
                 b_sum += torch.bincount(b, weights=per_ex.double(), minlength=NUM_BUCKETS)
                 b_cnt += torch.bincount(b, minlength=NUM_BUCKETS)
                 last = self.step == cfg.steps
-                if self.step % cfg.log_every == 0 or last or self._stop.is_set():
+                if self.step % cfg.log_every == 0 or last or stopping:  # the same steps on every rank
+                    totals = ddp.all_reduce_sum(self.dist, torch.cat([b_sum, b_cnt.double()]))
                     per_step = busy / n_logged
                     self._metrics = {
                         "loss": loss_sum / n_logged,
-                        "bucket_loss": [float(s / c) if c else None for s, c in zip(b_sum, b_cnt)],
+                        "bucket_loss": [float(s / c) if c else None
+                                        for s, c in zip(totals[:NUM_BUCKETS], totals[NUM_BUCKETS:])],
                         "lr": lr_at(cfg, self.step - 1),
                         "images_per_s": cfg.batch_size / per_step,
                         "steps_per_min": 60.0 / per_step,
@@ -247,12 +254,16 @@ class Trainer:
                                      eta_s=(cfg.steps - self.step) * per_step, **self._metrics)
                     loss_sum, n_logged, busy = 0.0, 0, 0.0
                     b_sum.zero_(), b_cnt.zero_()
-                if cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
+                    if not self.dist.distributed:
+                        stopping = self._stop.is_set()  # a listener may have asked just now
+                if main and cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
                     self._sample_grid()
-                if self.step % cfg.checkpoint_every == 0 or last or self._stop.is_set():
+                if main and (self.step % cfg.checkpoint_every == 0 or last or stopping):
                     last_ck = self._checkpoint()
+                if not self.dist.distributed:
+                    stopping = self._stop.is_set()
             stopped = self.step < cfg.steps
-            if stopped and self.step > start and self._checkpoint_step != self.step:
+            if main and stopped and self.step > start and self._checkpoint_step != self.step:
                 last_ck = self._checkpoint()  # the stop arrived after this step's checkpoint check
             self.events.emit("stopped" if stopped else "done", step=self.step, done=not stopped,
                              checkpoint=str(last_ck) if last_ck else None, **self._metrics)
@@ -263,6 +274,13 @@ class Trainer:
         finally:
             self._restore_signals(handlers)
             self.events.close()
+
+    def _sync_step(self, loss: float) -> tuple[float, bool]:
+        """(mean loss of the global batch, whether any rank was asked to stop); one all-reduce."""
+        if not self.dist.distributed:
+            return loss, self._stop.is_set()
+        total = ddp.all_reduce_sum(self.dist, torch.tensor([loss, float(self._stop.is_set())], dtype=torch.float64))
+        return float(total[0]) / self.dist.world_size, bool(total[1] > 0)
 
     def _checkpoint(self) -> Path:
         cfg = self.config
@@ -311,3 +329,33 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     return Trainer(config, run_dir, resume=resume, text_encoder=text_encoder,
                    listeners=listeners, echo=echo).run()
 
+
+
+def _on_main(ctx: ddp.DistContext, fn: Callable[[], Any]) -> Any:
+    """fn() on rank 0 only (others get None); if it fails, every rank raises."""
+    result, failure, message = None, None, None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
+            failure, message = exc, [isinstance(exc, UsageError), str(exc) or type(exc).__name__]
+    message = ddp.broadcast_json(ctx, message)
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise (UsageError if message[0] else RuntimeError)(message[1])
+    return result
+
+
+def _agreed(ctx: ddp.DistContext, fn: Callable[[], Any]) -> Any:
+    """fn() on every rank; if it fails on any rank, every rank raises (none waits forever)."""
+    try:
+        result, failure = fn(), None
+    except Exception as exc:  # noqa: BLE001 - re-raised below, after the others know
+        result, failure = None, exc
+    failed = ddp.all_reduce_sum(ctx, torch.tensor([float(failure is not None)], dtype=torch.float64))
+    if failure is not None:
+        raise failure
+    if failed[0] > 0:
+        raise UsageError("Another training process could not start; see its message.")
+    return result

@@ -24,7 +24,11 @@ def test_json_run_then_resume(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--dataset", "imagenet"], "Unknown dataset"),
-    (["--dataset", "folder:/some/where"], "not implemented yet"),
+    (["--dataset", "folder:/some/where"], "does not exist"),
+    (["--dataset", "folder:"], "needs a path"),
+    (["--hflip"], "Horizontal flips"),
+    (["--nproc", "0"], "--nproc must be"),
+    (["--nproc", "3", "--batch-size", "8"], "does not split evenly"),
     (["--image-size", "33"], "not divisible"),
     (["--lr", "-0.1"], "lr must be"),
     (["--lr", "3"], "lr must be"),
