@@ -21,7 +21,9 @@ from diffusion_studio import __version__
 from diffusion_studio.core import png_meta
 from diffusion_studio.errors import UsageError
 from diffusion_studio.paths import default_model_dir
+import diffusion_studio.ui.qt_compat  # noqa: F401  (PySide6 6.12 on Python 3.11: keep None alive)
 from diffusion_studio.ui.drop import PngDropFilter, png_paths
+from diffusion_studio.ui.forward_workspace import ForwardWorkspace
 from diffusion_studio.ui.generate_workspace import GenerateWorkspace
 from diffusion_studio.ui.history import HistoryStore
 from diffusion_studio.ui.models import (
@@ -64,6 +66,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget(objectName="workspaceTabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.generateWorkspace, "Generate")
+        self.forwardWorkspace = ForwardWorkspace(image_source=self.generateWorkspace.previewArea.previewView.image_array)
+        self.add_workspace(self.forwardWorkspace, "Forward process")
         self.setCentralWidget(self.tabs)
 
         self._build_status_bar()
@@ -172,6 +176,9 @@ class MainWindow(QMainWindow):
         ws.previewArea.smoothChanged.connect(self._on_smooth_changed)
         ws.previewArea.trajectorySlider.rangeChanged.connect(lambda *_: self._sync_actions())
         ws.historyPanel.historyList.currentRowChanged.connect(lambda *_: self._sync_actions())
+        for workspace in (self.forwardWorkspace,):
+            workspace.errorOccurred.connect(self.show_error)
+            workspace.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 8000))
 
     # --- settings --------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -376,6 +383,7 @@ class MainWindow(QMainWindow):
             self._closing = True
             if not self.generateWorkspace.shutdown():
                 log.error("The generation thread did not stop in time.")
+            self.forwardWorkspace.shutdown()
             self.save_settings()
         event.accept()
 
