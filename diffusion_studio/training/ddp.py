@@ -21,9 +21,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +34,7 @@ import torch.distributed as dist
 from diffusion_studio.errors import UsageError
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+STOP_FILE_ENV = "DIFFUSION_STUDIO_STOP_FILE"  # set by the --nproc launcher for its ranks
 
 
 @dataclass(frozen=True)
@@ -160,24 +163,42 @@ def torchrun_command(child_args: Sequence[str], nproc: int) -> list[str]:
             "-m", "diffusion_studio", *child_args]
 
 
+def stop_file_requested() -> bool:
+    """True once the --nproc launcher asked the ranks to stop (it creates this file)."""
+    path = os.environ.get(STOP_FILE_ENV)
+    return bool(path) and os.path.exists(path)
+
+
 def launch(child_args: Sequence[str], nproc: int, threads: int | None = None) -> int:
     """Run `diffusion-studio ARGS` in `nproc` processes under torchrun; returns its exit code.
 
-    Ctrl-C reaches every process of the terminal's group by itself (each rank then agrees
-    to stop after the current update and rank 0 checkpoints); SIGTERM sent to this
-    launcher is forwarded to torchrun, which forwards it to the ranks.
+    torchrun runs in its own session, so Ctrl-C (SIGINT), SIGTERM or SIGHUP reach only this
+    launcher, which then creates a stop file that the ranks poll between updates: they agree
+    to stop after the same update, rank 0 checkpoints, and all exit cleanly. A second signal
+    terminates torchrun (which gives the ranks 30 s before killing them).
     """
     if under_torchrun():
         raise UsageError("--nproc cannot be used inside torchrun; torchrun already started the processes.")
     env = dict(os.environ)
     per_rank = threads or max(1, (os.cpu_count() or 1) // nproc)
     env.setdefault("OMP_NUM_THREADS", str(per_rank))  # torchrun would otherwise force 1 with a warning
-    process = subprocess.Popen(torchrun_command(child_args, nproc), env=env)
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, lambda *_: None)  # the ranks get Ctrl-C themselves
-    signal.signal(signal.SIGTERM, lambda *_: process.send_signal(signal.SIGTERM))
-    try:
-        return process.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with tempfile.TemporaryDirectory(prefix="diffusion-studio-") as folder:
+        stop_file = Path(folder) / "stop"
+        env[STOP_FILE_ENV] = str(stop_file)
+        process = subprocess.Popen(torchrun_command(child_args, nproc), env=env, start_new_session=True)
+
+        def on_signal(*_: Any) -> None:
+            if stop_file.exists():
+                process.send_signal(signal.SIGTERM)
+            else:
+                stop_file.touch()
+
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, on_signal) for sig in handled}
+        try:
+            return process.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if process.poll() is None:  # this launcher is being torn down: take torchrun with it
+                process.terminate()

@@ -279,6 +279,8 @@ class Trainer:
         """(mean loss of the global batch, whether any rank was asked to stop); one all-reduce."""
         if not self.dist.distributed:
             return loss, self._stop.is_set()
+        if ddp.stop_file_requested():
+            self._stop.set()
         total = ddp.all_reduce_sum(self.dist, torch.tensor([loss, float(self._stop.is_set())], dtype=torch.float64))
         return float(total[0]) / self.dist.world_size, bool(total[1] > 0)
 
