@@ -34,9 +34,10 @@ from diffusion_studio.ui.models import (
     load_model,
     missing_default_message,
 )
-from diffusion_studio.ui.persistence import AppSettings, ensure_identity, history_dir
+from diffusion_studio.ui.persistence import AppSettings, data_dir, ensure_identity, history_dir
 from diffusion_studio.ui.preview_area import format_seconds
 from diffusion_studio.ui.previews import PreviewMode
+from diffusion_studio.ui.train_workspace import TrainWorkspace
 from diffusion_studio.ui.worker import RunResult
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.generateWorkspace, "Generate")
         self.forwardWorkspace = ForwardWorkspace(image_source=self.generateWorkspace.previewArea.previewView.image_array)
         self.add_workspace(self.forwardWorkspace, "Forward process")
+        self.trainWorkspace = TrainWorkspace(data_dir() / "runs")
+        self.add_workspace(self.trainWorkspace, "Train")
         self.setCentralWidget(self.tabs)
 
         self._build_status_bar()
@@ -176,9 +179,10 @@ class MainWindow(QMainWindow):
         ws.previewArea.smoothChanged.connect(self._on_smooth_changed)
         ws.previewArea.trajectorySlider.rangeChanged.connect(lambda *_: self._sync_actions())
         ws.historyPanel.historyList.currentRowChanged.connect(lambda *_: self._sync_actions())
-        for workspace in (self.forwardWorkspace,):
+        for workspace in (self.forwardWorkspace, self.trainWorkspace):
             workspace.errorOccurred.connect(self.show_error)
             workspace.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.trainWorkspace.openBundleRequested.connect(self.open_exported_bundle)
 
     # --- settings --------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -195,6 +199,7 @@ class MainWindow(QMainWindow):
         splitter = s.window_state("splitter")
         if splitter is not None:
             ws.splitter.restoreState(splitter)
+        self.trainWorkspace.restore_settings(s.qsettings)
 
     def save_settings(self, sync: bool = True) -> None:
         s = self.app_settings
@@ -204,6 +209,7 @@ class MainWindow(QMainWindow):
         s.set_smooth_zoom(ws.previewArea.smoothCheck.isChecked())
         s.set_window_state("geometry", self.saveGeometry())
         s.set_window_state("splitter", ws.splitter.saveState())
+        self.trainWorkspace.save_settings(s.qsettings)
         if sync:  # written to disk now (closing); otherwise QSettings writes it soon by itself
             s.sync()
 
@@ -297,6 +303,11 @@ class MainWindow(QMainWindow):
             self.modelLabel.setText("")
         self._sync_actions()
 
+    def open_exported_bundle(self, folder: str) -> None:
+        """Load a bundle the Train tab exported and show it in the Generate tab."""
+        if self.open_model(Path(folder)):
+            self.tabs.setCurrentWidget(self.generateWorkspace)
+
     def _on_device_changed(self, device: str) -> None:
         """Reload the current model on the chosen device (the old session stays if that fails)."""
         if self._model is not None:
@@ -378,9 +389,18 @@ class MainWindow(QMainWindow):
 
     # --- closing ---------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Stop a run in flight, remember the settings, then close."""
+        """Stop a run in flight (asking first if training runs), remember the settings, then close."""
         if not self._closing:
+            question = self.trainWorkspace.busy_description()
+            if question:
+                self.tabs.setCurrentWidget(self.trainWorkspace)
+                answer = QMessageBox.question(self, "Training is running", question)
+                if answer != QMessageBox.StandardButton.Yes:
+                    event.ignore()
+                    return
             self._closing = True
+            if not self.trainWorkspace.shutdown():
+                log.error("The training process did not stop in time.")
             if not self.generateWorkspace.shutdown():
                 log.error("The generation thread did not stop in time.")
             self.forwardWorkspace.shutdown()

@@ -20,12 +20,12 @@ SERIES_HUES = (28, 140, 280, 0)
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About `count` round numbers (1, 2 or 5 × 10^k apart) covering [lo, hi]."""
+    """About `count` round numbers (1, 2, 2.5 or 5 × 10^k apart) covering [lo, hi]."""
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return [lo] if math.isfinite(lo) else []
     raw = (hi - lo) / max(1, count)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.ceil(lo / step - 1e-9) * step
     ticks = []
     value = first
@@ -40,7 +40,7 @@ def log_ticks(lo: float, hi: float) -> list[float]:
     if lo <= 0 or hi <= lo:
         return []
     k_lo, k_hi = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    mults = (1,) if k_hi - k_lo > 2 else (1, 2, 5)
+    mults = (1,) if math.log10(hi / lo) > 2 else (1, 2, 5)
     ticks = [m * 10.0**k for k in range(k_lo, k_hi + 1) for m in mults]
     return [v for v in ticks if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
 

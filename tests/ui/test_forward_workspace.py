@@ -188,10 +188,10 @@ def test_generate_image_becomes_the_source(qtbot, workspace) -> None:
 
 def test_play_runs_to_T_and_stops(qtbot, workspace) -> None:
     ws = workspace()
-    ws.stepsSpin.setValue(60)
+    ws.stepsSpin.setValue(25)
     ws.playButton.click()
     assert ws.playTimer.isActive() and ws.t() == 1
-    qtbot.waitUntil(lambda: ws.t() == 60, timeout=10000)
+    qtbot.waitUntil(lambda: ws.t() == 25, timeout=10000)
     assert not ws.playTimer.isActive() and not ws.playButton.isChecked()
 
 
