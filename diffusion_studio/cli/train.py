@@ -40,10 +40,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print progress events as JSON lines on stdout")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: all cores)")
-    p.add_argument("--sample-every", type=int, help="updates between sample grids (0: only at the end)")
+    p.add_argument("--sample-every", type=int, help="updates between sample grids (0: none)")
     p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints")
     p.add_argument("--hflip", action="store_true", default=None,
                    help="random horizontal flips (folder datasets; off by default)")
+    p.add_argument("--two-shape-share", type=float, metavar="P",
+                   help="Shapes: share of examples with two shapes, e.g. 'a red circle and a blue square' (default 0)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -52,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset"), ("steps", "--steps"),
               ("batch_size", "--batch-size"), ("image_size", "--image-size"), ("lr", "--lr"),
               ("seed", "--seed"), ("device", "--device"), ("threads", "--threads"),
-              ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"))
+              ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
+              ("two_shape_share", "--two-shape-share"))
 _FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"))
 
 
@@ -67,7 +70,8 @@ def build_config(args: argparse.Namespace) -> Any:
     overrides = {"dataset": normalize_dataset(args.dataset), "steps": args.steps,
                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": args.device,
                  "num_threads": args.threads, "sample_every": args.sample_every,
-                 "checkpoint_every": args.checkpoint_every, "hflip": getattr(args, "hflip", None)}
+                 "checkpoint_every": args.checkpoint_every, "hflip": getattr(args, "hflip", None),
+                 "two_shape_share": getattr(args, "two_shape_share", None)}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.validate()
     return config

@@ -32,6 +32,7 @@ LR_SCHEDULES = ("constant", "cosine")
 class TrainConfig:
     dataset: str = "shapes"  # "shapes" or "folder:PATH"
     hflip: bool = False  # random horizontal flips (folder datasets only)
+    two_shape_share: float = 0.0  # Shapes: share of two-shape examples ("a red circle and a blue square")
     image_size: int = 32
     steps: int = 10000
     batch_size: int = 64
@@ -83,6 +84,7 @@ class TrainConfig:
         floats = [("lr", self.lr, 0.0, 1.0, False), ("weight_decay", self.weight_decay, 0.0, 1.0, True),
                   ("grad_clip", self.grad_clip, 0.0, 1e6, False), ("ema_decay", self.ema_decay, 0.0, 1.0, True),
                   ("p_uncond", self.p_uncond, 0.0, 1.0, True),
+                  ("two_shape_share", self.two_shape_share, 0.0, 1.0, True),
                   ("sample_guidance", self.sample_guidance, 0.0, 100.0, True)]
         for name, value, lo, hi, lo_ok in floats:
             ok = isinstance(value, (int, float)) and (lo <= value if lo_ok else lo < value) and value <= hi
@@ -91,6 +93,8 @@ class TrainConfig:
         if self.hflip and self.dataset == "shapes":
             raise UsageError("Horizontal flips would swap left and right in the Shapes captions; "
                              "they are for folder datasets only.")
+        if self.two_shape_share and self.dataset != "shapes":
+            raise UsageError("Two-shape examples (two_shape_share) are part of the Shapes dataset only.")
         if self.schedule not in ("linear", "cosine"):
             raise UsageError(f"Unknown noise schedule '{self.schedule}'; use 'linear' or 'cosine'.")
         if self.lr_schedule not in LR_SCHEDULES:

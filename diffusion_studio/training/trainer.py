@@ -113,7 +113,8 @@ class Trainer:
         self.bf16 = bool(cfg.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported())
         self.shard = ddp.shard_size(cfg.batch_size, ctx.world_size)
         self.stream = _agreed(ctx, lambda: make_stream(cfg.dataset, cfg.image_size, self.shard, cfg.seed,
-                                                       ctx.rank, ctx.world_size, cfg.hflip))
+                                                       ctx.rank, ctx.world_size, cfg.hflip,
+                                                       cfg.two_shape_share))
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
 
@@ -177,13 +178,13 @@ class Trainer:
         """One gradient update; returns (loss, per-example loss, t) of the batch."""
         cfg, n = self.config, self.step
         x0, captions = self.stream.batch(n)  # this rank's share of global batch n
-        # The draws of the whole global batch B, of which this rank keeps its slice [lo, hi).
-        g, B, lo, hi = step_generator(cfg.seed, n), cfg.batch_size, self.dist.rank * self.shard, \
-            (self.dist.rank + 1) * self.shard
-        drop = (torch.rand(B, generator=g) < cfg.p_uncond)[lo:hi]
+        # The draws of the whole global batch B, of which this rank keeps its own slice.
+        g, B, mine = step_generator(cfg.seed, n), cfg.batch_size, slice(self.dist.rank * self.shard,
+                                                                        (self.dist.rank + 1) * self.shard)
+        drop = (torch.rand(B, generator=g) < cfg.p_uncond)[mine]
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        t = torch.randint(1, cfg.T + 1, (B,), generator=g, dtype=torch.int64)[lo:hi]
-        eps = torch.randn((B, *x0.shape[1:]), generator=g)[lo:hi]
+        t = torch.randint(1, cfg.T + 1, (B,), generator=g, dtype=torch.int64)[mine]
+        eps = torch.randn((B, *x0.shape[1:]), generator=g)[mine]
         context, mask = self.text.encode(captions)
 
         dev = self.device

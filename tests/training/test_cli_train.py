@@ -28,6 +28,8 @@ def test_json_run_then_resume(tmp_path, capsys):
     (["--dataset", "folder:"], "needs a path"),
     (["--hflip"], "Horizontal flips"),
     (["--nproc", "0"], "--nproc must be"),
+    (["--two-shape-share", "1.5"], "two_shape_share must be"),
+    (["--dataset", "folder:/tmp", "--two-shape-share", "0.2"], "Shapes dataset only"),
     (["--nproc", "3", "--batch-size", "8"], "does not split evenly"),
     (["--image-size", "33"], "not divisible"),
     (["--lr", "-0.1"], "lr must be"),
@@ -50,3 +52,20 @@ def test_existing_run_folder_is_refused(tmp_path, capsys):
     assert main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err
+
+
+def test_nproc_forwards_every_option_but_itself(tmp_path):
+    from diffusion_studio.cli import build_parser
+    from diffusion_studio.cli.train import forwarded_args
+
+    argv = ["train", "--dataset", "shapes", "--out", str(tmp_path), "--preset", "cpu-quick", "--steps", "5",
+            "--batch-size", "4", "--image-size", "16", "--lr", "0.001", "--seed", "3", "--device", "cpu",
+            "--threads", "1", "--sample-every", "0", "--checkpoint-every", "2", "--two-shape-share", "0.25",
+            "--resume", "--json", "--hflip"]
+    parser = build_parser()
+    args = parser.parse_args([*argv, "--nproc", "2"])
+    forwarded = forwarded_args(args)
+    assert vars(parser.parse_args(forwarded)) == {**vars(args), "nproc": 1}
+    train = parser._subparsers._group_actions[0].choices["train"]
+    options = {o for a in train._actions for o in a.option_strings if o not in ("-h", "--help", "--nproc")}
+    assert options <= set(argv), options - set(argv)  # the test covers every option there is

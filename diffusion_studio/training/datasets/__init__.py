@@ -20,14 +20,21 @@ class BatchStream(Protocol):
 
 
 def make_stream(dataset: str, image_size: int, batch_size: int, seed: int,
-                rank: int = 0, world_size: int = 1, hflip: bool = False) -> BatchStream:
+                rank: int = 0, world_size: int = 1, hflip: bool = False,
+                two_shape_share: float = 0.0) -> BatchStream:
     if dataset == "shapes":
         from diffusion_studio.training.datasets.shapes import ShapesStream
 
         if hflip:
             raise UsageError("Horizontal flips would swap left and right in the Shapes captions; "
                              "they are for folder datasets only.")
+        if two_shape_share > 0:
+            from diffusion_studio.training.datasets.two_shapes import MixedShapesStream
+
+            return MixedShapesStream(image_size, batch_size, seed, rank, world_size, two_shape_share)
         return ShapesStream(image_size, batch_size, seed, rank, world_size)
+    if two_shape_share > 0:
+        raise UsageError("Two-shape examples are part of the Shapes dataset only.")
     if dataset.startswith("folder:"):
         from diffusion_studio.training.datasets.folder import FolderStream
 
