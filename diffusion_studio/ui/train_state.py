@@ -198,6 +198,7 @@ class TrainRun:
     eta_s: float | None = None
     sample_grid: str | None = None
     sample_step: int | None = None
+    sample_prompts: list[str] = field(default_factory=list)
     checkpoint: str | None = None
     outcome: str | None = None  # "done", "stopped" or "error" once the final event arrived
     error: str | None = None
@@ -225,6 +226,8 @@ class TrainRun:
             self.eta_s = event.get("eta_s", self.eta_s)
         elif kind == "sample" and event.get("sample_grid"):
             self.sample_grid, self.sample_step = str(event["sample_grid"]), self.step
+            prompts = event.get("prompts")
+            self.sample_prompts = [str(p) for p in prompts] if isinstance(prompts, list) else []
         elif kind == "checkpoint" and event.get("checkpoint"):
             self.checkpoint = str(event["checkpoint"])
         elif kind in ("done", "stopped"):

@@ -148,7 +148,7 @@ class TrainView(QWidget):
         if path:
             self.checkpointLabel.setText(f"Last checkpoint: {path}")
 
-    def show_sample(self, path: Path, step: int) -> str | None:
+    def show_sample(self, path: Path, step: int, prompts: list[str] | None = None) -> str | None:
         """Show a sample grid PNG; returns an error sentence if it cannot be read."""
         try:
             with Image.open(path) as im:
@@ -156,7 +156,11 @@ class TrainView(QWidget):
         except OSError as exc:
             return f"Cannot show the sample grid {path} ({exc})."
         self.sampleView.set_image(image)
-        self.sampleCaption.setText(f"Step {step} · {path.name}")
+        count = f" · {len(prompts)} prompts (hover to read them)" if prompts else ""
+        self.sampleCaption.setText(f"Step {step} · EMA weights{count}")
+        tip = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(prompts or []))
+        self.sampleCaption.setToolTip(f"{path}\n{tip}" if tip else str(path))
+        self.sampleView.setToolTip(self.sampleCaption.toolTip())
         return None
 
     def show_end(self, run: TrainRun, kind: str) -> None:

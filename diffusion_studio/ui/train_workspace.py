@@ -196,7 +196,7 @@ class TrainWorkspace(QWidget):
             self.view.show_loss(run)
             self.view.show_progress(run)
         elif kind == "sample" and run.sample_grid:
-            problem = self.view.show_sample(Path(run.sample_grid), run.sample_step or run.step)
+            problem = self.view.show_sample(Path(run.sample_grid), run.sample_step or run.step, run.sample_prompts)
             if problem:
                 self._log(problem)
         elif kind == "checkpoint":

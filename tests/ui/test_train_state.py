@@ -73,7 +73,8 @@ def test_form_round_trips_and_survives_stale_settings(tmp_path: Path) -> None:
 def test_events_fold_into_the_run() -> None:
     run = TrainRun()
     lines = [json.dumps(START), "some warning text", json.dumps(_progress(10, 0.9)), "{not json",
-             json.dumps({"event": "sample", "step": 12, "sample_grid": "/r/samples/step-00000012.png"}),
+             json.dumps({"event": "sample", "step": 12, "sample_grid": "/r/samples/step-00000012.png",
+                         "prompts": ["a red circle", "a blue square"]}),
              json.dumps(_progress(12, 0.5)),
              json.dumps({"event": "checkpoint", "step": 12, "checkpoint": "/r/checkpoints/step-00000012.safetensors"}),
              json.dumps({"event": "done", "step": 12, "done": True,
@@ -87,6 +88,7 @@ def test_events_fold_into_the_run() -> None:
     assert run.losses == [(10, 0.9), (12, 0.5)] and run.steps == 12 and run.step == 12
     assert run.bucket_loss[0] is None and run.bucket_loss[-1] == 0.1
     assert (run.sample_grid, run.sample_step) == ("/r/samples/step-00000012.png", 12)
+    assert run.sample_prompts == ["a red circle", "a blue square"]
     assert run.checkpoint.endswith("step-00000012.safetensors") and run.outcome == "done"
     assert (run.parameters, run.device, run.lr, run.images_per_s) == (343683, "cpu", 1e-3, 80.0)
     assert ts.parse_event('{"event": "unknown"}') is None and ts.parse_event("[1]") is None
