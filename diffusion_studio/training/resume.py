@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from diffusion_studio.errors import UsageError
 from diffusion_studio.training import ddp
 from diffusion_studio.training.checkpoints import Checkpoint, load_checkpoint
 from diffusion_studio.training.config import RESUMABLE_FIELDS, TrainConfig
-from diffusion_studio.errors import UsageError
 from diffusion_studio.training.unet import UNetConfig
 
 

@@ -194,3 +194,22 @@ def test_trainer_on_a_folder_logs_skipped_files(mixed, tmp_path, text_encoder):
     start = read_events(tmp_path / "run" / "events.jsonl")[0]
     assert start["dataset"]["images"] == 6 and start["dataset"]["skipped"] == 3
     assert start["dataset"]["skipped_by_reason"]["unreadable image"] == 2
+
+
+def test_lazy_decoding_replaces_a_late_corrupt_file_with_a_matching_caption(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)  # incompressible: truncation hits pixels
+    Image.fromarray(noisy).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(data[: len(data) // 2])  # the header still parses
+    (tmp_path / "a.txt").write_text("broken")
+    solid(tmp_path / "b.png", GREEN, size=(8, 8))
+    (tmp_path / "b.txt").write_text("green")
+    lazy = FolderStream(tmp_path, 8, batch_size=4, memory_limit=0)
+    assert len(lazy) == 2 and lazy.skipped == 0  # not found out yet
+    x, captions = lazy.batch(0)
+    assert captions == ["green"] * 4  # "a" was replaced by the next readable example, caption too
+    np.testing.assert_allclose(x[:, 1].numpy(), 170 / 127.5 - 1, atol=1e-6)
+    assert lazy.skipped == 1 and lazy.describe()["skipped_by_reason"] == {"unreadable image": 1}
+    eager = FolderStream(tmp_path, 8, batch_size=4)
+    assert len(eager) == 1 and eager.describe()["skipped_by_reason"] == {"unreadable image": 1}

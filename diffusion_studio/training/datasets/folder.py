@@ -166,7 +166,7 @@ class FolderStream:
 
     def __init__(self, root: str | Path, image_size: int, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1, hflip: bool = False,
-                 memory_limit: int = IN_MEMORY_LIMIT, workers: int = 2) -> None:
+                 memory_limit: int = IN_MEMORY_LIMIT, workers: int = 4) -> None:
         self.scan = scan = scan_folder(root)
         self.image_size, self.batch_size, self.seed = image_size, batch_size, seed
         self.rank, self.world_size, self.hflip = rank, world_size, hflip
@@ -175,22 +175,29 @@ class FolderStream:
         self.images: np.ndarray | None = None
         self._late_failures: set[int] = set()
         self._perms: dict[int, np.ndarray] = {}
-        check = (lambda p: load_image(p, image_size)) if self.in_memory else _check_header
+        if self.in_memory:  # decode straight into one uint8 array (no second copy at the peak)
+            self.images = np.empty((len(scan.items), image_size, image_size, 3), np.uint8)
+
+            def check(i: int) -> None:
+                self.images[i] = load_image(scan.items[i].path, image_size)
+        else:
+            def check(i: int) -> None:
+                _check_header(scan.items[i].path)
         with ThreadPoolExecutor(max(1, workers)) as pool:  # Pillow decodes without the GIL
-            results = list(pool.map(lambda item: _try(check, item.path), scan.items))
-        usable = []
-        for item, result in zip(scan.items, results):
-            if isinstance(result, BaseException):
-                scan.skip(item.path, "unreadable image")
-            else:
-                usable.append((item, result))
-        if not usable:
+            failed = [i for i, error in enumerate(pool.map(lambda i: _try(check, i), range(len(scan.items))))
+                      if error is not None]
+        for i in failed:
+            scan.skip(scan.items[i].path, "unreadable image")
+        keep = sorted(set(range(len(scan.items))) - set(failed))
+        if not keep:
             raise UsageError(f"None of the {scan.found} images in {scan.root} could be used "
                              f"({_reasons(scan.skipped)}).")
-        scan.items = [item for item, _ in usable]
+        if self.images is not None and failed:  # compact in place
+            for j, i in enumerate(keep):
+                self.images[j] = self.images[i]
+            self.images = self.images[: len(keep)]
+        scan.items = [scan.items[i] for i in keep]
         self.captions = [item.caption for item in scan.items]
-        if self.in_memory:
-            self.images = np.stack([pixels for _, pixels in usable])
 
     def __len__(self) -> int:
         return len(self.scan.items)
@@ -239,34 +246,37 @@ class FolderStream:
         coins = np.random.default_rng([self.seed, _FLIP_KEY, step]).random(b * self.world_size)
         return coins[self.rank * b:(self.rank + 1) * b] < 0.5
 
-    def pixels(self, index: int) -> np.ndarray:
-        """uint8 [S, S, 3] of example `index` (a later unreadable file is replaced by the next one)."""
+    def example(self, index: int) -> tuple[np.ndarray, str]:
+        """(uint8 [S, S, 3], caption) of example `index`; when decoding per batch, a file that
+        turns out unreadable is counted and replaced by the next readable example."""
         if self.images is not None:
-            return self.images[index]
+            return self.images[index], self.captions[index]
         for k in range(len(self)):
             i = (index + k) % len(self)
             if i in self._late_failures:
                 continue
             try:
-                return load_image(self.scan.items[i].path, self.image_size)
+                return load_image(self.scan.items[i].path, self.image_size), self.captions[i]
             except Exception:  # noqa: BLE001 - any decoder failure means "unreadable"
                 self._late_failures.add(i)
         raise UsageError(f"No image in {self.scan.root} can be decoded any more.")
 
     def batch(self, step: int) -> tuple[torch.Tensor, list[str]]:
-        idx = self.indices(step)
-        images = np.stack([self.pixels(int(i)) for i in idx])
+        examples = [self.example(int(i)) for i in self.indices(step)]
+        images = np.stack([pixels for pixels, _ in examples])
         flip = self.flips(step)
         images[flip] = images[flip, :, ::-1]
         x = images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5 - 1.0  # uint8 -> [-1, 1]
-        return torch.from_numpy(np.ascontiguousarray(x)), [self.captions[int(i)] for i in idx]
+        return torch.from_numpy(np.ascontiguousarray(x)), [caption for _, caption in examples]
 
 
-def _try(fn: Any, path: Path) -> Any:
+def _try(fn: Any, arg: Any) -> BaseException | None:
+    """None if fn(arg) worked, else the exception (corrupt files raise many kinds of errors)."""
     try:
-        return fn(path)
-    except Exception as exc:  # noqa: BLE001 - corrupt files raise many kinds of errors
+        fn(arg)
+    except Exception as exc:  # noqa: BLE001
         return exc
+    return None
 
 
 def _reasons(skipped: dict[str, int]) -> str:
