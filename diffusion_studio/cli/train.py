@@ -145,6 +145,7 @@ def _launch(args: argparse.Namespace, config: Any) -> int:
     from diffusion_studio.training.resume import check_run_dir
 
     ddp.shard_size(config.batch_size, args.nproc)
+    ddp.check_gpus(config.device, args.nproc)
     if config.dataset.startswith("folder:"):
         from diffusion_studio.training.datasets.folder import scan_folder
 

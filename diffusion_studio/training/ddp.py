@@ -109,6 +109,15 @@ def shard_size(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def check_gpus(device: str, nproc: int) -> None:
+    """On CUDA every process of this machine needs its own GPU."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        count = torch.cuda.device_count()
+        if nproc > count:
+            raise UsageError(f"--nproc {nproc} needs {nproc} GPUs but PyTorch sees {count}; "
+                             "use at most one process per GPU.")
+
+
 # ---- collectives (no pickle: JSON as bytes, tensors flattened per dtype) -------------------
 
 def broadcast_json(ctx: DistContext, value: Any = None) -> Any:

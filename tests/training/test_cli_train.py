@@ -69,3 +69,11 @@ def test_nproc_forwards_every_option_but_itself(tmp_path):
     train = parser._subparsers._group_actions[0].choices["train"]
     options = {o for a in train._actions for o in a.option_strings if o not in ("-h", "--help", "--nproc")}
     assert options <= set(argv), options - set(argv)  # the test covers every option there is
+
+
+@pytest.mark.skipif(__import__("torch").cuda.device_count() >= 2, reason="this machine has the GPUs")
+def test_nproc_on_cuda_needs_a_gpu_per_process(tmp_path, capsys):
+    code = main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "run"), "--device", "cuda",
+                 "--nproc", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "needs 2 GPUs" in err, err
