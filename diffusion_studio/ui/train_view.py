@@ -156,7 +156,7 @@ class TrainView(QWidget):
         except OSError as exc:
             return f"Cannot show the sample grid {path} ({exc})."
         self.sampleView.set_image(image)
-        count = f" · {len(prompts)} prompts (hover to read them)" if prompts else ""
+        count = f" · {len(prompts)} prompts" if prompts else ""
         self.sampleCaption.setText(f"Step {step} · EMA weights{count}")
         tip = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(prompts or []))
         self.sampleCaption.setToolTip(f"{path}\n{tip}" if tip else str(path))

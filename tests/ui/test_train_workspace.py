@@ -89,7 +89,7 @@ def test_tiny_training_run_fills_plot_progress_samples_and_checkpoint(qtbot, wor
     with Image.open(run_dir / "samples" / "step-00000012.png") as im:
         grid = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(ws.view.sampleView.image_array(), grid)  # the latest sample grid
-    assert ws.view.sampleCaption.text() == "Step 12 · EMA weights · 4 prompts (hover to read them)"
+    assert ws.view.sampleCaption.text() == "Step 12 · EMA weights · 4 prompts"
     assert "a large red circle in the top left on a black background" in ws.view.sampleView.toolTip()
     assert "images/s" in ws.view.statsLabel.text() and "parameters" in ws.view.statsLabel.text()
 
