@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_studio.errors import UsageError
+
 PROBE_PROMPTS = [
     "",
     "a large red circle in the top left on a white background",
@@ -108,13 +110,28 @@ def _parity(onnx_dir: Path, max_tokens: int) -> dict:
     }
 
 
-def export_text_encoder(out: Path, precision: str = "fp16", max_tokens: int = 32) -> dict:
-    """Export into a temp sibling folder, check parity, then rename into place."""
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an existing target without --force, and never replace a folder that is not an encoder."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir() or out.is_symlink():
+            raise UsageError(f"The output {out} exists and is not a folder.")
+        if not force:
+            raise UsageError(f"{out} already exists; pass --force to replace it.")
+        if not (out / "encoder.json").is_file() and any(out.iterdir()):
+            raise UsageError(f"{out} is not a text encoder folder (no encoder.json); refusing to replace it.")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UsageError(f"The output's parent {out.parent} is not a folder.")
+
+
+def export_text_encoder(out: Path, precision: str = "fp16", max_tokens: int = 32, force: bool = False) -> dict:
+    """Export into a temp sibling folder, check parity, then swap it into place."""
     from diffusion_studio.training.text_encoder import minilm_dir
 
-    out = out.resolve()
+    out = out.absolute()
+    check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
     try:
         fp32 = tmp / "fp32.onnx"
         _export_fp32(fp32, max_tokens)
@@ -138,25 +155,37 @@ def export_text_encoder(out: Path, precision: str = "fp16", max_tokens: int = 32
         }
         (tmp / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
         tmp.chmod(0o755)
+        # Swap: the old folder is moved aside first and removed only once the new one is in place.
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
         return info
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # the new folder never arrived: put the old one back
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (usage: python -m exporter text-encoder --out DIR [--force]).")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exporter text-encoder")
+    parser = _Parser(prog="python -m exporter text-encoder")
     parser.add_argument("--out", required=True, type=Path, help="folder to write")
     parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--force", action="store_true", help="replace an existing folder")
-    args = parser.parse_args(argv)
-    if args.out.exists() and not args.force:
-        sys.stderr.write(f"error: {args.out} already exists; pass --force to replace it.\n")
+    try:
+        args = parser.parse_args(argv)
+        if not 2 <= args.max_tokens <= 512:
+            raise UsageError(f"--max-tokens must be between 2 and 512, got {args.max_tokens}.")
+        info = export_text_encoder(args.out, args.precision, args.max_tokens, args.force)
+    except UsageError as exc:
+        sys.stderr.write(f"error: {exc}\n")
         return 2
-    info = export_text_encoder(args.out, args.precision, args.max_tokens)
     print(json.dumps(info, indent=2))
     return 0
