@@ -24,7 +24,8 @@ from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session, cuda_unusable_reason
 from diffusion_studio.inference.session import INPUT_NAMES, OUTPUT_NAME, OrtDenoiser
 from diffusion_studio.inference.text import ENCODER_FILE, TOKENIZER_FILE, TextEncoder
-from diffusion_studio.paths import default_model_dir, text_encoder_dir
+from diffusion_studio import paths
+from diffusion_studio.paths import text_encoder_dir
 
 MODEL_JSON = "model.json"
 HASH_LENGTH = 10
@@ -32,7 +33,7 @@ HASH_LENGTH = 10
 
 def default_bundle_path() -> Path:
     """The bundled default model (resources/models/shapes)."""
-    return default_model_dir()
+    return paths.default_model_dir()
 
 
 @dataclass
@@ -86,7 +87,18 @@ class LoadedBundle:
 # --- files -----------------------------------------------------------------------------------
 
 
+def _is_default(path: Path) -> bool:
+    try:
+        return path.resolve() == default_bundle_path().resolve()
+    except OSError:
+        return False
+
+
 def _check_folder(path: Path) -> Path:
+    if _is_default(path) and not (path / MODEL_JSON).is_file():
+        raise BundleError(
+            f"The default model is not installed at {path}; pass --model BUNDLE (or reinstall Diffusion Studio)."
+        )
     if not path.exists():
         raise BundleError(f"The model bundle {path} does not exist.")
     if not path.is_dir():

@@ -190,6 +190,18 @@ def test_missing_bundle_exit_2(capsys, tmp_path, out_dir):
     assert list(out_dir.iterdir()) == []
 
 
+def test_missing_default_model_exit_2_names_the_fix(capsys, tmp_path, out_dir, monkeypatch):
+    import diffusion_studio.paths
+
+    default = tmp_path / "not-installed" / "shapes"
+    monkeypatch.setattr(diffusion_studio.paths, "default_model_dir", lambda: default)
+    code, _, err = _run(capsys, "x", "-o", str(out_dir / "o.png"))
+    assert code == 2
+    assert err == (f"error: The default model is not installed at {default}; "
+                   "pass --model BUNDLE (or reinstall Diffusion Studio).\n")
+    assert list(out_dir.iterdir()) == []
+
+
 def test_unwritable_outputs_are_refused_before_generating(capsys, tiny_bundle, out_dir, monkeypatch):
     # Generating would fail loudly if reached: the output check must come first.
     import diffusion_studio.inference.pipeline as pipeline_module

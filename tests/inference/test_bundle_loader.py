@@ -165,6 +165,28 @@ def test_missing_and_non_folder_bundles(tmp_path):
         load_bundle(tmp_path / "file.onnx")
 
 
+def test_missing_default_model_says_how_to_fix_it(tmp_path, monkeypatch):
+    import diffusion_studio.paths
+
+    default = tmp_path / "models" / "shapes"
+    monkeypatch.setattr(diffusion_studio.paths, "default_model_dir", lambda: default)
+    expected = (f"The default model is not installed at {default}; "
+                "pass --model BUNDLE (or reinstall Diffusion Studio).")
+    with pytest.raises(BundleError) as info:
+        load_bundle(None, device="cpu")  # no path: the default
+    assert str(info.value) == expected
+    with pytest.raises(BundleError) as info:
+        load_bundle(default, device="cpu")  # the same folder named explicitly
+    assert str(info.value) == expected
+    default.mkdir(parents=True)  # present but empty (a broken install): still not installed
+    with pytest.raises(BundleError) as info:
+        load_bundle(None, device="cpu")
+    assert str(info.value) == expected
+    with pytest.raises(BundleError) as info:  # any other missing folder keeps its own sentence
+        load_bundle(tmp_path / "other", device="cpu")
+    assert str(info.value) == f"The model bundle {tmp_path / 'other'} does not exist."
+
+
 def test_missing_shared_text_encoder(bundle_copy, tmp_path, monkeypatch):
     empty = tmp_path / "no_encoder"
     empty.mkdir()
