@@ -1,7 +1,8 @@
 """Exceptions that carry one sentence for the user.
 
 `UsageError` (and its subclasses) means bad input: the CLI prints the sentence and
-exits 2, the GUI shows it in a dialog. Anything else is an internal error (exit 1).
+exits 2, the GUI shows it in a dialog. `ModelOutputError` is a model failure the user did
+not cause (exit 1, one line). Anything else is an internal error (exit 1).
 """
 
 
@@ -11,6 +12,10 @@ class UsageError(ValueError):
 
 class BundleError(UsageError):
     """A model bundle that cannot be loaded; the message names the reason."""
+
+
+class ModelOutputError(RuntimeError):
+    """The network's output is unusable (NaN or Inf): a model failure, not bad input."""
 
 
 class Cancelled(Exception):

@@ -124,3 +124,36 @@ def bundle_copy(tiny_bundle, tmp_path):
         return target
 
     return copy
+
+
+def nan_unet_bytes(size: int = TINY_SIZE, tokens: int = TINY_TOKENS) -> bytes:
+    """An ONNX graph with the U-Net's four inputs whose eps = x · inf · 0 is NaN everywhere."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    const = lambda name, v: helper.make_node(  # noqa: E731
+        "Constant", [], [name], value=numpy_helper.from_array(np.array(v, np.float32)))
+    nodes = [const("inf", np.inf), const("zero", 0.0),
+             helper.make_node("Mul", ["x", "inf"], ["big"]), helper.make_node("Mul", ["big", "zero"], ["eps"])]
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", TINY_CHANNELS, size, size]),
+        helper.make_tensor_value_info("t", TensorProto.INT64, ["N"]),
+        helper.make_tensor_value_info("context", TensorProto.FLOAT, ["N", tokens, TINY_DIM]),
+        helper.make_tensor_value_info("context_mask", TensorProto.FLOAT, ["N", tokens]),
+    ]
+    output = helper.make_tensor_value_info("eps", TensorProto.FLOAT, ["N", TINY_CHANNELS, size, size])
+    graph = helper.make_graph(nodes, "nan_unet", inputs, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def nan_bundle(tmp_path_factory) -> Path:
+    """A valid tiny bundle whose U-Net outputs NaN: generation must fail as a model error."""
+    folder = tmp_path_factory.mktemp("bundles") / "nan"
+    folder.mkdir()
+    (folder / "unet.onnx").write_bytes(nan_unet_bytes())
+    write_model_json(folder, name="nan")
+    return folder

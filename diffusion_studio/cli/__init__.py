@@ -1,20 +1,23 @@
 """Command line: `diffusion-studio [generate|train|eval] ...`; no subcommand launches the app.
 
 Each subcommand lives in its own module exposing `add_parser(subparsers)` and
-`run(args) -> int`. Exit codes: 0 success, 2 bad input (one line on stderr), 1 internal error.
+`run(args) -> int`. Exit codes: 0 success, 2 bad input (one line on stderr), 1 a model failure
+(NaN output) or an internal error (one line; DIFFUSION_STUDIO_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from diffusion_studio import __version__
-from diffusion_studio.errors import Cancelled, UsageError
+from diffusion_studio.errors import Cancelled, ModelOutputError, UsageError
 
 SUBCOMMANDS = ("generate", "train", "eval")
+DEBUG_ENV = "DIFFUSION_STUDIO_DEBUG"  # set to 1: unexpected errors end in their traceback
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,12 +54,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except ModelOutputError as exc:  # the model failed, not the user: exit 1, still one line
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
+        return 1
     except Cancelled:
         sys.stderr.write("cancelled\n")
         return 130
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, or the traceback when debugging
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                         f"(run with {DEBUG_ENV}=1 for the traceback)\n")
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def gui_main(model: str | None = None) -> int:

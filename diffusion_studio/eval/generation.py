@@ -21,6 +21,7 @@ import numpy as np
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import to_uint8
 from diffusion_studio.core.sampling import sample
+from diffusion_studio.errors import ModelOutputError
 from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
 from diffusion_studio.inference.seeds import batch_rng
 
@@ -77,5 +78,5 @@ class PipelineGenerator:
             pass
         x_0 = np.asarray(last.x_t, dtype=np.float32)
         if not np.all(np.isfinite(x_0)):
-            raise RuntimeError("The model produced NaN or infinite values, so there is no image.")
+            raise ModelOutputError("The model produced NaN or infinite values, so there is no image.")
         return to_uint8(x_0)

@@ -21,7 +21,7 @@ from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import from_uint8, to_uint8
 from diffusion_studio.core.samplers import SamplerKind
 from diffusion_studio.core.sampling import Step, sample
-from diffusion_studio.errors import UsageError
+from diffusion_studio.errors import ModelOutputError, UsageError
 from diffusion_studio.inference.providers import ProviderInfo
 from diffusion_studio.inference.seeds import SEED_MAX, batch_rng, check_seed, random_seed
 
@@ -220,7 +220,7 @@ class Pipeline:
             raise RuntimeError("The sampler produced no steps.")
         x_0 = np.asarray(last.x_t, dtype=np.float32)
         if not np.all(np.isfinite(x_0)):
-            raise RuntimeError("The model produced NaN or infinite values, so there is no image.")
+            raise ModelOutputError("The model produced NaN or infinite values, so there is no image.")
         images = to_uint8(x_0)
         metadata = [self.image_metadata(req, i, seconds) for i in range(req.batch)]
         return GenerationResult(

@@ -180,3 +180,15 @@ def test_img2img_starts_from_the_init_image(pipeline):
     assert result.images[0, :, :, 0].mean() > result.images[0, :, :, 2].mean() + 50  # stays red
     with pytest.raises(UsageError, match="The init image must be 8x8 with 3 channels"):
         _gen(pipeline, seed=4, init_image=np.zeros((4, 4, 3), np.uint8), strength=0.5)
+
+
+def test_nan_model_output_raises_model_output_error(nan_bundle):
+    from diffusion_studio.errors import ModelOutputError
+
+    nan_pipeline = Pipeline(load_bundle(nan_bundle, device="cpu"))
+    steps = list(nan_pipeline.iterate(GenerationRequest("a red circle", seed=1, steps=3)))
+    assert len(steps) == 3 and np.isnan(steps[-1].x_t).all()  # the graph really outputs NaN
+    with pytest.raises(ModelOutputError) as info:
+        nan_pipeline.generate(GenerationRequest("a red circle", seed=1, steps=3))
+    assert isinstance(info.value, RuntimeError) and not isinstance(info.value, UsageError)
+    assert str(info.value) == "The model produced NaN or infinite values, so there is no image."
