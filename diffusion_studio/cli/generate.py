@@ -3,22 +3,29 @@
 Sampler, steps and guidance default to the bundle's `sampler_defaults`; the model defaults
 to the bundled one. The output path is checked before anything is generated, and PNGs are
 written atomically. A batch of N writes OUT-0.png … OUT-{N-1}.png (image i has seed + i)
-or, with --grid, one grid image.
+or, with --grid, one grid image. The sampler options (--eta, --ddpm-variance, --no-clip) and
+img2img (--init-image, --strength) go into the PNG metadata with everything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import uuid
 import warnings
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from diffusion_studio.errors import UsageError
 
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
 DEFAULT_OUTPUT = "generated.png"
+DEFAULT_STRENGTH = 0.75  # img2img default when --init-image is given without --strength
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +44,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=1, metavar="N", help="images to generate (seeds seed..seed+N-1)")
     p.add_argument("--grid", action="store_true", help="write a batch as one grid image")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider")
+    p.add_argument("--eta", type=float, default=0.0, metavar="F",
+                   help="DDIM η in [0, 1]: 0 deterministic (default), 1 DDPM-like noise (ddim sampler only)")
+    p.add_argument("--ddpm-variance", choices=("beta", "beta-tilde"), default="beta",
+                   help="σ_t² of the ddpm sampler: β_t (default) or the posterior's β̃_t")
+    p.add_argument("--no-clip", dest="clip_x0", action="store_false",
+                   help="do not clip the predicted x̂_0 to [-1, 1] at each step (clipping is on by default)")
+    p.add_argument("--init-image", type=Path, metavar="PATH",
+                   help="img2img: start from this PNG/JPG (resized and center-cropped to the model's size)")
+    p.add_argument("--strength", type=float, metavar="S",
+                   help=f"img2img strength in (0, 1]: how much of the image is redrawn (default {DEFAULT_STRENGTH})")
     p.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="OUT.png", help=f"default: {DEFAULT_OUTPUT}")
 
 
@@ -75,6 +92,55 @@ def check_writable(paths: list[Path]) -> None:
             raise UsageError(f"The output file {path} exists and is not writable.")
 
 
+def open_init_image(path: Path) -> Image.Image:
+    """The image file decoded by Pillow (EXIF rotation applied); UsageError if it is not an image."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not path.exists():
+        raise UsageError(f"The init image {path} does not exist.")
+    if not path.is_file():
+        raise UsageError(f"The init image {path} is not a file.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a readable PNG or JPG image"
+        raise UsageError(f"The init image {path} cannot be read ({reason}).") from None
+
+
+def init_image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """Center-crop to a square, resize to size x size (Lanczos), -> float32 [1, C, H, W] in [-1, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    from diffusion_studio.core.images import from_uint8
+
+    if channels not in (1, 3):
+        raise UsageError(f"Init images work with 1- or 3-channel models; this one has {channels} channels.")
+    image = image.convert("RGB" if channels == 3 else "L")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+    return from_uint8(pixels)[None]
+
+
+def _check_img2img(args: argparse.Namespace) -> float:
+    """The strength to use (1.0 without --init-image); UsageError for a bad combination."""
+    if args.init_image is None:
+        if args.strength is not None:
+            raise UsageError("--strength needs --init-image (the image to start from).")
+        return 1.0
+    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+    if not (math.isfinite(strength) and 0.0 < strength <= 1.0):
+        raise UsageError(f"--strength must lie in (0, 1], got {strength}.")
+    return strength
+
+
 def _say(line: str, stream: TextIO | None = None) -> None:
     print(line, file=stream or sys.stdout, flush=True)
 
@@ -90,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"Batch must be an integer between 1 and {BATCH_MAX}, got {args.batch}.")
     paths = output_paths(Path(args.output), args.batch, args.grid)
     check_writable(paths)
+    if not (math.isfinite(args.eta) and 0.0 <= args.eta <= 1.0):
+        raise UsageError(f"--eta must be a number between 0 and 1 (DDIM's η), got {args.eta}.")
+    strength = _check_img2img(args)
+    init_file = open_init_image(args.init_image) if args.init_image is not None else None
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -98,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         _say(f"warning: {warning.message}", sys.stderr)
 
     pipeline = Pipeline(bundle)
+    init = None if init_file is None else init_image_array(init_file, bundle.image_size, bundle.channels)
     request = pipeline.resolve(
         GenerationRequest(
             prompt=args.prompt,
@@ -108,6 +179,11 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             batch=args.batch,
             preview=False,
+            init_image=init,
+            strength=strength,
+            eta=args.eta,
+            ddpm_variance=args.ddpm_variance,
+            clip_x0=args.clip_x0,
         )
     )
     with warnings.catch_warnings(record=True) as caught:
@@ -117,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
         _say(f"note: {note}", sys.stderr)
     for warning in caught:
         _say(f"warning: {warning.message}", sys.stderr)
+    if args.init_image is not None:  # the pipeline knows the pixels, the CLI the file they came from
+        for meta in result.metadata:
+            meta["init_image"] = str(args.init_image)
 
     if args.grid and args.batch > 1:
         grid_meta = {**result.metadata[0], "grid": f"{args.batch} images, seeds {request.seed}..{request.seed + args.batch - 1}"}
@@ -128,8 +207,9 @@ def run(args: argparse.Namespace) -> int:
     info = result.provider
     for path in paths:
         _say(f"wrote {path}")
+    img2img = f", img2img strength {request.strength:g}" if init is not None else ""
     _say(f"model: {bundle.name} ({bundle.model_hash}), seed {request.seed}, {request.sampler}, "
-         f"{request.steps} steps, guidance {request.guidance:g}")
+         f"{request.steps} steps, guidance {request.guidance:g}{img2img}")
     _say(f"provider: {info.describe()}")
     _say(f"time: {result.seconds:.2f} s ({result.steps_per_s:.1f} steps/s)")
     return 0

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 BATCH_MAX = 64
 SAMPLERS = tuple(kind.value for kind in SamplerKind)
+# σ_t² of the DDPM sampler as users type it: β_t ("fixed large") or β̃_t ("fixed small", DDPM §3.2).
+DDPM_VARIANCES = ("beta", "beta-tilde")
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,10 @@ class GenerationRequest:
     `seed=None` means a random seed, which is recorded in the result and the metadata.
 
     `preview`: whether `generate(on_step=...)` reports every step (True) or only the last.
-    `init_image` (uint8 [H, W, C] or float [C, H, W] in [-1, 1]) with `strength` in (0, 1]
-    starts from that image noised to a strength-derived t (SDEdit img2img).
+    `init_image` (uint8 [H, W, C] or float [C, H, W] / [1, C, H, W] in [-1, 1]) with `strength`
+    in (0, 1] starts from that image noised to a strength-derived t (SDEdit img2img).
+    `eta` is DDIM's η in [0, 1] (eq. 16: 0 deterministic, 1 DDPM-like); `ddpm_variance` the
+    DDPM sampler's σ_t² ("beta" or "beta-tilde"); `clip_x0` clips x̂_0 to [-1, 1] every step.
     """
 
     prompt: str
@@ -52,6 +56,9 @@ class GenerationRequest:
     preview: bool = True
     init_image: np.ndarray | None = None
     strength: float = 1.0
+    eta: float = 0.0
+    ddpm_variance: str = "beta"
+    clip_x0: bool = True
 
     def validated(self, T: int) -> GenerationRequest:
         """A normalised copy checked against a schedule of T steps (defaults already filled in).
@@ -81,9 +88,20 @@ class GenerationRequest:
             raise UsageError(f"Strength must lie in (0, 1], got {s!r}.")
         if s < 1.0 and self.init_image is None:
             raise UsageError("A strength below 1 needs an init image to start from.")
+        eta = self.eta
+        if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not 0.0 <= eta <= 1.0:
+            raise UsageError(f"Eta must be a number between 0 and 1 (DDIM's η), got {eta!r}.")
+        variance = self.ddpm_variance
+        variance = variance.strip().lower().replace("_", "-") if isinstance(variance, str) else None
+        if variance not in DDPM_VARIANCES:
+            raise UsageError(
+                f"Unknown DDPM variance {self.ddpm_variance!r}; choose one of {', '.join(DDPM_VARIANCES)}."
+            )
+        if not isinstance(self.clip_x0, (bool, np.bool_)):
+            raise UsageError(f"clip_x0 must be True or False, got {self.clip_x0!r}.")
         return replace(
             self, sampler=sampler, steps=int(steps), guidance=float(w), batch=int(batch), seed=seed,
-            strength=float(s),
+            strength=float(s), eta=float(eta), ddpm_variance=variance, clip_x0=bool(self.clip_x0),
         )
 
     def resolved(self, sampler: str, steps: int, guidance: float, T: int) -> GenerationRequest:
@@ -160,6 +178,8 @@ class Pipeline:
             if array.shape != (s, s, c):
                 raise UsageError(f"The init image must be {s}x{s} with {c} channels, got shape {array.shape}.")
             return from_uint8(array)
+        if array.shape == (1, c, s, s):
+            array = array[0]
         if array.shape != (c, s, s):
             raise UsageError(f"The init image must have shape ({c}, {s}, {s}), got {array.shape}.")
         return array.astype(np.float32)
@@ -184,6 +204,10 @@ class Pipeline:
         eps_fn = guided_eps_fn(self.bundle.denoiser, context, mask, uncond_context, uncond_mask, req.guidance)
         init = self._init_image(req.init_image)
         b = self.bundle
+        if req.eta > 0 and req.sampler != SamplerKind.DDIM.value:
+            self.notes.append(f"eta only changes the ddim sampler; {req.sampler} ignores it.")
+        if req.ddpm_variance != "beta" and req.sampler != SamplerKind.DDPM.value:
+            self.notes.append(f"the DDPM variance only changes the ddpm sampler; {req.sampler} ignores it.")
 
         def stop() -> bool:
             return self._stop.is_set() or (should_stop is not None and bool(should_stop()))
@@ -195,6 +219,9 @@ class Pipeline:
             sampler=req.sampler,
             steps=req.steps,
             rng=batch_rng(req.seed, req.batch),
+            clip_x0=req.clip_x0,
+            eta=req.eta,
+            ddpm_variance=req.ddpm_variance.replace("-", "_"),  # core's DdpmVariance spelling
             init_image=init,
             strength=req.strength,
             should_stop=stop,
@@ -253,6 +280,10 @@ class Pipeline:
             "batch_size": int(request.batch),
             "batch_index": index,
             "seconds": round(seconds, 3),
+            "clip_x0": bool(request.clip_x0),
+            # sampler options only where they shape the image: η for DDIM, σ_t² for DDPM
+            **({"eta": float(request.eta)} if sampler is SamplerKind.DDIM else {}),
+            **({"ddpm_variance": request.ddpm_variance} if sampler is SamplerKind.DDPM else {}),
             **({"strength": float(request.strength)} if request.init_image is not None else {}),
         }
 

@@ -56,6 +56,7 @@ def test_generate_writes_png_whose_metadata_reads_back(capsys, tiny_bundle, out_
         "prompt": "a red circle", "negative_prompt": "blue", "seed": 7, "steps": 3, "sampler": "dpmpp-2m",
         "guidance": 1.5, "model": "tiny", "model_hash": digest[:10], "provider": "CPUExecutionProvider",
         "onnxruntime": ort.__version__, "width": 8, "height": 8, "batch_size": 1, "batch_index": 0,
+        "clip_x0": True,
     }
     with Image.open(out) as image:
         parameters = image.text["parameters"]
@@ -178,6 +179,120 @@ def test_bad_bundle_exit_2_one_line_nothing_written(capsys, bundle_copy, out_dir
 )
 def test_bad_settings_exit_2_one_line_nothing_written(capsys, tiny_bundle, out_dir, args, fragment):
     code, out, err = _run(capsys, "x", "--model", str(tiny_bundle), *args, "-o", str(out_dir / "o.png"))
+    assert code == 2
+    _assert_one_error_line(err, fragment)
+    assert list(out_dir.iterdir()) == []
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "fields", "recorded"),
+    [
+        (["--sampler", "ddim", "--eta", "1"], {"sampler": "ddim", "eta": 1.0}, {"eta": 1.0}),
+        (["--sampler", "ddpm", "--ddpm-variance", "beta-tilde"], {"sampler": "ddpm", "ddpm_variance": "beta-tilde"},
+         {"ddpm_variance": "beta-tilde"}),
+        (["--sampler", "dpmpp-2m", "--no-clip"], {"sampler": "dpmpp-2m", "clip_x0": False}, {"clip_x0": False}),
+    ],
+)
+def test_sampler_options_reach_the_sampler_and_the_metadata(capsys, tiny_bundle, out_dir, flags, fields, recorded):
+    out = out_dir / "o.png"
+    code, _, err = _run(capsys, "a red circle", "--model", str(tiny_bundle), "--steps", "6", "--seed", "21",
+                        "--device", "cpu", *flags, "-o", str(out))
+    assert code == 0, err
+    meta = png_meta.read_metadata(out)
+    assert {k: meta[k] for k in recorded} == recorded
+    pipeline = Pipeline(load_bundle(tiny_bundle, "cpu"))
+    same = pipeline.generate(GenerationRequest("a red circle", steps=6, seed=21, **fields))
+    default = pipeline.generate(GenerationRequest("a red circle", steps=6, seed=21, sampler=fields["sampler"]))
+    np.testing.assert_array_equal(_pixels(out), same.images[0])
+    assert np.abs(same.images.astype(int) - default.images.astype(int)).max() > 2  # the option changed the image
+    assert same.metadata[0]["clip_x0"] is meta["clip_x0"]
+
+
+def _write_banded(path: Path, fmt: str) -> None:
+    """24x16 image: 4 blue columns, 16 red, 4 blue: its center square is pure red."""
+    pixels = np.zeros((16, 24, 3), np.uint8)
+    pixels[:, :, 2] = 255
+    pixels[:, 4:20] = (255, 0, 0)
+    Image.fromarray(pixels).save(path, format=fmt, **({"quality": 100} if fmt == "JPEG" else {}))
+
+
+def test_init_image_is_center_cropped_resized_and_scaled(tmp_path):
+    from diffusion_studio.cli.generate import init_image_array, open_init_image
+
+    _write_banded(tmp_path / "band.png", "PNG")
+    x = init_image_array(open_init_image(tmp_path / "band.png"), 8, 3)
+    assert x.dtype == np.float32 and x.shape == (1, 3, 8, 8)
+    np.testing.assert_array_equal(x[0, 0], np.ones((8, 8)))  # red channel: 255 -> +1
+    np.testing.assert_array_equal(x[0, 1:], -np.ones((2, 8, 8)))  # no blue from the cropped-off bands
+    rng = np.random.default_rng(0)  # at the model's size: no resampling, exact u / 127.5 - 1
+    exact = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(exact).convert("RGBA").save(tmp_path / "exact.png")
+    x = init_image_array(open_init_image(tmp_path / "exact.png"), 8, 3)
+    np.testing.assert_allclose(x[0], exact.transpose(2, 0, 1) / 127.5 - 1.0, atol=1e-6)
+    gray = init_image_array(open_init_image(tmp_path / "exact.png"), 8, 1)
+    assert gray.shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_img2img_from_a_file(capsys, tiny_bundle, out_dir, tmp_path, fmt):
+    from diffusion_studio.cli.generate import init_image_array, open_init_image
+
+    init = tmp_path / f"init.{fmt.lower()}"
+    _write_banded(init, fmt)
+    out = out_dir / "i.png"
+    code, stdout, err = _run(capsys, "a red circle", "--model", str(tiny_bundle), "--sampler", "ddim", "--steps",
+                             "10", "--seed", "4", "--init-image", str(init), "--strength", "0.3", "--device", "cpu",
+                             "-o", str(out))
+    assert code == 0, err
+    meta = png_meta.read_metadata(out)
+    assert meta["strength"] == 0.3 and meta["init_image"] == str(init)
+    assert "img2img strength 0.3" in stdout
+    pixels = _pixels(out).astype(int)
+    assert pixels[:, :, 0].mean() > pixels[:, :, 2].mean() + 50  # stays red: it started from red
+    expected = Pipeline(load_bundle(tiny_bundle, "cpu")).generate(GenerationRequest(
+        "a red circle", sampler="ddim", steps=10, seed=4, strength=0.3,
+        init_image=init_image_array(open_init_image(init), 8, 3)))
+    np.testing.assert_array_equal(pixels, expected.images[0])
+
+
+def test_init_image_default_strength_is_0_75(capsys, tiny_bundle, out_dir, tmp_path):
+    _write_banded(tmp_path / "init.png", "PNG")
+    code, _, err = _run(capsys, "x", "--model", str(tiny_bundle), "--init-image", str(tmp_path / "init.png"),
+                        "--device", "cpu", "-o", str(out_dir / "d.png"))
+    assert code == 0, err
+    assert png_meta.read_metadata(out_dir / "d.png")["strength"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--eta", "-0.5"], "--eta must be a number between 0 and 1 (DDIM's η), got -0.5."),
+        (["--eta", "2"], "--eta must be a number between 0 and 1"),
+        (["--eta", "nan"], "--eta must be a number between 0 and 1"),
+        (["--eta", "much"], "argument --eta: invalid float value: 'much'"),
+        (["--ddpm-variance", "large"], "argument --ddpm-variance: invalid choice: 'large'"),
+        (["--strength", "0.5"], "--strength needs --init-image"),
+        (["--init-image", "{init}", "--strength", "0"], "--strength must lie in (0, 1], got 0.0."),
+        (["--init-image", "{init}", "--strength", "1.5"], "--strength must lie in (0, 1]"),
+        (["--init-image", "{init}", "--strength", "nan"], "--strength must lie in (0, 1]"),
+        (["--init-image", "{tmp}/nowhere.png"], "The init image {tmp}/nowhere.png does not exist."),
+        (["--init-image", "{tmp}"], "is not a file"),
+        (["--init-image", "{tmp}/notes.png"], "cannot be read (not a readable PNG or JPG image)"),
+    ],
+)
+def test_bad_sampler_and_img2img_options_exit_2(capsys, tiny_bundle, out_dir, tmp_path, args, fragment):
+    _write_banded(tmp_path / "init.png", "PNG")
+    (tmp_path / "notes.png").write_text("not an image")
+    fill = {"{init}": str(tmp_path / "init.png"), "{tmp}": str(tmp_path)}
+    for key, value in fill.items():
+        args = [a.replace(key, value) for a in args]
+        fragment = fragment.replace(key, value)
+    code, _, err = _run(capsys, "x", "--model", str(tiny_bundle), *args, "-o", str(out_dir / "o.png"))
     assert code == 2
     _assert_one_error_line(err, fragment)
     assert list(out_dir.iterdir()) == []

@@ -192,3 +192,71 @@ def test_nan_model_output_raises_model_output_error(nan_bundle):
         nan_pipeline.generate(GenerationRequest("a red circle", seed=1, steps=3))
     assert isinstance(info.value, RuntimeError) and not isinstance(info.value, UsageError)
     assert str(info.value) == "The model produced NaN or infinite values, so there is no image."
+
+
+@pytest.mark.parametrize(
+    ("fields", "core_options"),
+    [
+        ({"sampler": "ddim", "eta": 0.7}, {"eta": 0.7}),
+        ({"sampler": "ddpm", "ddpm_variance": "beta-tilde"}, {"ddpm_variance": "beta_tilde"}),
+        ({"sampler": "ddpm", "ddpm_variance": "BETA_TILDE"}, {"ddpm_variance": "beta_tilde"}),
+        ({"sampler": "dpmpp-2m", "clip_x0": False}, {"clip_x0": False}),
+    ],
+)
+def test_sampler_options_are_passed_to_the_core_loop(pipeline, fields, core_options):
+    bundle = pipeline.bundle
+    context, mask = bundle.text_encoder.encode(["a blue square"])
+    uncond, uncond_mask = pipeline.unconditional()
+    eps_fn = guided_eps_fn(bundle.denoiser, context, mask, uncond, uncond_mask, 2.0)
+    steps = list(sample(eps_fn, bundle.schedule, (1, 3, 8, 8), sampler=fields["sampler"], steps=7,
+                        rng=np.random.default_rng(31), **core_options))
+    reference = steps[-1].x_t
+    result = _gen(pipeline, "a blue square", steps=7, guidance=2.0, seed=31, **fields)
+    np.testing.assert_array_equal(result.images, to_uint8(reference))
+    default = _gen(pipeline, "a blue square", steps=7, guidance=2.0, seed=31, sampler=fields["sampler"])
+    assert np.abs(result.images.astype(int) - default.images.astype(int)).max() > 2
+    if "clip_x0" in fields:  # unclipped x̂_0 really leaves [-1, 1] somewhere on this net
+        assert max(np.abs(s.x0_pred).max() for s in steps) > 1.0
+    meta = result.metadata[0]
+    assert meta["clip_x0"] is fields.get("clip_x0", True)
+    assert meta.get("eta") == (fields.get("eta", 0.0) if fields["sampler"] == "ddim" else None)
+    assert meta.get("ddpm_variance") == ("beta-tilde" if fields["sampler"] == "ddpm" else None)
+    assert result.request.ddpm_variance in ("beta", "beta-tilde")
+
+
+def test_sampler_options_that_do_not_apply_leave_a_note(pipeline):
+    eta = _gen(pipeline, seed=2, steps=3, sampler="dpmpp-2m", eta=0.5)
+    assert eta.notes == ["eta only changes the ddim sampler; dpmpp-2m ignores it."]
+    np.testing.assert_array_equal(eta.images, _gen(pipeline, seed=2, steps=3, sampler="dpmpp-2m").images)
+    variance = _gen(pipeline, seed=2, steps=3, sampler="ddim", ddpm_variance="beta-tilde")
+    assert variance.notes == ["the DDPM variance only changes the ddpm sampler; ddim ignores it."]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"eta": -0.1}, "Eta must be a number between 0 and 1 (DDIM's η), got -0.1."),
+        ({"eta": 1.5}, "Eta must be a number between 0 and 1"),
+        ({"eta": float("nan")}, "Eta must be a number between 0 and 1"),
+        ({"eta": True}, "Eta must be a number"),
+        ({"ddpm_variance": "large"}, "Unknown DDPM variance 'large'; choose one of beta, beta-tilde."),
+        ({"ddpm_variance": None}, "Unknown DDPM variance None"),
+        ({"clip_x0": "yes"}, "clip_x0 must be True or False, got 'yes'."),
+    ],
+)
+def test_bad_sampler_options_raise_one_sentence(pipeline, kwargs, message):
+    with pytest.raises(UsageError) as info:
+        pipeline.iterate(GenerationRequest("a circle", seed=1, **kwargs))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_init_image_may_be_nchw_with_one_image(pipeline):
+    init = np.zeros((8, 8, 3), np.uint8)
+    init[:, :, 1] = 255  # pure green
+    from diffusion_studio.core.images import from_uint8
+
+    as_uint8 = _gen(pipeline, seed=6, steps=8, init_image=init, strength=0.4)
+    as_nchw = _gen(pipeline, seed=6, steps=8, init_image=from_uint8(init)[None], strength=0.4)
+    np.testing.assert_array_equal(as_uint8.images, as_nchw.images)
+    with pytest.raises(UsageError, match=r"The init image must have shape \(3, 8, 8\)"):
+        _gen(pipeline, seed=6, init_image=np.zeros((2, 3, 8, 8), np.float32), strength=0.4)
