@@ -229,14 +229,20 @@ class GenerateWorkspace(QWidget):
         self.previewArea.show_image(image, f"{entry.title} · {entry.subtitle}")
 
     def apply_metadata(self, metadata: dict[str, Any], source: str = "the image") -> bool:
-        """Fill the form from PNG metadata; a dialog (errorOccurred) if it holds no settings."""
+        """Fill the form from PNG metadata; a dialog (errorOccurred) if it holds no settings.
+
+        Values the form cannot take as they are (a sampler we do not have, steps beyond the
+        model's T) never reject the drop: the rest is filled in and the status bar says what
+        was kept or clamped.
+        """
+        T = self._model.bundle.T if self._model is not None else None
         try:
-            settings = self.settingsPanel.settings().with_metadata(metadata)
+            settings, notes = self.settingsPanel.settings().restore(metadata, T)
         except UsageError as exc:
             self.errorOccurred.emit("Cannot reuse settings", f"{source}: {exc}")
             return False
         self.settingsPanel.set_settings(settings)
-        self.statusMessage.emit(f"Settings restored from {source}.")
+        self.statusMessage.emit("; ".join([f"Settings restored from {source}", *notes]) + ".")
         return True
 
     def reuse_entry(self, entry: HistoryEntry) -> None:

@@ -29,12 +29,12 @@ from diffusion_studio.ui.form import (
     BATCH_MAX,
     GUIDANCE_MAX,
     SAMPLERS,
-    SEED_MAX,
     STEPS_MAX,
     Device,
     GenerationSettings,
     random_seed,
 )
+from diffusion_studio.ui.seed_edit import SeedEdit
 
 
 def _text_edit(name: str, placeholder: str, lines: int) -> QPlainTextEdit:
@@ -105,8 +105,11 @@ class SettingsPanel(QWidget):
         self.guidanceSpin.setSingleStep(0.5)
         self.guidanceSpin.setDecimals(2)
         self.guidanceSpin.setToolTip("Classifier-free guidance w: ε̂ = ε_uncond + w (ε_cond − ε_uncond)")
-        self.seedSpin = QSpinBox(objectName="seedSpin", minimum=0, maximum=SEED_MAX)
-        self.seedSpin.setToolTip("The noise seed; the same seed and settings give the same image")
+        self.seedSpin = SeedEdit()  # QSpinBox is 32-bit; seeds go up to 2⁶³−1 like the CLI's
+        self.seedSpin.setObjectName("seedSpin")
+        self.seedSpin.setToolTip(
+            f"The noise seed (0 to {self.seedSpin.maximum()}); the same seed and settings give the same image"
+        )
         self.seedLockButton = QToolButton(objectName="seedLockButton", checkable=True)
         self.seedLockButton.toggled.connect(self._update_lock_icon)
         self.diceButton = QToolButton(objectName="diceButton")

@@ -94,6 +94,51 @@ def test_png_drop_restores_form_from_our_json_and_from_parameters_text(qtbot, ma
     assert panel.settings().prompt == "a tiny green circle"  # unchanged
 
 
+def _a1111_png(path: Path, settings_line: str) -> Path:
+    """A PNG as AUTOMATIC1111 writes it: only the `parameters` text chunk."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", f"a red circle\nNegative prompt: blurry\n{settings_line}")
+    Image.new("RGB", (64, 64)).save(path, pnginfo=info)
+    return path
+
+
+def test_dropping_a1111_pngs_with_foreign_samplers_and_big_seeds_fills_the_form(
+    qtbot, make_window, tmp_path, isolated_state, dialogs
+) -> None:
+    window = make_window()  # the tiny model has T = 50
+    ws = window.generateWorkspace
+    panel = ws.settingsPanel
+    assert panel.settings().sampler == "dpmpp-2m"
+    euler = _a1111_png(tmp_path / "euler.png", "Steps: 30, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, "
+                       "Seed: 3000000000, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned, Version: v1.10.1")
+    _drop(window, euler)
+    s = panel.settings()
+    assert (s.prompt, s.negative_prompt, s.sampler, s.steps, s.guidance, s.seed, s.seed_locked) == (
+        "a red circle", "blurry", "dpmpp-2m", 30, 7.0, 3_000_000_000, True)
+    assert panel.seedSpin.text() == "3000000000"
+    message = window.statusBar().currentMessage()
+    assert message == "Settings restored from euler.png; sampler 'Euler a' is not available; kept DPM-Solver++ (2M)."
+
+    panel.samplerCombo.setCurrentIndex(panel.samplerCombo.findData("ddpm"))
+    karras = _a1111_png(tmp_path / "karras.png", f"Steps: 150, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: {2**62}, "
+                        "Size: 512x512")
+    _drop(panel.promptEdit.viewport(), karras)
+    s = panel.settings()
+    assert (s.sampler, s.steps, s.guidance, s.seed) == ("dpmpp-2m", 50, 4.5, 2**62)
+    assert panel.seedSpin.text() == str(2**62) and panel.stepsSpin.value() == 50
+    message = window.statusBar().currentMessage()
+    assert "sampler 'DPM++ 2M Karras' runs as DPM-Solver++ (2M)" in message
+    assert "150 steps is outside the model's T = 50; using 50" in message
+    assert dialogs == []
+
+    panel.stepsSpin.setValue(2)  # the restored 64-bit seed reaches the pipeline and the saved PNG
+    with qtbot.waitSignal(ws.runEnded, timeout=20_000):
+        ws.generate()
+    files = list((isolated_state / "data" / "history").glob("*.png"))
+    assert dialogs == [] and len(files) == 1
+    assert png_meta.read_metadata(files[0])["seed"] == 2**62
+
+
 def test_broken_bundle_shows_dialog_and_keeps_the_previous_model(qtbot, make_window, bundle_copy, dialogs) -> None:
     window = make_window()
     before = window.model()
@@ -134,7 +179,7 @@ def test_settings_persist_across_windows(qtbot, make_window) -> None:
     panel.negativePromptEdit.setPlainText("noise")
     panel.stepsSpin.setValue(42)
     panel.guidanceSpin.setValue(7.25)
-    panel.seedSpin.setValue(31337)
+    panel.seedSpin.setValue(2**62 + 5)  # beyond 32 bits: QSettings keeps it exactly
     panel.seedLockButton.setChecked(True)
     panel.batchSpin.setValue(6)
     panel.samplerCombo.setCurrentIndex(panel.samplerCombo.findData("ddpm"))
