@@ -2,14 +2,18 @@
 
 Accuracy per attribute (color, shape always; size, position, background when the prompt
 names them) against the quality bar of issue 6, the variety of omitted attributes, and the
-time per image. `--json` writes the full report (with every sample) atomically; `--summarize A.json B.json`
-prints a Markdown table comparing such reports (for a model card).
+time per image. It always writes the full report (with every sample) atomically as JSON: to
+`--json OUT.json`, else to `eval-<bundle name>-<sampler>-<steps>.json` in the current folder.
+`--summarize A.json B.json` prints a Markdown table comparing such reports (for a model card).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import uuid
 from pathlib import Path
 
 from diffusion_studio.errors import UsageError
@@ -36,7 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
     p.add_argument("--latency-images", type=int, default=3,
                    help="images also timed one at a time through the app's pipeline (default 3)")
-    p.add_argument("--json", type=Path, default=None, metavar="OUT.json", help="write the full report here")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT.json",
+                   help="write the full report here (default: eval-<bundle name>-<sampler>-<steps>.json "
+                   "in the current folder)")
     p.add_argument("--save-images", type=Path, default=None, metavar="DIR", help="save every image as a PNG")
     p.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="REPORT.json",
                    help="print a Markdown table comparing reports written with --json (generates nothing)")
@@ -60,8 +66,28 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"--json {args.json} is a folder; give a file name.")
         if not args.json.parent.resolve().is_dir():
             raise UsageError(f"The folder of --json {args.json} does not exist.")
+    else:
+        _check_writable_folder(Path.cwd())
     if args.save_images is not None and args.save_images.exists() and not args.save_images.is_dir():
         raise UsageError(f"--save-images {args.save_images} exists and is not a folder.")
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """UsageError unless a file can be created in `folder` (probed with a temp file, removed again)."""
+    probe = folder / f".eval-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise UsageError(f"Cannot write the report into the current folder {folder} ({exc.strerror or exc}); "
+                         "pass --json OUT.json.") from None
+    probe.unlink(missing_ok=True)
+
+
+def default_json_path(report: dict) -> Path:
+    """eval-<bundle name>-<sampler>-<steps>.json in the current folder (name made file-safe)."""
+    settings = report["settings"]
+    name = re.sub(r"[^\w.+-]+", "_", str(report.get("model") or "model")).strip("._") or "model"
+    return Path(f"eval-{name}-{settings['sampler']}-{settings['steps']}.json")
 
 
 def _progress(done: int, total: int, seconds: float) -> None:
@@ -88,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         latency_images=args.latency_images, save_images=args.save_images, progress=_progress,
     )
     print(format_table(report))
-    if args.json is not None:
-        write_json(report, args.json)
-        print(f"report written to {args.json}")
+    path = args.json if args.json is not None else default_json_path(report)
+    if path.is_dir():
+        raise UsageError(f"Cannot write the report to {path}: it is a folder; pass --json OUT.json.")
+    write_json(report, path)
+    print(f"report written to {path.absolute()}")
     return 0

@@ -4,6 +4,8 @@ pipeline image by image, the report has every field, the CLI writes JSON and ima
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,7 +135,8 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_bundle, tmp_path, capsys, argv
     assert not (tmp_path / "r.json").exists()
 
 
-def test_cli_missing_or_broken_bundle_exits_2(tmp_path, bundle_copy, capsys):
+def test_cli_missing_or_broken_bundle_exits_2(tmp_path, bundle_copy, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no --json: the default report path is in the current folder
     assert main(["eval", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     broken = bundle_copy()
@@ -141,3 +144,50 @@ def test_cli_missing_or_broken_bundle_exits_2(tmp_path, bundle_copy, capsys):
     assert main(["eval", str(broken), "--n", "2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_cli_writes_json_by_default_into_the_current_folder(tiny_bundle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["eval", str(tiny_bundle), "--n", "3", "--sampler", "dpmpp-2m", "--steps", "2", "--device", "cpu",
+                 "--latency-images", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    expected = tmp_path / "eval-tiny-dpmpp-2m-2.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [expected.name]  # no probe or temp file left
+    report = json.loads(expected.read_text())
+    assert report["model"] == "tiny" and report["n"] == 3
+    assert report["settings"]["sampler"] == "dpmpp-2m" and report["settings"]["steps"] == 2
+    assert out.splitlines()[-1] == f"report written to {expected}"
+    # without --sampler/--steps the name carries the bundle defaults the run used (ddim, 4)
+    assert main(["eval", str(tiny_bundle), "--n", "1", "--device", "cpu", "--latency-images", "0"]) == 0
+    assert (tmp_path / "eval-tiny-ddim-4.json").is_file()
+    assert capsys.readouterr().out.splitlines()[-1] == f"report written to {tmp_path / 'eval-tiny-ddim-4.json'}"
+
+
+def test_default_json_name_is_file_safe():
+    from diffusion_studio.cli.eval import default_json_path
+
+    report = {"model": "my model/v1 ü", "settings": {"sampler": "ddim", "steps": 20}}
+    assert default_json_path(report) == Path("eval-my_model_v1_ü-ddim-20.json")
+    assert default_json_path({"model": "../..", "settings": {"sampler": "ddpm", "steps": 5}}) == Path(
+        "eval-model-ddpm-5.json")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_cli_unwritable_current_folder_exits_2_before_generating(tiny_bundle, tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.chdir(locked)
+    assert main(["eval", str(tiny_bundle), "--n", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Cannot write the report into the current folder" in err and "--json" in err
+
+
+def test_cli_default_report_path_taken_by_a_folder_exits_2(tiny_bundle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "eval-tiny-ddim-1.json").mkdir()
+    assert main(["eval", str(tiny_bundle), "--n", "1", "--steps", "1", "--device", "cpu",
+                 "--latency-images", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: Cannot write the report to eval-tiny-ddim-1.json: it is a folder; "
+                                "pass --json OUT.json."]
