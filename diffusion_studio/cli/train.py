@@ -46,6 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="random horizontal flips (folder datasets; off by default)")
     p.add_argument("--two-shape-share", type=float, metavar="P",
                    help="Shapes: share of examples with two shapes, e.g. 'a red circle and a blue square' (default 0)")
+    p.add_argument("--p-uncond", type=float, metavar="P",
+                   help="share of captions replaced by \"\" so the model also learns the unconditional ε for "
+                   "classifier-free guidance, 0 <= P < 1 (default: the preset's, 0.1)")
+    p.add_argument("--ema-decay", type=float, metavar="D",
+                   help="decay of the weights' exponential moving average, 0 <= D < 1 "
+                   "(default: the preset's, 0.999; cpu-quick 0.995)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -55,7 +61,8 @@ _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset")
               ("batch_size", "--batch-size"), ("image_size", "--image-size"), ("lr", "--lr"),
               ("seed", "--seed"), ("device", "--device"), ("threads", "--threads"),
               ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
-              ("two_shape_share", "--two-shape-share"))
+              ("two_shape_share", "--two-shape-share"), ("p_uncond", "--p-uncond"),
+              ("ema_decay", "--ema-decay"))
 _FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"))
 
 
@@ -71,7 +78,8 @@ def build_config(args: argparse.Namespace) -> Any:
                  "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "device": args.device,
                  "num_threads": args.threads, "sample_every": args.sample_every,
                  "checkpoint_every": args.checkpoint_every, "hflip": getattr(args, "hflip", None),
-                 "two_shape_share": getattr(args, "two_shape_share", None)}
+                 "two_shape_share": getattr(args, "two_shape_share", None),
+                 "p_uncond": getattr(args, "p_uncond", None), "ema_decay": getattr(args, "ema_decay", None)}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.validate()
     return config

@@ -81,15 +81,20 @@ class TrainConfig:
         for name, value, lo, hi in checks:
             if not isinstance(value, int) or not lo <= value <= hi:
                 raise UsageError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}.")
-        floats = [("lr", self.lr, 0.0, 1.0, False), ("weight_decay", self.weight_decay, 0.0, 1.0, True),
-                  ("grad_clip", self.grad_clip, 0.0, 1e6, False), ("ema_decay", self.ema_decay, 0.0, 1.0, True),
-                  ("p_uncond", self.p_uncond, 0.0, 1.0, True),
-                  ("two_shape_share", self.two_shape_share, 0.0, 1.0, True),
-                  ("sample_guidance", self.sample_guidance, 0.0, 100.0, True)]
-        for name, value, lo, hi, lo_ok in floats:
-            ok = isinstance(value, (int, float)) and (lo <= value if lo_ok else lo < value) and value <= hi
-            if not ok or (name == "ema_decay" and value >= 1.0):
-                raise UsageError(f"{name} must be in {'[' if lo_ok else '('}{lo}, {hi}], got {value!r}.")
+        # (name, value, lo, hi, lo included, hi included); ema_decay 1 would freeze the EMA and
+        # p_uncond 1 would never show the network a caption, so both stop short of 1.
+        floats = [("lr", self.lr, 0.0, 1.0, False, True), ("weight_decay", self.weight_decay, 0.0, 1.0, True, True),
+                  ("grad_clip", self.grad_clip, 0.0, 1e6, False, True),
+                  ("ema_decay", self.ema_decay, 0.0, 1.0, True, False),
+                  ("p_uncond", self.p_uncond, 0.0, 1.0, True, False),
+                  ("two_shape_share", self.two_shape_share, 0.0, 1.0, True, True),
+                  ("sample_guidance", self.sample_guidance, 0.0, 100.0, True, True)]
+        for name, value, lo, hi, lo_ok, hi_ok in floats:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and (lo <= value if lo_ok else lo < value) and (value <= hi if hi_ok else value < hi))
+            if not ok:
+                raise UsageError(f"{name} must be in {'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}, "
+                                 f"got {value!r}.")
         if self.hflip and self.dataset == "shapes":
             raise UsageError("Horizontal flips would swap left and right in the Shapes captions; "
                              "they are for folder datasets only.")

@@ -37,6 +37,13 @@ def test_json_run_then_resume(tmp_path, capsys):
     (["--steps", "0"], "steps must be"),
     (["--batch-size", "0"], "batch_size must be"),
     (["--resume"], "no run folder"),
+    (["--p-uncond", "1"], "p_uncond must be in [0.0, 1.0), got 1.0."),
+    (["--p-uncond", "-0.1"], "p_uncond must be in [0.0, 1.0)"),
+    (["--p-uncond", "nan"], "p_uncond must be in [0.0, 1.0)"),
+    (["--p-uncond", "some"], "argument --p-uncond: invalid float value: 'some'"),
+    (["--ema-decay", "1"], "ema_decay must be in [0.0, 1.0), got 1.0."),
+    (["--ema-decay", "1.5"], "ema_decay must be in [0.0, 1.0)"),
+    (["--ema-decay", "-0.01"], "ema_decay must be in [0.0, 1.0)"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, extra, needle):
     code = main(["train", "--preset", "cpu-quick", "--out", str(tmp_path / "new"), *extra])
@@ -61,7 +68,7 @@ def test_nproc_forwards_every_option_but_itself(tmp_path):
     argv = ["train", "--dataset", "shapes", "--out", str(tmp_path), "--preset", "cpu-quick", "--steps", "5",
             "--batch-size", "4", "--image-size", "16", "--lr", "0.001", "--seed", "3", "--device", "cpu",
             "--threads", "1", "--sample-every", "0", "--checkpoint-every", "2", "--two-shape-share", "0.25",
-            "--resume", "--json", "--hflip"]
+            "--p-uncond", "0.2", "--ema-decay", "0.99", "--resume", "--json", "--hflip"]
     parser = build_parser()
     args = parser.parse_args([*argv, "--nproc", "2"])
     forwarded = forwarded_args(args)
@@ -77,3 +84,17 @@ def test_nproc_on_cuda_needs_a_gpu_per_process(tmp_path, capsys):
                  "--nproc", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "needs 2 GPUs" in err, err
+
+
+def test_p_uncond_and_ema_decay_reach_the_config(tmp_path):
+    from diffusion_studio.cli import build_parser
+    from diffusion_studio.cli.train import build_config
+
+    parser = build_parser()
+    base = ["train", "--preset", "cpu-quick", "--out", str(tmp_path / "run")]
+    defaults = build_config(parser.parse_args(base))
+    assert (defaults.p_uncond, defaults.ema_decay) == (0.1, 0.995)  # the preset's
+    config = build_config(parser.parse_args([*base, "--p-uncond", "0.25", "--ema-decay", "0.99"]))
+    assert (config.p_uncond, config.ema_decay) == (0.25, 0.99)
+    assert (build_config(parser.parse_args([*base, "--p-uncond", "0"])).p_uncond) == 0.0  # never drop captions
+    assert build_config(parser.parse_args(["train", "--out", str(tmp_path / "run")])).ema_decay == 0.999
