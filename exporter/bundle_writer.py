@@ -26,6 +26,11 @@ from diffusion_studio.errors import UsageError
 VALIDATION_JSON = "validation.json"
 UNET_FILE = "unet.onnx"
 UNET_FP16_FILE = "unet.fp16.onnx"
+# A bundle-local text encoder (model.json conditioning.text_encoder = "text_encoder.onnx"): the
+# loader needs the graph and the tokenizer beside it; encoder.json (its provenance) comes along.
+TEXT_ENCODER_FILE = "text_encoder.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+TEXT_ENCODER_INFO = "encoder.json"
 
 
 def file_facts(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -54,6 +59,29 @@ def check_target(target: Path, force: bool) -> None:
     existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
     if existing is not None and not os.access(existing, os.W_OK):
         raise UsageError(f"The folder {existing} is not writable.")
+
+
+def check_text_encoder_source(folder: Path) -> None:
+    """UsageError unless `folder` holds a text encoder that can be copied into a bundle."""
+    for name in (TEXT_ENCODER_FILE, TOKENIZER_FILE):
+        if not (Path(folder) / name).is_file():
+            raise UsageError(f"Cannot include the text encoder: {Path(folder) / name} is missing "
+                             "(make it with 'python -m exporter text-encoder --out DIR').")
+
+
+def copy_text_encoder(source: Path, bundle: Path) -> list[str]:
+    """Copy the encoder graph, its tokenizer (and encoder.json when present) into a staged bundle.
+
+    Returns the copied file names, for model.json `files`. The bundle folder is a temp folder
+    until it is renamed, so plain copies are atomic from the app's point of view.
+    """
+    check_text_encoder_source(source)
+    names = [TEXT_ENCODER_FILE, TOKENIZER_FILE]
+    if (Path(source) / TEXT_ENCODER_INFO).is_file():
+        names.append(TEXT_ENCODER_INFO)
+    for name in names:
+        shutil.copyfile(Path(source) / name, Path(bundle) / name)
+    return names
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
     python -m exporter RUN_DIR_OR_CHECKPOINT --out BUNDLE [--weights ema|raw] [--opset N]
         [--fp16] [--no-validate] [--force] [--name NAME] [--guidance W] [--steps N] [--sampler S]
+        [--include-text-encoder]
     python -m exporter inspect BUNDLE
     python -m exporter text-encoder --out DIR
 
@@ -45,6 +46,9 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="default guidance scale (default: the run's, else 3.0)")
     p.add_argument("--steps", type=int, help="default number of sampling steps (default 20)")
     p.add_argument("--sampler", help="default sampler: ddpm, ddim or dpmpp-2m (default dpmpp-2m)")
+    p.add_argument("--include-text-encoder", action="store_true",
+                   help="copy the shared text encoder (text_encoder.onnx, tokenizer.json) into the bundle, "
+                        "so it loads without the app's resources")
     return p
 
 
@@ -62,7 +66,8 @@ def _run_export(argv: Sequence[str]) -> int:
     args = _export_parser().parse_args(list(argv))
     opts = ExportOptions(source=args.source, out=args.out, weights=args.weights, opset=args.opset,
                          fp16=args.fp16, validate=args.validate, force=args.force, name=args.name,
-                         guidance=args.guidance, steps=args.steps, sampler=args.sampler)
+                         guidance=args.guidance, steps=args.steps, sampler=args.sampler,
+                         include_text_encoder=args.include_text_encoder)
     result = export_bundle(opts, log=lambda msg: print(msg, flush=True))
     for note in result.notes:
         print(f"note: {note}")

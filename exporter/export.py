@@ -57,6 +57,7 @@ class ExportOptions:
     guidance: float | None = None
     steps: int | None = None
     sampler: str | None = None
+    include_text_encoder: bool = False  # copy the shared encoder into the bundle (self-contained)
 
     def check(self) -> None:
         """Raise UsageError for a bad option; reads the file system but writes nothing."""
@@ -74,6 +75,10 @@ class ExportOptions:
             from diffusion_studio.core.samplers import parse_sampler
 
             parse_sampler(self.sampler)
+        if self.include_text_encoder:
+            from diffusion_studio.paths import text_encoder_dir
+
+            bw.check_text_encoder_source(text_encoder_dir())
         if not Path(self.source).exists():
             raise UsageError(f"{self.source} does not exist.")
         source, out = Path(self.source).absolute(), Path(self.out).absolute()
@@ -186,6 +191,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
                      max_tokens=src.max_tokens, context_dim=int(ucfg.context_dim))
     sampler_defaults = _sampler_defaults(opts, src)
     conditioning = _conditioning(src, notes)
+    if opts.include_text_encoder:  # the same files, pinned by the same sha256s, inside the bundle
+        conditioning["text_encoder"] = bw.TEXT_ENCODER_FILE
 
     log(f"exporting the U-Net ({_parameters(src.model):,} parameters, opset {opts.opset})")
     proto, info = export_unet(src.model, spec, opts.opset)
@@ -225,6 +232,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
         if half is not None:
             save_model(half, tmp / bw.UNET_FP16_FILE)
             names.append(bw.UNET_FP16_FILE)
+        if opts.include_text_encoder:
+            names += _include_text_encoder(tmp, conditioning)
         if opts.validate:
             log("checking parity between PyTorch and ONNX Runtime")
             report = validate_export(
@@ -240,6 +249,19 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
         bw.write_json_atomic(tmp / bw.MODEL_JSON, model_spec)
         _self_check(tmp)
     return ExportResult(bundle=out, spec=model_spec, report=report, info=info, notes=notes)
+
+
+def _include_text_encoder(bundle: Path, conditioning: dict[str, Any]) -> list[str]:
+    """Copy the shared encoder into the staged bundle; its hashes must be the pinned ones."""
+    from diffusion_studio.paths import text_encoder_dir
+
+    names = bw.copy_text_encoder(text_encoder_dir(), bundle)
+    pinned = {bw.TEXT_ENCODER_FILE: conditioning.get("text_encoder_sha256"),
+              bw.TOKENIZER_FILE: conditioning.get("tokenizer_sha256")}
+    for name, sha in pinned.items():
+        if sha is not None and bw.sha256_file(bundle / name) != sha:
+            raise UsageError(f"The shared {name} changed during the export (sha256 differs from the pinned one).")
+    return names
 
 
 def _self_check(folder: Path) -> None:
