@@ -14,7 +14,8 @@ import io
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,29 @@ def physical_cores() -> int:
     return max(1, min(usable, physical))
 
 
+# Intra-op threads for sessions created without an explicit count (None: one per physical core).
+_DEFAULT_INTRA_OP_THREADS: ContextVar[int | None] = ContextVar("default_intra_op_threads", default=None)
+
+
+def interactive_threads() -> int:
+    """Intra-op threads for an interactive app: every physical core but one, which stays free
+    for the GUI thread (ONNX Runtime's pool threads spin between ops and would compete with it)."""
+    return max(1, physical_cores() - 1)
+
+
+@contextlib.contextmanager
+def default_intra_op_threads(threads: int | None) -> Iterator[None]:
+    """Sessions created in this block (in this thread) use `threads` intra-op threads unless a
+    count is given explicitly; outside it the default stays one per physical core."""
+    if threads is not None and threads < 1:
+        raise UsageError(f"intra-op threads must be at least 1, got {threads}.")
+    token = _DEFAULT_INTRA_OP_THREADS.set(threads)
+    try:
+        yield
+    finally:
+        _DEFAULT_INTRA_OP_THREADS.reset(token)
+
+
 def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
     """Session options chosen deliberately for a small conv/attention U-Net."""
     opts = ort.SessionOptions()
@@ -101,7 +125,7 @@ def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
     # transforms); the U-Net graph is static, so the one-off optimisation cost pays back every step.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # One thread per physical core; hyper-threads only fight over the same FMA units.
-    opts.intra_op_num_threads = intra_op_threads or physical_cores()
+    opts.intra_op_num_threads = intra_op_threads or _DEFAULT_INTRA_OP_THREADS.get() or physical_cores()
     opts.inter_op_num_threads = 1
     # The U-Net is one long chain of dependent ops: parallel execution only adds scheduling overhead.
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPalette, QPixmap
+from PySide6.QtCore import QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QPainter, QPaintEvent, QPalette, QPixmap, QRegion
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -52,6 +52,13 @@ def fit_rect(image_size: QSize, area: QSize, dpr: float, smooth: bool) -> QRectF
     return QRectF((area.width() - w) / 2, (area.height() - h) / 2, w, h)
 
 
+def _inner_rect(rect: QRectF) -> QRect:
+    """The largest whole-pixel rectangle inside `rect` (pixels the image covers completely)."""
+    left, top = math.ceil(rect.left()), math.ceil(rect.top())
+    right, bottom = math.floor(rect.right()), math.floor(rect.bottom())
+    return QRect(left, top, max(0, right - left), max(0, bottom - top))
+
+
 class ImageView(QWidget):
     """A read-only picture view over a numpy image (previews, results, history)."""
 
@@ -63,20 +70,33 @@ class ImageView(QWidget):
         self._image: QImage | None = None
         self._smooth = False
         self._placeholder = placeholder
+        self._opaque = False  # every pixel of the image has alpha 255 (nothing shows through)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(160, 160)
         self.setAutoFillBackground(False)
+        # paintEvent covers every pixel itself, so Qt need not paint the parents underneath.
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.setAccessibleName("Image")
 
     # --- state -----------------------------------------------------------------------------
     def set_image(self, image: np.ndarray | None) -> None:
-        """Show a uint8 image (or nothing: then the placeholder text)."""
+        """Show a uint8 image (or nothing: then the placeholder text).
+
+        Live previews call this up to 30 times a second: when the new image has the size
+        and opacity of the old one, only the image's rectangle is repainted.
+        """
+        old_rect, old_opaque = self.image_rect(), self._opaque
         if image is None:
-            self._array, self._image = None, None
+            self._array, self._image, self._opaque = None, None, False
         else:
             self._image = qimage_from_array(image)
             self._array = np.array(image, copy=True)
-        self.update()
+            self._opaque = self._array.ndim == 2 or self._array.shape[-1] != 4 or bool((self._array[..., 3] == 255).all())
+        new_rect = self.image_rect()
+        if not old_rect.isEmpty() and new_rect == old_rect and self._opaque == old_opaque:
+            self.update(new_rect.toAlignedRect())
+        else:
+            self.update()
         self.imageChanged.emit()
 
     def image_array(self) -> np.ndarray | None:
@@ -114,12 +134,18 @@ class ImageView(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(512, 512)
 
-    def paintEvent(self, event: object) -> None:
+    def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         try:
             palette = self.palette()
-            # A canvas a shade off the window colour: follows light and dark palettes.
-            painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Window).darker(112))
+            # A canvas a shade off the window colour: follows light and dark palettes. An opaque
+            # image hides the canvas under it, so only the rest of the dirty region is filled.
+            canvas = QRegion(event.rect())
+            if self._image is not None and self._opaque:
+                canvas -= QRegion(_inner_rect(self.image_rect()))
+            painter.setClipRegion(canvas)
+            painter.fillRect(event.rect(), palette.color(QPalette.ColorRole.Window).darker(112))
+            painter.setClipping(False)
             if self._image is None:
                 if self._placeholder:
                     painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))

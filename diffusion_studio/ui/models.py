@@ -12,7 +12,7 @@ from pathlib import Path
 from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference.bundle_loader import LoadedBundle, load_bundle
 from diffusion_studio.inference.pipeline import Pipeline
-from diffusion_studio.inference.providers import ProviderInfo
+from diffusion_studio.inference.providers import ProviderInfo, default_intra_op_threads, interactive_threads
 from diffusion_studio.paths import default_model_dir
 
 
@@ -44,10 +44,15 @@ def is_default_model(folder: Path | str) -> bool:
 
 
 def load_model(folder: Path | str, device: str) -> LoadedModel:
-    """Load and validate a bundle on `device`; BundleError/UsageError with one sentence if it fails."""
+    """Load and validate a bundle on `device`; BundleError/UsageError with one sentence if it fails.
+
+    The U-Net session leaves one core to the GUI thread (`interactive_threads`): with every
+    core busy in ONNX Runtime, the event loop stalls and, on a loaded machine, the run slows.
+    """
     path = Path(folder)
     try:
-        bundle = load_bundle(path, device)
+        with default_intra_op_threads(interactive_threads()):
+            bundle = load_bundle(path, device)
     except UsageError:
         raise
     except Exception as exc:  # an unexpected loader failure still must not crash the app

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -46,6 +47,21 @@ def progress_text(progress: Progress) -> str:
     return text
 
 
+def caption_field() -> QLineEdit:
+    """The "t = 731 · step 12/50" caption: read-only, selectable, centred, no frame.
+
+    A QLabel would do, but every QLabel.setText asks for a new layout, and a layout pass
+    climbs to the main window: at 30 previews per second that was most of a preview's
+    cost. A line edit's size does not depend on its text, so setText only repaints it.
+    """
+    field = QLineEdit(objectName="captionLabel", readOnly=True, frame=False)
+    field.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    field.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+    field.setStyleSheet("QLineEdit#captionLabel { background: transparent; }")
+    field.setAccessibleName("Preview caption")
+    return field
+
+
 class PreviewArea(QWidget):
     modeChanged = Signal(object)  # PreviewMode
     smoothChanged = Signal(bool)
@@ -74,8 +90,7 @@ class PreviewArea(QWidget):
         self.previewView = ImageView(placeholder="Type a prompt and click Generate.")
         self.previewView.setObjectName("previewView")
         self.previewView.setAccessibleName("Preview")
-        self.captionLabel = QLabel(objectName="captionLabel", alignment=Qt.AlignmentFlag.AlignCenter)
-        self.captionLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.captionLabel = caption_field()
 
         self.trajectorySlider = QSlider(Qt.Orientation.Horizontal, objectName="trajectorySlider")
         self.trajectorySlider.setEnabled(False)

@@ -32,15 +32,21 @@ _ORPHANS: list[tuple[QThread, QObject | None]] = []  # threads that outlived the
 
 
 class PreviewThrottle:
-    """Decides which steps become previews: rate-limited and coalesced (headless)."""
+    """Decides which steps become previews: rate-limited and coalesced (headless).
+
+    `max_hz <= 0` turns live previews off (the final image still arrives with `finished`).
+    """
 
     def __init__(self, max_hz: float = MAX_PREVIEW_HZ, clock: Callable[[], float] = time.perf_counter):
-        self.min_interval = 1.0 / max_hz if max_hz > 0 else 0.0
+        self.enabled = max_hz > 0
+        self.min_interval = 1.0 / max_hz if max_hz > 0 else float("inf")
         self._clock = clock
         self._last = -float("inf")
         self._in_flight = threading.Event()  # set while the GUI has not consumed a preview
 
     def should_emit(self, is_last: bool) -> bool:
+        if not self.enabled:
+            return False
         now = self._clock()
         if not is_last and (self._in_flight.is_set() or now - self._last < self.min_interval):
             return False

@@ -86,6 +86,61 @@ def long_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def busy_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32×32 bundle whose U-Net stand-in keeps ONNX Runtime busy (~1 ms per call, the real
+    model takes a few), T = 1000: for wall-clock responsiveness tests, where the worker
+    thread spends most of its time in ONNX Runtime's thread pool rather than in Python.
+    The tiny bundle's model.json and text encoder are reused."""
+    import io
+    import json
+    import shutil
+    import warnings
+
+    import torch
+
+    spec = json.loads((tiny_bundle / "model.json").read_text())
+    channels, size = spec["image"]["channels"], 32
+    tokens, dim = spec["conditioning"]["max_tokens"], spec["conditioning"]["embedding_dim"]
+
+    class BusyUNet(torch.nn.Module):
+        def __init__(self, hidden: int = 32, depth: int = 4) -> None:
+            super().__init__()
+            self.conv_in = torch.nn.Conv2d(channels, hidden, 3, padding=1)
+            self.text_proj = torch.nn.Linear(dim, hidden)
+            self.time_proj = torch.nn.Linear(1, hidden)
+            self.blocks = torch.nn.ModuleList(torch.nn.Conv2d(hidden, hidden, 3, padding=1) for _ in range(depth))
+            self.conv_out = torch.nn.Conv2d(hidden, channels, 3, padding=1)
+
+        def forward(self, x, t, context, context_mask):
+            mask = context_mask[:, :, None]
+            pooled = (context * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            cond = self.text_proj(pooled) + self.time_proj(t.to(torch.float32)[:, None] / 1000.0)
+            h = self.conv_in(x) + cond[:, :, None, None]
+            for block in self.blocks:
+                h = h + block(torch.nn.functional.silu(h))
+            return 0.1 * self.conv_out(torch.nn.functional.silu(h))
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("busy") / "busy"
+    shutil.copytree(tiny_bundle, folder)
+    names = ["x", "t", "context", "context_mask"]
+    example = (torch.zeros(2, channels, size, size), torch.tensor([1, 2]), torch.zeros(2, tokens, dim),
+               torch.ones(2, tokens))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(BusyUNet().eval(), example, buffer, input_names=names, output_names=["eps"],
+                          opset_version=17, dynamo=False, dynamic_axes={n: {0: "N"} for n in [*names, "eps"]})
+    (folder / "unet.onnx").write_bytes(buffer.getvalue())
+    _rewrite_model_json(folder, image={"size": size}, diffusion={"T": 1000},
+                        sampler_defaults={"sampler": "ddpm", "steps": 100})
+    text = (folder / "model.json").read_text().replace('"name": "tiny"', '"name": "busy"')
+    (folder / "model.json").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def nan_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny U-Net with its eps multiplied by NaN (a real ONNX graph whose output is NaN)."""
     import shutil

@@ -90,3 +90,57 @@ def test_qimage_from_array_copies_and_rejects_bad_input() -> None:
         qimage_from_array(np.zeros((2, 2, 3), np.float32))
     with pytest.raises(ValueError, match="C in 1, 3, 4"):
         qimage_from_array(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_a_new_preview_repaints_only_the_image_and_the_screen_shows_it(qtbot) -> None:
+    """Live previews (30/s) repaint just the image's rectangle; what reaches the screen
+    (the window's backing store, not a fresh grab()) is the new image on an intact canvas."""
+    from PySide6.QtCore import QEvent, QObject, QRect
+
+    view = ImageView()
+    qtbot.addWidget(view)
+    view.resize(210, 170)
+    view.show()
+    qtbot.waitExposed(view)
+    painted: list[QRect] = []
+
+    class Spy(QObject):
+        def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+            if event.type() == QEvent.Type.Paint:
+                painted.append(QRect(event.rect()))
+            return False
+
+    def screen() -> np.ndarray:
+        return _pixels(view.screen().grabWindow(view.winId()).toImage())
+
+    spy = Spy()
+    view.installEventFilter(spy)
+    red, green = np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8)
+    red[..., 0], green[..., 1] = 200, 180
+    view.set_image(red)
+    qtbot.waitUntil(lambda: bool(painted))
+    canvas = screen()[2, 2].copy()
+    painted.clear()
+    view.set_image(green)
+    qtbot.waitUntil(lambda: bool(painted))
+    assert painted == [view.image_rect().toAlignedRect()] == [QRect(21, 1, 168, 168)]
+    shown = screen()
+    assert (shown[1:169, 21:189] == (0, 180, 0)).all()
+    assert (shown[:, :21] == canvas).all() and (shown[:, 189:] == canvas).all()
+
+    painted.clear()  # transparent pixels: the canvas under the image must be painted too
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[0, 0] = (0, 0, 255, 255)
+    view.set_image(rgba)
+    qtbot.waitUntil(lambda: bool(painted))
+    shown = screen()
+    assert (shown[10, 30] == (0, 0, 255)).all() and (shown[100, 100] == canvas).all()
+
+    view.set_smooth(True)  # a fractional image rectangle: no stale pixel of an older image survives
+    view.resize(203, 171)
+    view.set_image(red)
+    qtbot.wait(20)
+    view.set_image(green)
+    qtbot.wait(20)
+    colours = {tuple(int(v) for v in px) for px in screen().reshape(-1, 3)}
+    assert (200, 0, 0) not in colours and (0, 180, 0) in colours
