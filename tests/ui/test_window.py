@@ -334,3 +334,32 @@ def test_any_prompt_text_generates_without_errors(qtbot, make_window, isolated_s
     assert dialogs == []
     files = list((isolated_state / "data" / "history").glob("*.png"))
     assert len(files) == 1 and png_meta.read_metadata(files[0])["prompt"] == prompt.strip()
+
+
+def test_default_model_at_start_names_itself_and_its_provider(qtbot, make_window, bundle_copy, monkeypatch, dialogs) -> None:
+    """With a bundle at resources/models/shapes, the window opens on it and says which model
+    runs on which execution provider (title, status bar, model picker)."""
+    import diffusion_studio.ui.main_window as main_window
+    import diffusion_studio.ui.models as models
+
+    default = bundle_copy("shapes")
+    spec = json.loads((default / "model.json").read_text())
+    spec["name"] = "shapes"
+    (default / "model.json").write_text(json.dumps(spec))
+    monkeypatch.setattr(main_window, "default_model_dir", lambda: default)
+    monkeypatch.setattr(models, "default_model_dir", lambda: default)
+    window = make_window(None)
+    model = window.model()
+    assert model is not None and model.is_default and dialogs == []
+    assert window.windowTitle() == "shapes — Diffusion Studio"
+    info = model.provider_info  # CPU here; CUDA where onnxruntime-gpu finds a GPU
+    label = f"{info.device_label} · {info.active}"
+    if info.fallback_reason:  # Auto with a CUDA build that cannot load CUDA: said so, reason in the tooltip
+        label += " (CUDA unavailable)"
+        assert info.fallback_reason in window.deviceLabel.toolTip()
+    assert window.deviceLabel.text() == label
+    assert f"{info.active} (onnxruntime " in window.deviceLabel.toolTip()
+    assert window.modelLabel.text() == f"Model: shapes ({model.bundle.model_hash})"
+    assert window.generateWorkspace.settingsPanel.modelCombo.currentText() == "shapes (default)"
+    assert window.statusBar().currentMessage().startswith("Loaded shapes from ")
+    assert window.app_settings.recent_bundles() == []  # the default model is not a "recent" bundle
