@@ -8,6 +8,8 @@ window geometry, recent bundles) persist in QSettings.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import logging
 from pathlib import Path
 
@@ -85,6 +87,8 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(960, 620)
         self.resize(1280, 800)
 
+        # First launch (nothing saved yet): the form takes the model's own sampler defaults.
+        self._apply_model_defaults = not self.app_settings.qsettings.contains("generate/form")
         self._restore_settings()
         self.open_model(Path(model_path) if model_path else default_model_dir(), startup=True)
 
@@ -124,6 +128,7 @@ class MainWindow(QMainWindow):
             "&Open model bundle…", self.open_model_dialog, QKeySequence.StandardKey.Open, "openModelAction"
         )
         self.loadSettingsAction = self._action("Load settings from &image…", self.load_settings_dialog)
+        self.modelDefaultsAction = self._action("Use the &model's defaults", self.use_model_defaults)
         self.saveAsAction = self._action(
             "&Save image as…", ws.historyPanel.save_selected_as, QKeySequence.StandardKey.Save
         )
@@ -161,6 +166,8 @@ class MainWindow(QMainWindow):
         run_menu = bar.addMenu("&Generate")
         run_menu.addAction(self.generateAction)
         run_menu.addAction(self.cancelAction)
+        run_menu.addSeparator()
+        run_menu.addAction(self.modelDefaultsAction)
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.aboutAction)
 
@@ -252,7 +259,11 @@ class MainWindow(QMainWindow):
                     self._refresh_models()
                 self.show_error("Could not open the model", str(exc))
             return False
+        previous = self._model.folder if self._model is not None else None
         self._set_model(model)
+        if self._apply_model_defaults or (previous is not None and previous != model.folder):
+            self.use_model_defaults()  # a different model: its sampler, steps and guidance
+        self._apply_model_defaults = False
         if not model.is_default:
             self.app_settings.add_recent_bundle(model.folder)
         self._refresh_models()
@@ -262,6 +273,16 @@ class MainWindow(QMainWindow):
         elif fallback:
             self.show_warning("CUDA unavailable", fallback)
         return True
+
+    def use_model_defaults(self) -> None:
+        """Sampler, steps and guidance from the loaded bundle's model.json sampler_defaults."""
+        if self._model is None:
+            return
+        spec = self._model.bundle.spec
+        panel = self.generateWorkspace.settingsPanel
+        current = panel.settings()
+        sampler = getattr(spec.sampler, "value", spec.sampler)
+        panel.set_settings(replace(current, sampler=str(sampler), steps=spec.steps, guidance=spec.guidance))
 
     def _set_model(self, model: LoadedModel) -> None:
         self._model = model

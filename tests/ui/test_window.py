@@ -108,6 +108,7 @@ def test_dropping_a1111_pngs_with_foreign_samplers_and_big_seeds_fills_the_form(
     window = make_window()  # the tiny model has T = 50
     ws = window.generateWorkspace
     panel = ws.settingsPanel
+    panel.samplerCombo.setCurrentIndex(panel.samplerCombo.findData("dpmpp-2m"))  # the tiny model's default is DDIM
     assert panel.settings().sampler == "dpmpp-2m"
     euler = _a1111_png(tmp_path / "euler.png", "Steps: 30, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, "
                        "Seed: 3000000000, Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned, Version: v1.10.1")
@@ -363,3 +364,21 @@ def test_default_model_at_start_names_itself_and_its_provider(qtbot, make_window
     assert window.generateWorkspace.settingsPanel.modelCombo.currentText() == "shapes (default)"
     assert window.statusBar().currentMessage().startswith("Loaded shapes from ")
     assert window.app_settings.recent_bundles() == []  # the default model is not a "recent" bundle
+
+
+def test_first_launch_and_model_switch_take_the_models_sampler_defaults(qtbot, make_window, tiny_bundle, long_bundle) -> None:
+    from diffusion_studio.core.bundle import read_model_json
+
+    tiny, long = read_model_json(tiny_bundle), read_model_json(long_bundle)
+    window = make_window(long_bundle)  # nothing saved yet: the form follows the bundle
+    panel = window.generateWorkspace.settingsPanel
+    assert (panel.settings().sampler, panel.settings().steps) == ("ddpm", 1000) == (long.sampler.value, long.steps)
+    assert panel.settings().guidance == pytest.approx(long.guidance)
+    assert window.open_model(tiny_bundle)  # another model: its defaults
+    assert (panel.settings().sampler, panel.settings().steps) == (tiny.sampler.value, tiny.steps)
+    panel.stepsSpin.setValue(7)
+    window.close()
+    again = make_window(tiny_bundle)  # saved settings win over the defaults on the next launch
+    assert again.generateWorkspace.settingsPanel.settings().steps == 7
+    again.modelDefaultsAction.trigger()
+    assert again.generateWorkspace.settingsPanel.settings().steps == tiny.steps
