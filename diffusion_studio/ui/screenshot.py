@@ -64,8 +64,9 @@ def _dark_palette() -> object:
     return palette
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def isolated_window(model: str | None, size: str, dark: bool) -> tuple[object, object, Path]:
+    """(app, shown MainWindow, scratch folder): settings and history live in a temp folder,
+    so the user's own are never touched."""
     scratch = Path(tempfile.mkdtemp(prefix="diffusion-studio-screenshot-"))
     os.environ["DIFFUSION_STUDIO_DATA_DIR"] = str(scratch / "data")
 
@@ -75,15 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(scratch / "settings"))
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setStyle("Fusion")
-    if args.dark:
+    if dark:
         app.setPalette(_dark_palette())  # type: ignore[arg-type]
 
     from diffusion_studio.ui.main_window import MainWindow
 
-    window = MainWindow(model_path=args.model)
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    window = MainWindow(model_path=model)
+    width, height = (int(v) for v in size.lower().split("x"))
     window.resize(width, height)
     window.show()
+    return app, window, scratch
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    app, window, scratch = isolated_window(args.model, args.size, args.dark)
     ws = window.generateWorkspace
     panel = ws.settingsPanel
     if ws.model() is None:

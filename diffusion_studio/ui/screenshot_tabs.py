@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,27 +59,11 @@ def _save(window: object, out: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    scratch = Path(tempfile.mkdtemp(prefix="diffusion-studio-screenshot-"))
-    os.environ["DIFFUSION_STUDIO_DATA_DIR"] = str(scratch / "data")
+    from diffusion_studio.ui.screenshot import isolated_window
 
-    from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
-
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(scratch / "settings"))
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setStyle("Fusion")
-    if args.dark:
-        from diffusion_studio.ui.screenshot import _dark_palette
-
-        app.setPalette(_dark_palette())  # type: ignore[arg-type]
-
-    from diffusion_studio.ui.main_window import MainWindow
+    app, window, scratch = isolated_window(args.model, args.size, args.dark)
     from diffusion_studio.ui.train_state import TrainForm
 
-    window = MainWindow(model_path=args.model)
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    window.resize(width, height)
-    window.show()
     window.statusBar().clearMessage()
     ok = False
     if args.tab == "forward":
