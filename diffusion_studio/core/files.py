@@ -27,8 +27,8 @@ __all__ = [
     "atomic_write_text",
     "read_json_file",
     "resolve_inside",
-    "sha256_file",
     "sha256_bytes",
+    "sha256_file",
 ]
 
 MAX_JSON_BYTES = 16 * 1024 * 1024  # no JSON file of the app (model.json, reports, sidecars) comes near
