@@ -3,6 +3,9 @@
 Every check names the field and the problem in one sentence, e.g.
 "model.json: field 'diffusion.T' must be a positive integer, got 'abc'."
 The ONNX graphs themselves are checked by `diffusion_studio.inference.bundle_loader`.
+
+Every file of a bundle is confined by its resolved path: `bundle_path` follows symlinks and
+refuses a file that leads outside the bundle folder before anything reads it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from diffusion_studio.core.files import atomic_write_text, sha256_file
+from diffusion_studio.core.files import (
+    atomic_write_text,
+    read_json_file,
+    resolve_inside,
+    sha256_file,
+)
 from diffusion_studio.core.samplers import SamplerKind
 from diffusion_studio.core.schedule import ScheduleKind
 from diffusion_studio.errors import BundleError
@@ -22,24 +31,29 @@ from diffusion_studio.errors import BundleError
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_GUIDANCE",
+    "MAX_T",
     "MODEL_JSON",
-    "ImageSpec",
+    "BundleSpec",
+    "ConditioningSpec",
     "DiffusionSpec",
+    "ImageSpec",
+    "Provenance",
     "SamplerDefaults",
     "UNetSpec",
-    "ConditioningSpec",
-    "Provenance",
-    "BundleSpec",
+    "bundle_path",
     "parse_model_json",
     "read_model_json",
-    "write_model_json",
     "sha256_file",
+    "write_model_json",
 ]
 
 FORMAT = "diffusion-studio-bundle"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 SHARED_TEXT_ENCODER = "shared"
+MAX_T = 100_000        # diffusion steps: the training limit; a schedule holds 11 float64 arrays of T
+MAX_GUIDANCE = 30.0    # default guidance scale: the app's own limit; beyond it images saturate
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 
@@ -206,10 +220,12 @@ class _Checker:
             raise self.fail(prefix + key, f"must be {what}, got {_show(value)}")
         return value
 
-    def number(self, obj: Mapping[str, Any], prefix: str, key: str, lo: float = 0.0) -> float:
+    def number(self, obj: Mapping[str, Any], prefix: str, key: str, lo: float = 0.0, hi: float | None = None) -> float:
         value = self.get(obj, prefix, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lo or value == float("inf"):
             raise self.fail(prefix + key, f"must be a finite number >= {lo:g}, got {_show(value)}")
+        if hi is not None and value > hi:
+            raise self.fail(prefix + key, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
         return float(value)
 
     def string(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False,
@@ -247,6 +263,13 @@ def _is_plain_name(name: str) -> bool:
     return name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name and ":" not in name
 
 
+def _diffusion_steps(c: _Checker, dif: Mapping[str, Any]) -> int:
+    value = c.integer(dif, "diffusion.", "T", lo=1, what="a positive integer")
+    if value > MAX_T:  # a schedule of 10**12 steps cannot be allocated; 10**100 is not even a size
+        raise c.fail("diffusion.T", f"must be at most {MAX_T} (the most steps a schedule can hold), got {_show(value)}")
+    return value
+
+
 def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     """Validate a model.json object and build the BundleSpec; BundleError names the bad field."""
     c = _Checker(where)
@@ -268,7 +291,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
         raise c.fail("image.channels", "must be 1, 3 or 4, got 2")
     dif = c.obj(data, "", "diffusion")
     diffusion = DiffusionSpec(
-        T=c.integer(dif, "diffusion.", "T", lo=1, what="a positive integer"),
+        T=_diffusion_steps(c, dif),
         schedule=ScheduleKind(c.choice(dif, "diffusion.", "schedule", [k.value for k in ScheduleKind])),
         prediction=c.choice(dif, "diffusion.", "prediction", ["epsilon"]),
     )
@@ -277,7 +300,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
         sampler=SamplerKind(c.choice(sd, "sampler_defaults.", "sampler", [k.value for k in SamplerKind])),
         steps=c.integer(sd, "sampler_defaults.", "steps", lo=1, hi=diffusion.T,
                     what=f"an integer from 1 to diffusion.T ({diffusion.T})"),
-        guidance=c.number(sd, "sampler_defaults.", "guidance"),
+        guidance=c.number(sd, "sampler_defaults.", "guidance", hi=MAX_GUIDANCE),
     )
     un = c.obj(data, "", "unet")
     unet = UNetSpec(
@@ -329,21 +352,28 @@ def _model_json_path(folder: str | os.PathLike[str]) -> Path:
     return path if path.name == MODEL_JSON and not path.is_dir() else path / MODEL_JSON
 
 
+def bundle_path(folder: str | os.PathLike[str], name: str, what: str = "") -> Path:
+    """The resolved path of the bundle file `name`; BundleError if it leaves the bundle folder.
+
+    Symlinks are followed: a link to a file outside the folder (or to /etc/passwd) is refused
+    before anything opens it; a link to another file inside the folder is accepted.
+    """
+    return resolve_inside(folder, name, what or f"the bundle file {name!r}", error=BundleError)
+
+
 def read_model_json(folder: str | os.PathLike[str]) -> BundleSpec:
-    """Read and validate `<folder>/model.json` (a path to model.json itself is accepted too)."""
+    """Read and validate `<folder>/model.json` (a path to model.json itself is accepted too).
+
+    The file must resolve inside its folder; it is read with `read_json_file`, so a deep, huge,
+    non-UTF-8 or non-JSON file is one BundleError sentence.
+    """
     path = _model_json_path(folder)
     if not path.parent.is_dir():
         raise BundleError(f"model bundle {str(path.parent)!r} does not exist or is not a folder.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BundleError(f"{str(path.parent)!r} is not a model bundle: it has no {MODEL_JSON}.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BundleError(f"cannot read {str(path)!r}: {getattr(e, 'strerror', None) or e}.") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    if not os.path.lexists(path):
+        raise BundleError(f"{str(path.parent)!r} is not a model bundle: it has no {MODEL_JSON}.")
+    resolved = bundle_path(path.parent, MODEL_JSON, f"the bundle's {MODEL_JSON}")
+    data = read_json_file(resolved, error=BundleError)
     return parse_model_json(data, str(path))
 
 

@@ -161,3 +161,111 @@ def test_sha256_file(tmp_path) -> None:
     big = os.urandom(3 * (1 << 20) + 17)
     p.write_bytes(big)
     assert sha256_file(p) == hashlib.sha256(big).hexdigest()
+
+
+# --- hostile model.json (issue 9) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T", [10**12, 10**100, 100_001])
+def test_huge_T_is_bounded_in_one_sentence(T) -> None:
+    data = copy.deepcopy(VALID)
+    data["diffusion"]["T"] = T
+    shown = json.dumps(T) if len(json.dumps(T)) <= 60 else json.dumps(T)[:57] + "..."
+    with pytest.raises(BundleError) as e:
+        parse_model_json(data)
+    assert str(e.value) == (f"model.json: field 'diffusion.T' must be at most 100000 "
+                            f"(the most steps a schedule can hold), got {shown}.")
+
+
+def test_T_at_the_bound_is_accepted() -> None:
+    data = copy.deepcopy(VALID)
+    data["diffusion"]["T"] = 100_000
+    assert parse_model_json(data).T == 100_000
+
+
+@pytest.mark.parametrize("T, shown", [(True, "true"), (1000.0, "1000.0"), (-3, "-3"), (0, "0"), (None, "null"),
+                                      ("1000", "'1000'"), ([1000], "[1000]")])
+def test_T_of_the_wrong_type_or_sign(T, shown) -> None:
+    data = copy.deepcopy(VALID)
+    data["diffusion"]["T"] = T
+    with pytest.raises(BundleError) as e:
+        parse_model_json(data)
+    assert str(e.value) == f"model.json: field 'diffusion.T' must be a positive integer, got {shown}."
+
+
+def test_huge_default_guidance_is_bounded() -> None:
+    data = copy.deepcopy(VALID)
+    data["sampler_defaults"]["guidance"] = 1e308
+    with pytest.raises(BundleError) as e:
+        parse_model_json(data)
+    assert str(e.value) == "model.json: field 'sampler_defaults.guidance' must be a number from 0 to 30, got 1e+308."
+
+
+def test_deeply_nested_model_json_is_one_sentence(tmp_path) -> None:
+    (tmp_path / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError) as e:
+        read_model_json(tmp_path)
+    assert str(e.value) == (f"{str(tmp_path / 'model.json')!r} nests arrays or objects too deeply to be read "
+                            "(the limit is 64 levels).")
+
+
+def test_model_json_that_is_not_utf8_or_a_file(tmp_path) -> None:
+    (tmp_path / "model.json").write_bytes(b'{"name": "\xff"}')
+    with pytest.raises(BundleError, match=r"model\.json' is not UTF-8 text \(invalid byte at offset 10\)\.$"):
+        read_model_json(tmp_path)
+    (tmp_path / "model.json").unlink()
+    (tmp_path / "model.json").mkdir()
+    with pytest.raises(BundleError, match=r"model\.json' is a folder, not a JSON file\.$"):
+        read_model_json(tmp_path)
+
+
+def test_model_json_symlinked_outside_the_bundle_is_refused_before_reading(tmp_path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(json.dumps(VALID))  # a valid model.json, but not the bundle's
+    (bundle / "model.json").symlink_to(outside)
+    with pytest.raises(BundleError) as e:
+        read_model_json(bundle)
+    assert str(e.value) == (f"the bundle's model.json in {str(bundle)!r} leads outside the folder "
+                            f"(to {str(outside.resolve())!r}); refusing to read it.")
+    (bundle / "model.json").unlink()
+    (bundle / "model.json").symlink_to("/etc/passwd")
+    with pytest.raises(BundleError, match=r"leads outside the folder \(to '/etc/passwd'\); refusing to read it\.$"):
+        read_model_json(bundle / "model.json")
+    (bundle / "model.json").unlink()
+    (bundle / "model.json").symlink_to(tmp_path / "missing.json")  # dangling, outside
+    with pytest.raises(BundleError, match=r"leads outside the folder"):
+        read_model_json(bundle)
+
+
+def test_model_json_symlinked_inside_the_bundle_is_read(tmp_path) -> None:
+    (tmp_path / "model.v1.json").write_text(json.dumps(VALID))
+    (tmp_path / "model.json").symlink_to("model.v1.json")
+    assert read_model_json(tmp_path) == parse_model_json(copy.deepcopy(VALID))
+
+
+def test_bundle_path_confines_names(tmp_path) -> None:
+    from diffusion_studio.core.bundle import bundle_path
+
+    assert bundle_path(tmp_path, "unet.onnx") == (tmp_path / "unet.onnx").resolve()
+    with pytest.raises(BundleError) as e:
+        bundle_path(tmp_path, "../unet.onnx")
+    assert str(e.value) == (f"the bundle file '../unet.onnx' in {str(tmp_path)!r} leads outside the folder "
+                            f"(to {str((tmp_path.parent / 'unet.onnx').resolve())!r}); refusing to read it.")
+
+
+@pytest.mark.parametrize("path, value", [
+    (("unet", "file"), "../unet.onnx"),
+    (("unet", "fp16_file"), "../../etc/passwd"),
+    (("conditioning", "text_encoder"), "../text_encoder.onnx"),
+    (("files", "../validation.json"), {"sha256": "c" * 64, "bytes": 1}),
+])
+def test_dotdot_in_file_names_is_refused(path, value) -> None:
+    data = copy.deepcopy(VALID)
+    _set(data, path, value)
+    with pytest.raises(BundleError) as e:
+        parse_model_json(data)
+    field = ".".join(path)
+    assert str(e.value).startswith(f"model.json: field '{field}' must ")
+    assert "inside the bundle folder" in str(e.value) and str(e.value).endswith(".")
