@@ -4,6 +4,10 @@ Each way a bundle can be wrong is one `BundleError` sentence: a missing or wrong
 model.json (field checks in core.bundle), a missing or altered file (sha256), bytes that
 are not ONNX, graph inputs/outputs whose names, dtypes or fixed dims disagree with
 model.json, and a text encoder other than the one the U-Net was trained with.
+
+Every file is confined by its resolved path (`core.bundle.bundle_path`): model.json, the
+U-Nets and a bundle-local text encoder may be symlinks only to files inside the bundle
+folder; one that leads outside is refused before it is opened, read or hashed.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from typing import Any
 
 import onnxruntime as ort
 
-from diffusion_studio.core.bundle import BundleSpec, read_model_json
+from diffusion_studio.core.bundle import BundleSpec, bundle_path, read_model_json
 from diffusion_studio.core.files import sha256_file
 from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session, cuda_unusable_reason
 from diffusion_studio.inference.session import INPUT_NAMES, OUTPUT_NAME, OrtDenoiser
-from diffusion_studio.inference.text import ENCODER_FILE, TOKENIZER_FILE, TextEncoder
+from diffusion_studio.inference.text import ENCODER_FILE, INFO_FILE, TOKENIZER_FILE, TextEncoder
 from diffusion_studio import paths
 from diffusion_studio.paths import text_encoder_dir
 
@@ -103,7 +107,7 @@ def _check_folder(path: Path) -> Path:
         raise BundleError(f"The model bundle {path} does not exist.")
     if not path.is_dir():
         raise BundleError(f"The model bundle {path} is not a folder (a bundle is a folder with model.json).")
-    if not (path / MODEL_JSON).is_file():
+    if not os.path.lexists(path / MODEL_JSON):  # a symlink is judged by read_model_json (confinement)
         raise BundleError(f"The folder {path} is not a model bundle: it has no {MODEL_JSON}.")
     return path
 
@@ -112,7 +116,7 @@ def _checked_file(folder: Path, name: str, files: dict[str, Any], what: str) -> 
     """The file's path and sha256, after checking it exists and matches model.json `files`."""
     if Path(name).name != name:
         raise BundleError(f"model.json names the {what} {name!r}, which is not a file name inside the bundle.")
-    path = folder / name
+    path = bundle_path(folder, name, f"the {what} {name!r}")  # resolved; refused if it leaves the folder
     if not path.is_file():
         raise BundleError(f"The bundle {folder} lacks its {what} {name} (named in model.json).")
     facts = files.get(name)
@@ -210,6 +214,8 @@ def _text_encoder(folder: Path, spec: BundleSpec) -> TextEncoder:
     elif choice == ENCODER_FILE:
         directory = folder
         where = f"the bundle's text encoder in {folder}"
+        for name in (ENCODER_FILE, TOKENIZER_FILE, INFO_FILE):  # refused before anything reads them
+            bundle_path(folder, name, f"the text encoder file {name!r}")
     else:
         raise BundleError(
             f"model.json names the text encoder {choice!r}; use 'shared' or {ENCODER_FILE!r} (with {TOKENIZER_FILE})."
@@ -222,7 +228,7 @@ def _text_encoder(folder: Path, spec: BundleSpec) -> TextEncoder:
     with _ENCODERS_LOCK:
         encoder = _ENCODERS.get(key)
         if encoder is None:
-            encoder = TextEncoder(directory, max_tokens=spec.max_tokens)
+            encoder = TextEncoder(directory, max_tokens=spec.max_tokens, confine=choice != "shared")
             _ENCODERS[key] = encoder
     if spec.text_encoder_sha256 and encoder.sha256 != spec.text_encoder_sha256.lower():
         raise BundleError(

@@ -9,7 +9,6 @@ unconditional input of classifier-free guidance ([CLS] [SEP]).
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import warnings
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffusion_studio.core.files import read_json_file, resolve_inside
 from diffusion_studio.errors import BundleError
 from diffusion_studio.paths import text_encoder_dir
 
@@ -27,10 +27,27 @@ INFO_FILE = "encoder.json"
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise BundleError(f"The text encoder file {path} cannot be read ({exc.strerror or type(exc).__name__}).") from None
     return digest.hexdigest()
+
+
+def _confined(folder: Path, name: str) -> Path:
+    return resolve_inside(folder, name, f"the text encoder file {name!r}", error=BundleError)
+
+
+def _read_info(path: Path) -> dict[str, object]:
+    """encoder.json (facts about the encoder, optional): a JSON object, or one BundleError sentence."""
+    if not path.exists():
+        return {}
+    info = read_json_file(path, f"the text encoder's {INFO_FILE}", error=BundleError)
+    if not isinstance(info, dict):
+        raise BundleError(f"the text encoder's {INFO_FILE} {str(path)!r} must hold a JSON object, got {type(info).__name__}.")
+    return info
 
 
 class TextEncoder:
@@ -42,17 +59,22 @@ class TextEncoder:
         max_tokens: int = 32,
         providers: Sequence[str] | None = None,
         cache_size: int = 50_000,
+        confine: bool = False,
     ) -> None:
+        """`confine=True` (a bundle's own encoder) refuses files whose resolved path leaves `directory`."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         folder = Path(directory) if directory is not None else text_encoder_dir()
-        encoder_path, tokenizer_path = folder / ENCODER_FILE, folder / TOKENIZER_FILE
+        encoder_path, tokenizer_path, info_path = (
+            _confined(folder, name) if confine else folder / name for name in (ENCODER_FILE, TOKENIZER_FILE, INFO_FILE)
+        )
         for path in (encoder_path, tokenizer_path):
             if not path.is_file():
                 raise BundleError(f"The text encoder file {path} is missing.")
         if not 2 <= max_tokens <= 512:
             raise BundleError(f"max_tokens must be between 2 and 512, got {max_tokens}.")
+        self.info = _read_info(info_path)  # before the slow steps: a bad encoder.json fails at once
         self.directory = folder
         self.max_tokens = int(max_tokens)
         self.sha256 = file_sha256(encoder_path)
@@ -73,8 +95,6 @@ class TextEncoder:
         except Exception as exc:
             raise BundleError(f"The text encoder {encoder_path} is not a valid ONNX model.") from exc
         self.embedding_dim = int(self._session.get_outputs()[0].shape[-1])
-        info_path = folder / INFO_FILE
-        self.info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()

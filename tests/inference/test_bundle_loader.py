@@ -222,3 +222,168 @@ def test_fp16_graph_is_preferred_only_where_cuda_loads(tiny_bundle, monkeypatch)
     assert bundle_loader.prefer_fp16(with_fp16, "auto") and bundle_loader.prefer_fp16(with_fp16, "cuda")
     assert not bundle_loader.prefer_fp16(with_fp16, "cpu")
     assert not bundle_loader.prefer_fp16(spec, "cuda")  # no fp16 file declared
+
+
+# --- confinement by resolved path and hostile JSON (issue 9) ----------------------------------
+
+
+def _spy_reads(monkeypatch) -> list[str]:
+    """Record every path that sha256_file hashes or ONNX Runtime opens during load_bundle."""
+    seen: list[str] = []
+    real_hash, real_create = bundle_loader.sha256_file, bundle_loader.create_session
+    monkeypatch.setattr(bundle_loader, "sha256_file", lambda p: seen.append(str(p)) or real_hash(p))
+    monkeypatch.setattr(bundle_loader, "create_session",
+                        lambda p, *a, **k: seen.append(str(p)) or real_create(p, *a, **k))
+    return seen
+
+
+def test_unet_symlinked_outside_the_bundle_is_refused_before_reading(bundle_copy, tmp_path, monkeypatch):
+    folder = bundle_copy()
+    outside = tmp_path / "outside.onnx"
+    (folder / "unet.onnx").rename(outside)  # the very same bytes: the hash in model.json still matches
+    (folder / "unet.onnx").symlink_to(outside)
+    seen = _spy_reads(monkeypatch)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"the U-Net file 'unet.onnx' in {str(folder)!r} leads outside the folder "
+                               f"(to {str(outside.resolve())!r}); refusing to read it.")
+    assert seen == []
+
+
+def test_unet_symlinked_to_etc_passwd_is_not_hashed(bundle_copy, monkeypatch):
+    folder = bundle_copy()
+    (folder / "unet.onnx").unlink()
+    (folder / "unet.onnx").symlink_to("/etc/passwd")
+    seen = _spy_reads(monkeypatch)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"the U-Net file 'unet.onnx' in {str(folder)!r} leads outside the folder "
+                               "(to '/etc/passwd'); refusing to read it.")
+    assert seen == []
+
+
+def test_fp16_unet_symlinked_outside_is_refused(bundle_copy, tmp_path):
+    folder = bundle_copy()
+    (tmp_path / "other.onnx").write_bytes((folder / "unet.onnx").read_bytes())
+    (folder / "unet.fp16.onnx").symlink_to(tmp_path / "other.onnx")
+    _edit_model_json(folder, lambda d: d["unet"].update(fp16_file="unet.fp16.onnx"))
+    _rehash_with(folder, "unet.fp16.onnx")
+    with pytest.raises(BundleError, match=r"^the fp16 U-Net file 'unet\.fp16\.onnx' in .* leads outside the folder"):
+        load_bundle(folder, device="cpu")
+
+
+def _rehash_with(folder: Path, name: str) -> None:
+    raw = (folder / name).read_bytes()
+    _edit_model_json(folder, lambda d: d["files"].update({name: {"sha256": hashlib.sha256(raw).hexdigest(),
+                                                                  "bytes": len(raw)}}))
+
+
+def test_model_json_symlinked_outside_is_refused(bundle_copy, tmp_path):
+    folder = bundle_copy()
+    outside = tmp_path / "model.json"
+    (folder / "model.json").rename(outside)
+    (folder / "model.json").symlink_to(outside)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"the bundle's model.json in {str(folder)!r} leads outside the folder "
+                               f"(to {str(outside.resolve())!r}); refusing to read it.")
+
+
+def test_symlinks_inside_the_bundle_are_allowed(bundle_copy):
+    folder = bundle_copy()
+    (folder / "weights").mkdir()
+    (folder / "unet.onnx").rename(folder / "weights" / "unet-v1.onnx")
+    (folder / "unet.onnx").symlink_to(Path("weights") / "unet-v1.onnx")
+    (folder / "model.json").rename(folder / "model.v1.json")
+    (folder / "model.json").symlink_to("model.v1.json")
+    bundle = load_bundle(folder, device="cpu")
+    assert bundle.name == "tiny"
+    assert bundle.model_hash == hashlib.sha256((folder / "weights" / "unet-v1.onnx").read_bytes()).hexdigest()[:10]
+
+
+def test_bundle_reached_through_a_symlinked_folder_loads(bundle_copy, tmp_path):
+    folder = bundle_copy()
+    link = tmp_path / "link-to-bundle"
+    link.symlink_to(folder)
+    assert load_bundle(link, device="cpu").folder == folder.resolve()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("file", "../unet.onnx"), ("file", "/etc/passwd"), ("fp16_file", "../../etc/passwd"),
+])
+def test_dotdot_and_absolute_unet_names_are_refused(bundle_copy, field, value):
+    folder = bundle_copy()
+    _edit_model_json(folder, lambda d: d["unet"].update({field: value}))
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"{folder / 'model.json'}: field 'unet.{field}' must be a file name inside "
+                               f"the bundle folder, got {value!r}.")
+
+
+def test_dotdot_text_encoder_name_is_refused(bundle_copy):
+    folder = bundle_copy()
+    _edit_model_json(folder, lambda d: d["conditioning"].update(text_encoder="../text_encoder.onnx"))
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"{folder / 'model.json'}: field 'conditioning.text_encoder' must be 'shared' or a "
+                               "file name inside the bundle folder, got '../text_encoder.onnx'.")
+
+
+def _local_encoder(folder: Path) -> None:
+    from diffusion_studio.paths import text_encoder_dir
+
+    for name in ("text_encoder.onnx", "tokenizer.json", "encoder.json"):
+        shutil.copy(text_encoder_dir() / name, folder / name)
+    _edit_model_json(folder, lambda d: d["conditioning"].update(text_encoder="text_encoder.onnx"))
+
+
+@pytest.mark.parametrize("name", ["text_encoder.onnx", "tokenizer.json", "encoder.json"])
+def test_bundle_text_encoder_files_symlinked_outside_are_refused(bundle_copy, tmp_path, name):
+    folder = bundle_copy()
+    _local_encoder(folder)
+    outside = tmp_path / f"outside-{name}"
+    (folder / name).rename(outside)
+    (folder / name).symlink_to(outside)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"the text encoder file {name!r} in {str(folder)!r} leads outside the folder "
+                               f"(to {str(outside.resolve())!r}); refusing to read it.")
+
+
+def test_bundle_text_encoder_with_invalid_encoder_json(bundle_copy):
+    folder = bundle_copy()
+    _local_encoder(folder)
+    (folder / "encoder.json").write_text('{"model": "minilm",\n "embedding_dim": }')
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"the text encoder's encoder.json {str((folder / 'encoder.json').resolve())!r} "
+                               "is not valid JSON: Expecting value at line 2, column 19.")
+
+
+def test_bundle_text_encoder_with_encoder_json_not_an_object(bundle_copy):
+    folder = bundle_copy()
+    _local_encoder(folder)
+    (folder / "encoder.json").write_text("[1, 2]")
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"the text encoder's encoder.json {str((folder / 'encoder.json').resolve())!r} "
+                               "must hold a JSON object, got list.")
+
+
+def test_hostile_model_json_deep_nesting(bundle_copy):
+    folder = bundle_copy()
+    (folder / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value) == (f"{str((folder / 'model.json').resolve())!r} nests arrays or objects too deeply "
+                               "to be read (the limit is 64 levels).")
+
+
+@pytest.mark.parametrize("T", [10**12, 10**100])
+def test_hostile_model_json_huge_T(bundle_copy, T):
+    folder = bundle_copy()
+    _edit_model_json(folder, lambda d: d["diffusion"].update(T=T))
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert str(info.value).startswith(f"{folder / 'model.json'}: field 'diffusion.T' must be at most 100000 "
+                                      "(the most steps a schedule can hold), got 1")

@@ -53,3 +53,43 @@ def test_missing_files_raise_bundle_error(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(BundleError):
         TextEncoder(tmp_path)
+
+
+def _linked_encoder_folder(folder: Path) -> Path:
+    """A folder whose encoder and tokenizer are symlinks to the shared ones (no 45 MB copy)."""
+    from diffusion_studio.paths import text_encoder_dir
+
+    for name in ("text_encoder.onnx", "tokenizer.json"):
+        (folder / name).symlink_to(text_encoder_dir() / name)
+    return folder
+
+
+def test_invalid_encoder_json_is_one_sentence(tmp_path: Path) -> None:
+    folder = _linked_encoder_folder(tmp_path)
+    (folder / "encoder.json").write_text('{"embedding_dim": 384,')
+    with pytest.raises(BundleError) as e:
+        TextEncoder(folder)
+    assert str(e.value) == (f"the text encoder's encoder.json {str(folder / 'encoder.json')!r} is not valid JSON: "
+                            "Expecting property name enclosed in double quotes at line 1, column 23.")
+    (folder / "encoder.json").write_text('"just a string"')
+    with pytest.raises(BundleError) as e:
+        TextEncoder(folder)
+    assert str(e.value) == (f"the text encoder's encoder.json {str(folder / 'encoder.json')!r} "
+                            "must hold a JSON object, got str.")
+
+
+def test_encoder_json_is_read(tmp_path: Path) -> None:
+    folder = _linked_encoder_folder(tmp_path)
+    (folder / "encoder.json").write_text('{"model": "m", "embedding_dim": 384}')
+    assert TextEncoder(folder, max_tokens=8).info == {"model": "m", "embedding_dim": 384}
+
+
+def test_confined_encoder_refuses_files_outside_its_folder(tmp_path: Path) -> None:
+    from diffusion_studio.paths import text_encoder_dir
+
+    folder = _linked_encoder_folder(tmp_path)
+    with pytest.raises(BundleError) as e:
+        TextEncoder(folder, confine=True)
+    target = (text_encoder_dir() / "text_encoder.onnx").resolve()
+    assert str(e.value) == (f"the text encoder file 'text_encoder.onnx' in {str(folder)!r} leads outside the folder "
+                            f"(to {str(target)!r}); refusing to read it.")
