@@ -53,7 +53,7 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 SHARED_TEXT_ENCODER = "shared"
 MAX_T = 100_000        # diffusion steps: the training limit; a schedule holds 11 float64 arrays of T
-MAX_GUIDANCE = 30.0    # default guidance scale: the app's own limit; beyond it images saturate
+MAX_GUIDANCE = 100.0   # default guidance scale: the training limit (sample_guidance); 1e308 saturates
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 

@@ -198,7 +198,7 @@ def test_huge_default_guidance_is_bounded() -> None:
     data["sampler_defaults"]["guidance"] = 1e308
     with pytest.raises(BundleError) as e:
         parse_model_json(data)
-    assert str(e.value) == "model.json: field 'sampler_defaults.guidance' must be a number from 0 to 30, got 1e+308."
+    assert str(e.value) == "model.json: field 'sampler_defaults.guidance' must be a number from 0 to 100, got 1e+308."
 
 
 def test_deeply_nested_model_json_is_one_sentence(tmp_path) -> None:
