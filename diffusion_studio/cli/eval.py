@@ -5,11 +5,13 @@ names them) against the quality bar of issue 6, the variety of omitted attribute
 time per image. It always writes the full report (with every sample) atomically as JSON: to
 `--json OUT.json`, else to `eval-<bundle name>-<sampler>-<steps>.json` in the current folder.
 `--summarize A.json B.json` prints a Markdown table comparing such reports (for a model card).
+Every path is checked before anything is generated: a bad one is exit 2 and one sentence.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -34,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=300, help="number of prompts (default 300)")
     p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="default: the bundle's")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale w (default: the bundle's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="guidance scale w, 0..100 (default: the bundle's)")  # core.bundle.MAX_GUIDANCE
     p.add_argument("--seed", type=int, default=0, help="prompt draw and sampling seed (image i uses seed + i)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
@@ -49,44 +52,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from diffusion_studio.core.bundle import MAX_GUIDANCE
+
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}.")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}.")
-    if args.guidance is not None and not args.guidance >= 0:  # also rejects NaN
-        raise UsageError(f"--guidance must be at least 0, got {args.guidance}.")
+    if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:  # also rejects NaN
+        raise UsageError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got {args.guidance}.")
     if args.seed < 0:
         raise UsageError(f"--seed must be at least 0, got {args.seed}.")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if args.latency_images < 0:
         raise UsageError(f"--latency-images must be at least 0, got {args.latency_images}.")
+    try:
+        _check_paths(args)
+    except OSError as exc:  # e.g. a name too long for the file system, a parent folder without access
+        too_long = exc.errno == errno.ENAMETOOLONG
+        reason = "a name in it is too long" if too_long else exc.strerror or type(exc).__name__
+        raise UsageError(f"Cannot use the path {exc.filename or 'given'} ({reason}).") from None
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    from diffusion_studio.cli.generate import check_file_name
+
     if args.json is not None:
+        check_file_name(args.json, "report file")
         if args.json.is_dir():
             raise UsageError(f"--json {args.json} is a folder; give a file name.")
         if not args.json.parent.resolve().is_dir():
             raise UsageError(f"The folder of --json {args.json} does not exist.")
+        _check_writable_folder(args.json.parent, f"Cannot write the report {args.json}")
     else:
-        _check_writable_folder(Path.cwd())
+        cwd = Path.cwd()
+        _check_writable_folder(cwd, f"Cannot write the report into the current folder {cwd}", "; pass --json OUT.json")
     if args.save_images is not None and args.save_images.exists() and not args.save_images.is_dir():
         raise UsageError(f"--save-images {args.save_images} exists and is not a folder.")
 
 
-def _check_writable_folder(folder: Path) -> None:
-    """UsageError unless a file can be created in `folder` (probed with a temp file, removed again)."""
+def _check_writable_folder(folder: Path, failure: str, advice: str = "") -> None:
+    """UsageError `failure (reason)advice.` unless a file can be created in `folder` (a probe, removed again)."""
     probe = folder / f".eval-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         probe.write_bytes(b"")
     except OSError as exc:
-        raise UsageError(f"Cannot write the report into the current folder {folder} ({exc.strerror or exc}); "
-                         "pass --json OUT.json.") from None
+        raise UsageError(f"{failure} ({exc.strerror or exc}){advice}.") from None
     probe.unlink(missing_ok=True)
 
 
 def default_json_path(report: dict) -> Path:
     """eval-<bundle name>-<sampler>-<steps>.json in the current folder (name made file-safe)."""
     settings = report["settings"]
-    name = re.sub(r"[^\w.+-]+", "_", str(report.get("model") or "model")).strip("._") or "model"
+    name = re.sub(r"[^\w.+-]+", "_", str(report.get("model") or "model")).strip("._")[:80] or "model"
     return Path(f"eval-{name}-{settings['sampler']}-{settings['steps']}.json")
 
 

@@ -5,11 +5,16 @@ to the bundled one. The output path is checked before anything is generated, and
 written atomically. A batch of N writes OUT-0.png … OUT-{N-1}.png (image i has seed + i)
 or, with --grid, one grid image. The sampler options (--eta, --ddpm-variance, --no-clip) and
 img2img (--init-image, --strength) go into the PNG metadata with everything else.
+
+A prompt whose bytes are not valid UTF-8 (a terminal in another encoding) is not refused:
+each undecodable byte becomes U+FFFD, a note on stderr says so, and the metadata records the
+text the model saw. Refusing would leave the user with nothing to fix but their terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
 
 DEFAULT_OUTPUT = "generated.png"
 DEFAULT_STRENGTH = 0.75  # img2img default when --init-image is given without --strength
+TEMP_SUFFIX_RESERVE = 16  # bytes of a file name kept for the atomic write's ".tmp-<pid>" suffix
+NAME_MAX_FALLBACK = 255  # ext4, APFS, NTFS; used where os.pathconf cannot tell
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,12 +41,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="generate image(s) from a prompt and write PNG(s) with metadata",
         description="Generate images from a text prompt with an ONNX model bundle.",
     )
-    p.add_argument("prompt", help="what to draw (any length; long prompts are truncated by the tokenizer)")
-    p.add_argument("--negative", default="", metavar="TEXT", help="negative prompt (replaces the unconditional prompt)")
+    p.add_argument("prompt", help="what to draw (any length; long prompts are truncated by the tokenizer; "
+                   "bytes that are not valid UTF-8 are replaced with U+FFFD, with a note)")
+    p.add_argument("--negative", default="", metavar="TEXT",
+                   help="negative prompt (replaces the unconditional prompt; invalid UTF-8 as for PROMPT)")
     p.add_argument("--model", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
     p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp-2m"), help="default: the bundle's")
     p.add_argument("--steps", type=int, metavar="N", help="sampler steps, 1..T (default: the bundle's)")
-    p.add_argument("--guidance", type=float, metavar="W", help="classifier-free guidance scale >= 0")
+    p.add_argument("--guidance", type=float, metavar="W",
+                   # core.bundle.MAX_GUIDANCE (a test keeps them equal; importing it here would load numpy)
+                   help="classifier-free guidance scale, 0..100 (default: the bundle's)")
     p.add_argument("--seed", type=int, metavar="N", help="noise seed (default: random, printed and stored)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="images to generate (seeds seed..seed+N-1)")
     p.add_argument("--grid", action="store_true", help="write a batch as one grid image")
@@ -64,11 +75,38 @@ def output_paths(output: Path, batch: int, grid: bool) -> list[Path]:
     return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(batch)]
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of `folder` takes."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or the folder is missing
+        return NAME_MAX_FALLBACK
+
+
+def check_file_name(path: Path, what: str = "output file") -> None:
+    """UsageError if the name of `path`, with room for a temp suffix, is too long for its folder."""
+    size = len(os.fsencode(path.name))
+    limit = _name_max(path.parent) - TEMP_SUFFIX_RESERVE
+    if size > limit:
+        raise UsageError(f"The {what} name {path.name[:20]}… is {size} bytes long; use at most {limit}.")
+
+
 def check_writable(paths: list[Path]) -> None:
     """UsageError unless every path can be written; probes the folder with a temp file, leaves nothing."""
     output = paths[0]
     if output.suffix.lower() != ".png":
         raise UsageError(f"The output file must end in .png, got {str(output)!r}.")
+    check_file_name(max(paths, key=lambda path: len(os.fsencode(path.name))))
+    try:
+        _check_writable(paths)
+    except OSError as exc:  # e.g. ENAMETOOLONG for a folder name, EACCES on a parent folder
+        too_long = exc.errno == errno.ENAMETOOLONG
+        reason = "a name in it is too long" if too_long else exc.strerror or type(exc).__name__
+        raise UsageError(f"Cannot use the output path {output} ({reason}).") from None
+
+
+def _check_writable(paths: list[Path]) -> None:
+    output = paths[0]
     for path in paths:
         if path.is_dir():
             raise UsageError(f"The output {path} is a folder; give a file name ending in .png.")
@@ -77,7 +115,7 @@ def check_writable(paths: list[Path]) -> None:
         raise UsageError(f"The output folder {folder} does not exist.")
     if not folder.is_dir():
         raise UsageError(f"The output's parent {folder} is not a folder.")
-    probe = folder / f".{output.name}.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    probe = folder / f".probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         probe.write_bytes(b"")
     except OSError as exc:
@@ -93,20 +131,14 @@ def check_writable(paths: list[Path]) -> None:
 
 
 def open_init_image(path: Path) -> Image.Image:
-    """The image file decoded by Pillow (EXIF rotation applied); UsageError if it is not an image."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The image file decoded by Pillow (EXIF rotation applied); UsageError if it is not an image.
 
-    if not path.exists():
-        raise UsageError(f"The init image {path} does not exist.")
-    if not path.is_file():
-        raise UsageError(f"The init image {path} is not a file.")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a readable PNG or JPG image"
-        raise UsageError(f"The init image {path} cannot be read ({reason}).") from None
+    A very large photo is accepted (it is scaled down to the model's size); one beyond Pillow's
+    decompression-bomb limit is refused with a sentence (see `core.png_meta.read_image`).
+    """
+    from diffusion_studio.core.png_meta import read_image
+
+    return read_image(path, "The init image")
 
 
 def init_image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
@@ -151,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from diffusion_studio.core.png_meta import write_png
     from diffusion_studio.inference.bundle_loader import load_bundle
     from diffusion_studio.inference.pipeline import BATCH_MAX, GenerationRequest, Pipeline
+    from diffusion_studio.inference.text import replace_undecodable
 
     if not 1 <= args.batch <= BATCH_MAX:  # before the model loads: it decides the file names
         raise UsageError(f"Batch must be an integer between 1 and {BATCH_MAX}, got {args.batch}.")
@@ -169,10 +202,12 @@ def run(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline(bundle)
     init = None if init_file is None else init_image_array(init_file, bundle.image_size, bundle.channels)
+    prompt, bad_in_prompt = replace_undecodable(args.prompt)  # bytes of argv that are not UTF-8
+    negative, bad_in_negative = replace_undecodable(args.negative)
     request = pipeline.resolve(
         GenerationRequest(
-            prompt=args.prompt,
-            negative_prompt=args.negative,
+            prompt=prompt,
+            negative_prompt=negative,
             sampler=args.sampler,
             steps=args.steps,
             guidance=args.guidance,
@@ -186,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
             clip_x0=args.clip_x0,
         )
     )
+    for label, count in (("prompt", bad_in_prompt), ("negative prompt", bad_in_negative)):
+        if count:  # said only now, after every check passed: an error stays the only line
+            _say(f"note: the {label} is not valid UTF-8; {count} undecodable byte{'s' if count > 1 else ''} "
+                 "became U+FFFD (\ufffd).", sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = pipeline.generate(request)

@@ -14,6 +14,9 @@ Two text chunks are written:
 `read_metadata` returns the JSON dict when it exists, else parses `parameters` (or, as a
 last resort, a ComfyUI `prompt` graph). Metadata dicts use our names: prompt,
 negative_prompt, steps, sampler, guidance, seed, width, height, model, model_hash, …
+
+`read_image` decodes any image file (an img2img start, a forward-process source) with one
+sentence for every way it can fail, Pillow's decompression-bomb guard included.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import io
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from diffusion_studio.core.files import atomic_write_bytes
 from diffusion_studio.core.samplers import SAMPLER_LABELS, parse_sampler
@@ -40,6 +44,7 @@ __all__ = [
     "encode_png",
     "write_png",
     "read_metadata",
+    "read_image",
 ]
 
 PARAMETERS_KEY = "parameters"
@@ -239,15 +244,19 @@ def _text_chunks(path_or_bytes: str | os.PathLike[str] | bytes) -> dict[str, str
     else:
         source, name = path_or_bytes, repr(str(path_or_bytes))
     try:
-        with Image.open(source) as im:
-            if im.format != "PNG":
-                raise UsageError(f"{name} is not a PNG image.")
-            im.load()  # text chunks after the image data are read here
-            return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+        with warnings.catch_warnings():  # only the text is kept: a large image is no concern here
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                if im.format != "PNG":
+                    raise UsageError(f"{name} is not a PNG image.")
+                im.load()  # text chunks after the image data are read here
+                return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
     except UsageError:
         raise
     except FileNotFoundError:
         raise UsageError(f"{name} does not exist.") from None
+    except Image.DecompressionBombError:
+        raise UsageError(f"{name} is too large to read ({_bomb_limit()}).") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UsageError(f"{name} is not a readable PNG image ({e}).") from None
 
@@ -268,3 +277,34 @@ def read_metadata(path_or_bytes: str | os.PathLike[str] | bytes) -> dict[str, An
     if "prompt" in chunks:
         return _parse_comfyui_prompt(chunks["prompt"])
     return {}
+
+
+def _bomb_limit() -> str:
+    limit = Image.MAX_IMAGE_PIXELS
+    return "more pixels than Pillow's safety limit" if limit is None else f"more than {2 * limit:,} pixels"
+
+
+def read_image(path: str | os.PathLike[str], what: str = "The image") -> Image.Image:
+    """Decode an image file (PNG, JPEG, …) with its EXIF rotation applied; UsageError with one
+    sentence, starting with `what` and the path, if it cannot be read.
+
+    Pillow's decompression-bomb guard stays on: more than 2 × `Image.MAX_IMAGE_PIXELS` pixels
+    (≈179 megapixels) is refused. Between one and two times that limit (a large camera photo)
+    the image is read without Pillow's warning: every caller scales it down to the model's size.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return ImageOps.exif_transpose(image)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist.") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is not a file.") from None
+    except Image.DecompressionBombError:
+        raise UsageError(f"{what} {path} is too large to read ({_bomb_limit()}).") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        strerror = exc.strerror if isinstance(exc, OSError) else None
+        raise UsageError(f"{what} {path} cannot be read ({strerror or 'not a readable image file'}).") from None

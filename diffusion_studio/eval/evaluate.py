@@ -91,7 +91,7 @@ def evaluate(
 
 
 def evaluate_bundle(
-    bundle: Path | str,
+    bundle: Path | str | None,
     *,
     n: int = DEFAULT_N,
     sampler: str | None = None,
@@ -104,7 +104,8 @@ def evaluate_bundle(
     save_images: Path | str | None = None,
     progress: ProgressFn | None = None,
 ) -> dict:
-    """Load a bundle and evaluate it on n prompts drawn with `seed` (image i: seed + i).
+    """Load a bundle (None: the shipped default model) and evaluate it on n prompts drawn with
+    `seed` (image i: seed + i).
 
     `latency_images` images are also made one at a time through `Pipeline.generate`
     (the app's path, batch 1) to report the time a user waits for one image.
@@ -117,14 +118,14 @@ def evaluate_bundle(
     if isinstance(latency_images, bool) or not isinstance(latency_images, int) or latency_images < 0:
         raise UsageError(f"latency_images must be a non-negative integer, got {latency_images!r}.")
     prompts = draw_prompts(n, seed)
-    loaded = load_bundle(Path(bundle), device=device)
+    loaded = load_bundle(bundle, device=device)  # None: the shipped default model
     if loaded.channels != 3:
         raise UsageError(f"The evaluation needs an RGB Shapes model; this bundle has {loaded.channels} channel(s).")
     pipeline = Pipeline(loaded)
     generator = PipelineGenerator(pipeline, sampler, steps, guidance)
     report: dict = {
         "report_version": REPORT_VERSION,
-        "bundle": str(Path(bundle).resolve()),
+        "bundle": str(loaded.folder),  # resolved
         "model": loaded.name,
         "model_hash": loaded.model_hash,
         "provider": pipeline.provider_info.active,

@@ -103,8 +103,58 @@ def read_report(path: Path) -> dict:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise UsageError(f"Cannot read the report {path}: {exc.strerror or exc}.") from None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested too deep for the parser
         raise UsageError(f"{path} is not a JSON evaluation report.") from None
     if not isinstance(report, dict) or not {"attributes", "variety", "timing", "n"} <= set(report):
         raise UsageError(f"{path} is not an evaluation report written by 'diffusion-studio eval --json'.")
+    check_report_fields(report, path)
     return report
+
+
+_NUMBER, _OPTIONAL_NUMBER = (int, float), (int, float, type(None))
+_MISSING = object()
+# Every field `markdown_table` reads, with the JSON types it takes; `optional` ones may be missing.
+_TABLE_FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
+    ("n", (int,), False),
+    ("settings", (dict,), True),
+    ("settings.sampler", (str,), True),
+    ("settings.steps", (int,), True),
+    ("settings.guidance", _NUMBER, True),
+    ("timing", (dict,), False),
+    ("timing.seconds_per_image", _NUMBER, False),
+    ("timing.batch_size", (int,), False),
+    ("timing.seconds_per_image_batch1", _OPTIONAL_NUMBER, True),
+    *((f"attributes.{a}.{key}", kinds, False) for a in ("color", "shape", "size", "position", "background")
+      for key, kinds in (("accuracy", _OPTIONAL_NUMBER), ("pass", (bool,)), ("bar", _NUMBER))),
+    *((f"variety.{a}.{key}", kinds, False) for a in ("size", "position", "background")
+      for key, kinds in (("found", (int,)), ("normalized_entropy", _NUMBER))),
+)
+
+
+def _json_kind(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "an object",
+            list: "a list", type(None): "null"}.get(kind, kind.__name__)
+
+
+def check_report_fields(report: dict, path: Path | str) -> None:
+    """UsageError with one sentence naming the first field `markdown_table` needs that is missing
+    or has the wrong JSON type (true/false is not a number here)."""
+    for dotted, kinds, optional in _TABLE_FIELDS:
+        value: object = report
+        keys = dotted.split(".")
+        for depth, key in enumerate(keys):
+            if not isinstance(value, dict):
+                parent = ".".join(keys[:depth])
+                raise UsageError(f"{path} is not a valid evaluation report: the field {parent!r} must be an object, "
+                                 f"got {_json_kind(type(value))}.")
+            value = value.get(key, _MISSING)
+            if value is _MISSING:
+                break
+        if value is _MISSING:
+            if optional:
+                continue
+            raise UsageError(f"{path} is not a complete evaluation report: the field {dotted!r} is missing.")
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            expected = " or ".join(_json_kind(k) for k in kinds if not (k is int and float in kinds))
+            raise UsageError(f"{path} is not a valid evaluation report: the field {dotted!r} must be {expected}, "
+                             f"got {_json_kind(type(value))}.")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import from_uint8, to_uint8
 from diffusion_studio.core.samplers import SamplerKind
@@ -24,6 +25,7 @@ from diffusion_studio.core.sampling import Step, sample
 from diffusion_studio.errors import ModelOutputError, UsageError
 from diffusion_studio.inference.providers import ProviderInfo
 from diffusion_studio.inference.seeds import SEED_MAX, batch_rng, check_seed, random_seed
+from diffusion_studio.inference.text import replace_undecodable
 
 if TYPE_CHECKING:
     from diffusion_studio.inference.bundle_loader import LoadedBundle
@@ -64,10 +66,13 @@ class GenerationRequest:
         """A normalised copy checked against a schedule of T steps (defaults already filled in).
 
         Each bad field raises `UsageError` with one sentence. Prompts of any length and script
-        are accepted; the tokenizer truncates long ones (a note, never an error).
+        are accepted; the tokenizer truncates long ones (a note, never an error). Undecodable
+        bytes (lone surrogates, e.g. from a command line that is not UTF-8) become U+FFFD here,
+        so the metadata records the text the model saw.
         """
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise UsageError("The prompt and the negative prompt must be text.")
+        prompt, negative_prompt = replace_undecodable(self.prompt)[0], replace_undecodable(self.negative_prompt)[0]
         sampler = self.sampler.strip().lower() if isinstance(self.sampler, str) else self.sampler
         if sampler not in SAMPLERS:
             raise UsageError(f"Unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
@@ -75,8 +80,11 @@ class GenerationRequest:
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T:
             raise UsageError(f"Steps must be an integer between 1 and {T} (the model's T), got {steps!r}.")
         w = self.guidance
-        if isinstance(w, bool) or not isinstance(w, (int, float, np.floating)) or not math.isfinite(w) or w < 0:
-            raise UsageError(f"Guidance must be a finite number of at least 0, got {w!r}.")
+        # MAX_GUIDANCE (core.bundle) is the one bound: beyond it images only saturate, and near
+        # float32's range w (ε_c − ε_u) overflows.
+        if (isinstance(w, bool) or not isinstance(w, (int, float, np.floating)) or not math.isfinite(w)
+                or not 0.0 <= w <= MAX_GUIDANCE):
+            raise UsageError(f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got {w!r}.")
         batch = self.batch
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or not 1 <= batch <= BATCH_MAX:
             raise UsageError(f"Batch must be an integer between 1 and {BATCH_MAX}, got {batch!r}.")
@@ -100,8 +108,9 @@ class GenerationRequest:
         if not isinstance(self.clip_x0, (bool, np.bool_)):
             raise UsageError(f"clip_x0 must be True or False, got {self.clip_x0!r}.")
         return replace(
-            self, sampler=sampler, steps=int(steps), guidance=float(w), batch=int(batch), seed=seed,
-            strength=float(s), eta=float(eta), ddpm_variance=variance, clip_x0=bool(self.clip_x0),
+            self, prompt=prompt, negative_prompt=negative_prompt, sampler=sampler, steps=int(steps),
+            guidance=float(w), batch=int(batch), seed=seed, strength=float(s), eta=float(eta),
+            ddpm_variance=variance, clip_x0=bool(self.clip_x0),
         )
 
     def resolved(self, sampler: str, steps: int, guidance: float, T: int) -> GenerationRequest:

@@ -9,6 +9,7 @@ unconditional input of classifier-free guidance ([CLS] [SEP]).
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import warnings
 from collections.abc import Sequence
@@ -23,6 +24,16 @@ from diffusion_studio.paths import text_encoder_dir
 ENCODER_FILE = "text_encoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 INFO_FILE = "encoder.json"
+
+
+# Lone surrogates (U+D800-U+DFFF) are not Unicode text: Python turns bytes of a command line that
+# are not valid UTF-8 into them (surrogateescape), and the tokenizer rejects them with a TypeError.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_undecodable(text: str) -> tuple[str, int]:
+    """`text` with every lone surrogate (an undecodable byte) replaced by U+FFFD, and how many there were."""
+    return _LONE_SURROGATE.subn("\ufffd", text)
 
 
 def file_sha256(path: Path) -> str:
@@ -101,6 +112,7 @@ class TextEncoder:
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """input_ids and attention_mask, int64 [N, L]; long prompts are truncated with a warning."""
+        prompts = [replace_undecodable(str(p))[0] for p in prompts]  # never a TypeError
         encodings = self._tokenizer.encode_batch(list(prompts))
         for prompt, enc in zip(prompts, encodings):
             if enc.overflowing:
@@ -120,7 +132,7 @@ class TextEncoder:
 
     def encode(self, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """context [N, L, D] float32 and context_mask [N, L] float32 for the prompts."""
-        prompts = [str(p) for p in prompts]
+        prompts = [replace_undecodable(str(p))[0] for p in prompts]  # undecodable bytes -> U+FFFD
         with self._lock:
             missing = sorted({p for p in prompts if p not in self._cache})
             fresh: dict[str, tuple[np.ndarray, np.ndarray]] = {}

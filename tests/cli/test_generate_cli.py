@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ import pytest
 from PIL import Image
 
 from diffusion_studio.cli import main
+from diffusion_studio.cli.generate import TEMP_SUFFIX_RESERVE
 from diffusion_studio.core import png_meta
+from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.inference.bundle_loader import load_bundle
 from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
 
@@ -167,8 +170,10 @@ def test_bad_bundle_exit_2_one_line_nothing_written(capsys, bundle_copy, out_dir
         (["--steps", "0"], "Steps must be an integer between 1 and 50"),
         (["--steps", "51"], "Steps must be an integer between 1 and 50 (the model's T), got 51."),
         (["--steps", "-4"], "Steps must be an integer between 1 and 50"),
-        (["--guidance", "-1"], "Guidance must be a finite number of at least 0, got -1.0."),
-        (["--guidance", "nan"], "Guidance must be a finite number"),
+        (["--guidance", "-1"], f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got -1.0."),
+        (["--guidance", "nan"], "Guidance must be a number between 0 and"),
+        (["--guidance", "inf"], f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got inf."),
+        (["--guidance", "1e308"], f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got 1e+308."),
         (["--batch", "0"], "Batch must be an integer between 1 and 64, got 0."),
         (["--batch", "-2"], "Batch must be an integer between 1 and 64"),
         (["--seed", "-1"], "The seed must be an integer between 0 and"),
@@ -282,7 +287,8 @@ def test_init_image_default_strength_is_0_75(capsys, tiny_bundle, out_dir, tmp_p
         (["--init-image", "{init}", "--strength", "nan"], "--strength must lie in (0, 1]"),
         (["--init-image", "{tmp}/nowhere.png"], "The init image {tmp}/nowhere.png does not exist."),
         (["--init-image", "{tmp}"], "is not a file"),
-        (["--init-image", "{tmp}/notes.png"], "cannot be read (not a readable PNG or JPG image)"),
+        (["--init-image", "{tmp}/notes.png"], "cannot be read (not a readable image file)"),
+        (["--init-image", "{tmp}/" + "i" * 300 + ".png"], "cannot be read (File name too long)."),
     ],
 )
 def test_bad_sampler_and_img2img_options_exit_2(capsys, tiny_bundle, out_dir, tmp_path, args, fragment):
@@ -362,3 +368,74 @@ def test_python_m_diffusion_studio_generate_subprocess(tiny_bundle, out_dir):
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == ["error: Steps must be an integer between 1 and 50 (the model's T), got 0."]
     assert not (out_dir / "bad.png").exists()
+
+
+def test_help_states_the_guidance_bound_of_core(capsys):
+    for command in ("generate", "eval"):
+        assert main([command, "--help"]) == 0
+        assert f"0..{MAX_GUIDANCE:g}" in capsys.readouterr().out
+
+
+def test_too_long_output_names_exit_2_one_line_nothing_written(capsys, tiny_bundle, out_dir):
+    limit = os.pathconf(out_dir, "PC_NAME_MAX") - TEMP_SUFFIX_RESERVE  # 239 on ext4 and tmpfs
+    fits = "c" * (limit - 5) + ".png"  # one byte short of the limit alone, but c…-2.png of a batch is over it
+    cases = [
+        (["-o", str(out_dir / ("a" * 300 + ".png"))],  # ENAMETOOLONG on every common file system
+         f"error: The output file name {'a' * 20}… is 304 bytes long; use at most {limit}."),
+        (["-o", str(out_dir / ("b" * 300) / "o.png")], f"error: Cannot use the output path {out_dir / ('b' * 300)}"
+                                                         "/o.png (a name in it is too long)."),
+        (["--batch", "3", "-o", str(out_dir / fits)],
+         f"error: The output file name {'c' * 20}… is {limit + 1} bytes long; use at most {limit}."),
+    ]
+    for args, line in cases:
+        code, out, err = _run(capsys, "x", "--model", str(tiny_bundle), "--device", "cpu", *args)
+        assert code == 2, err
+        assert err.splitlines() == [line]
+        assert out == "" and list(out_dir.iterdir()) == []
+    out = out_dir / fits  # alone it fits and is written
+    code, _, err = _run(capsys, "x", "--model", str(tiny_bundle), "--steps", "1", "--device", "cpu", "-o", str(out))
+    assert code == 0, err
+    assert [p.name for p in out_dir.iterdir()] == [fits]
+
+
+def test_large_init_image_is_read_quietly_and_a_decompression_bomb_is_one_sentence(
+        capsys, tiny_bundle, out_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow warns above 1,000 pixels, refuses above 2,000
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(tmp_path / "large.png")  # 1,600 pixels
+    Image.new("RGB", (50, 50), (255, 0, 0)).save(tmp_path / "bomb.png")  # 2,500 pixels
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = _run(capsys, "x", "--model", str(tiny_bundle), "--steps", "2", "--device", "cpu",
+                            "--init-image", str(tmp_path / "large.png"), "-o", str(out_dir / "large.png"))
+    assert code == 0, err
+    assert err == "" and [w.message for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+    assert (out_dir / "large.png").is_file()
+    code, out, err = _run(capsys, "x", "--model", str(tiny_bundle), "--device", "cpu",
+                          "--init-image", str(tmp_path / "bomb.png"), "-o", str(out_dir / "bomb.png"))
+    assert code == 2
+    assert err == f"error: The init image {tmp_path / 'bomb.png'} is too large to read (more than 2,000 pixels).\n"
+    assert out == "" and not (out_dir / "bomb.png").exists()
+
+
+def test_prompt_that_is_not_utf8_is_replaced_with_a_note_subprocess(tiny_bundle, out_dir):
+    # The shell's $(printf 'a\377 circle'): bytes, not text. Python's argv gets U+DCFF for the 0xFF byte.
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONIOENCODING": "utf-8"}
+    out = out_dir / "u.png"
+    done = subprocess.run(
+        [sys.executable.encode(), b"-m", b"diffusion_studio", b"generate", b"a\xff circle", b"--negative", b"\xfe\xfd",
+         b"--model", os.fsencode(tiny_bundle), b"--seed", b"3", b"--steps", b"2", b"--device", b"cpu",
+         b"-o", os.fsencode(out)],
+        capture_output=True, env=env, timeout=120,
+    )
+    stderr = done.stderr.decode("utf-8")
+    assert done.returncode == 0, stderr
+    assert stderr.splitlines() == [
+        "note: the prompt is not valid UTF-8; 1 undecodable byte became U+FFFD (\ufffd).",
+        "note: the negative prompt is not valid UTF-8; 2 undecodable bytes became U+FFFD (\ufffd).",
+    ]
+    meta = png_meta.read_metadata(out)
+    assert meta["prompt"] == "a\ufffd circle" and meta["negative_prompt"] == "\ufffd\ufffd"
+    expected = Pipeline(load_bundle(tiny_bundle, "cpu")).generate(GenerationRequest(
+        "a\ufffd circle", negative_prompt="\ufffd\ufffd", steps=2, seed=3))
+    np.testing.assert_array_equal(_pixels(out), expected.images[0])

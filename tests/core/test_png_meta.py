@@ -2,13 +2,21 @@ import io
 import json
 import os
 import struct
+import warnings
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from diffusion_studio.core.png_meta import encode_png, format_parameters, parse_parameters, read_metadata, write_png
+from diffusion_studio.core.png_meta import (
+    encode_png,
+    format_parameters,
+    parse_parameters,
+    read_image,
+    read_metadata,
+    write_png,
+)
 from diffusion_studio.errors import UsageError
 
 IMAGE = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
@@ -173,3 +181,49 @@ def test_write_is_atomic_and_errors_are_one_sentence(tmp_path) -> None:
         encode_png(IMAGE.astype(np.float32), META)
     with pytest.raises(UsageError, match="shape"):
         encode_png(np.zeros((2, 2, 2), np.uint8), META)
+
+
+def test_read_image_decodes_and_applies_exif_rotation(tmp_path) -> None:
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(path, format="JPEG", exif=exif)
+    image = read_image(path, "The photo")
+    assert image.size == (20, 40)
+    assert np.asarray(image)[10, 10, 0] > 150
+
+
+def test_read_image_errors_are_one_sentence(tmp_path) -> None:
+    (tmp_path / "notes.png").write_text("not an image")
+    cases = {
+        tmp_path / "missing.png": f"The image {tmp_path / 'missing.png'} does not exist.",
+        tmp_path: f"The image {tmp_path} is not a file.",
+        tmp_path / "notes.png": f"The image {tmp_path / 'notes.png'} cannot be read (not a readable image file).",
+        tmp_path / ("n" * 300 + ".png"): "cannot be read (File name too long).",
+    }
+    for path, message in cases.items():
+        with pytest.raises(UsageError) as e:
+            read_image(path)
+        assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def _save(path, size: tuple[int, int], metadata=None) -> None:
+    path.write_bytes(encode_png(np.zeros((size[1], size[0], 3), np.uint8), metadata))
+
+
+def test_decompression_bombs_are_one_sentence_and_large_images_read_quietly(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # Pillow warns above 1,000 pixels, refuses above 2,000
+    large, bomb = tmp_path / "large.png", tmp_path / "bomb.png"
+    _save(large, (40, 40), META)  # 1,600 pixels: Pillow's warning level
+    _save(bomb, (50, 50), META)  # 2,500 pixels: Pillow's error level
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_image(large).size == (40, 40)
+        assert read_metadata(large) == META  # e.g. a PNG dropped on the window
+    assert [w.message for w in caught] == []
+    with pytest.raises(UsageError) as e:
+        read_image(bomb, "The init image")
+    assert str(e.value) == f"The init image {bomb} is too large to read (more than 2,000 pixels)."
+    with pytest.raises(UsageError) as e:
+        read_metadata(bomb)
+    assert str(e.value) == f"{str(bomb)!r} is too large to read (more than 2,000 pixels)."

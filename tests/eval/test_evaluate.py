@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from diffusion_studio.cli import main
+from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.eval.evaluate import evaluate_bundle
 from diffusion_studio.eval.generation import PipelineGenerator
 from diffusion_studio.eval.prompts import ATTRIBUTES, OPTIONAL
@@ -116,8 +117,12 @@ def test_cli_summarize_bad_input_exits_2(tmp_path, tiny_bundle, capsys):
     (["--n", "0"], "--n must be at least 1"),
     (["--steps", "0"], "--steps must be at least 1"),
     (["--steps", "51"], "Steps must be an integer between 1 and 50"),
-    (["--guidance", "-1"], "--guidance must be at least 0"),
-    (["--guidance", "nan"], "--guidance must be at least 0"),
+    (["--guidance", "-1"], f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got -1.0."),
+    (["--guidance", "nan"], "--guidance must be between 0 and"),
+    (["--guidance", "inf"], "--guidance must be between 0 and"),
+    (["--guidance", "1e308"], f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got 1e+308."),
+    (["--json", "{tmp}/" + "r" * 300 + ".json"], f"The report file name {'r' * 20}… is 305 bytes long; use at most"),
+    (["--save-images", "{tmp}/" + "s" * 300], "(a name in it is too long)."),
     (["--seed", "-3"], "--seed must be at least 0"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--sampler", "euler"], "invalid choice"),
@@ -133,6 +138,7 @@ def test_cli_bad_input_exits_2_with_one_line(tiny_bundle, tmp_path, capsys, argv
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and match in err, err
     assert not (tmp_path / "r.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]  # no probe left, no folder made
 
 
 def test_cli_missing_or_broken_bundle_exits_2(tmp_path, bundle_copy, capsys, monkeypatch):
@@ -191,3 +197,90 @@ def test_cli_default_report_path_taken_by_a_folder_exits_2(tiny_bundle, tmp_path
     err = capsys.readouterr().err
     assert err.splitlines() == ["error: Cannot write the report to eval-tiny-ddim-1.json: it is a folder; "
                                 "pass --json OUT.json."]
+
+
+def test_cli_without_bundle_evaluates_the_shipped_model(tmp_path, capsys):
+    from diffusion_studio.paths import default_model_dir
+
+    out = tmp_path / "r.json"
+    code = main(["eval", "--n", "1", "--steps", "1", "--device", "cpu", "--latency-images", "0", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    assert report["bundle"] == str(default_model_dir().resolve())
+    assert report["model"] == "shapes" and report["n"] == 1 and report["settings"]["steps"] == 1
+    assert captured.out.splitlines()[0].startswith("shapes: ")
+
+
+def test_cli_without_bundle_and_no_default_model_exits_2(tmp_path, capsys, monkeypatch):
+    import diffusion_studio.paths
+
+    default = tmp_path / "not-installed" / "shapes"
+    monkeypatch.setattr(diffusion_studio.paths, "default_model_dir", lambda: default)
+    assert main(["eval", "--n", "1", "--json", str(tmp_path / "r.json")]) == 2
+    assert capsys.readouterr().err == (f"error: The default model is not installed at {default}; "
+                                       "pass --model BUNDLE (or reinstall Diffusion Studio).\n")
+    assert not (tmp_path / "r.json").exists()
+
+
+def _valid_report() -> dict:
+    """The fields `--summarize` reads, with the types `eval --json` writes."""
+    attrs = ("color", "shape", "size", "position", "background")
+    return {
+        "n": 4, "settings": {"sampler": "ddim", "steps": 2, "guidance": 3.0},
+        "timing": {"seconds_per_image": 0.25, "batch_size": 16, "seconds_per_image_batch1": None},
+        "attributes": {a: {"accuracy": 0.5, "pass": False, "bar": 0.9} for a in attrs},
+        "variety": {a: {"found": 2, "normalized_entropy": 0.75} for a in ("size", "position", "background")},
+    }
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("n", "4", "'n' must be an integer, got text"),
+    ("n", True, "'n' must be an integer, got true or false"),
+    ("settings", [], "'settings' must be an object, got a list"),
+    ("settings.guidance", "3", "'settings.guidance' must be a number, got text"),
+    ("timing", 1.5, "'timing' must be an object, got a number"),
+    ("timing.seconds_per_image", None, "'timing.seconds_per_image' must be a number, got null"),
+    ("timing.seconds_per_image_batch1", "fast", "'timing.seconds_per_image_batch1' must be a number or null, got text"),
+    ("attributes", [1, 2], "'attributes' must be an object, got a list"),
+    ("attributes.color", 0.9, "'attributes.color' must be an object, got a number"),
+    ("attributes.shape.accuracy", "90%", "'attributes.shape.accuracy' must be a number or null, got text"),
+    ("attributes.size.pass", "yes", "'attributes.size.pass' must be true or false, got text"),
+    ("attributes.background.bar", None, "'attributes.background.bar' must be a number, got null"),
+    ("variety.size", None, "'variety.size' must be an object, got null"),
+    ("variety.position.found", 2.5, "'variety.position.found' must be an integer, got a number"),
+    ("variety.background.normalized_entropy", {}, "'variety.background.normalized_entropy' must be a number, "
+                                                  "got an object"),
+])
+def test_cli_summarize_report_with_wrong_types_exits_2_one_sentence(tmp_path, capsys, field, value, problem):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(_valid_report()))
+    report = _valid_report()
+    *parents, last = field.split(".")
+    target = report
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    bad.write_text(json.dumps(report))
+    assert main(["eval", "--summarize", str(good)]) == 0  # the unbroken report summarizes
+    assert "| ddim | 2 | 3 | 4 |" in capsys.readouterr().out
+    assert main(["eval", "--summarize", str(good), str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [f"error: {bad} is not a valid evaluation report: the field {problem}."]
+
+
+def test_cli_summarize_report_missing_a_field_exits_2(tmp_path, capsys):
+    report = _valid_report()
+    del report["attributes"]["position"]
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert main(["eval", "--summarize", str(tmp_path / "r.json")]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'r.json'} is not a complete evaluation report: "
+                                       "the field 'attributes.position.accuracy' is missing.\n")
+
+
+def test_cli_summarize_deeply_nested_json_exits_2(tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["eval", "--summarize", str(deep)]) == 2
+    assert capsys.readouterr().err == f"error: {deep} is not a JSON evaluation report.\n"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core import png_meta
+from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import to_uint8
 from diffusion_studio.core.sampling import sample
@@ -111,8 +112,11 @@ def test_unconditional_embedding_is_cached(pipeline):
         ({"steps": 0}, "Steps must be an integer between 1 and 50"),
         ({"steps": 51}, "Steps must be an integer between 1 and 50"),
         ({"steps": 2.5}, "Steps must be an integer"),
-        ({"guidance": -0.5}, "Guidance must be a finite number of at least 0"),
-        ({"guidance": float("nan")}, "Guidance must be a finite number"),
+        ({"guidance": -0.5}, f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got -0.5."),
+        ({"guidance": float("nan")}, "Guidance must be a number between 0 and"),
+        ({"guidance": float("inf")}, "Guidance must be a number between 0 and"),
+        ({"guidance": 1e308}, f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got 1e+308."),
+        ({"guidance": MAX_GUIDANCE + 0.5}, "Guidance must be a number between 0 and"),
         ({"batch": 0}, "Batch must be an integer between 1 and 64"),
         ({"batch": 65}, "Batch must be an integer between 1 and 64"),
         ({"sampler": "euler"}, "Unknown sampler 'euler'; choose one of ddpm, ddim, dpmpp-2m"),
@@ -135,6 +139,21 @@ def test_long_prompt_is_truncated_with_a_note(pipeline):
     again = _gen(pipeline, "a red circle " * 770, seed=2)  # the encoder's cache answers; the note stays
     assert again.notes == result.notes and len(again.notes) == 1
     np.testing.assert_array_equal(again.images, result.images)
+
+
+def test_guidance_bound_is_inclusive(pipeline):
+    request = pipeline.resolve(GenerationRequest("a circle", guidance=MAX_GUIDANCE, seed=1))
+    assert request.guidance == MAX_GUIDANCE
+
+
+def test_undecodable_bytes_in_prompts_become_u_fffd_in_the_request_and_metadata(pipeline):
+    result = _gen(pipeline, "a\udcff circle", negative_prompt="\udcfe blue", seed=4, steps=2)
+    assert result.request.prompt == "a\ufffd circle" and result.request.negative_prompt == "\ufffd blue"
+    assert result.metadata[0]["prompt"] == "a\ufffd circle"
+    assert png_meta.read_metadata(png_meta.encode_png(result.images[0], result.metadata[0]))["prompt"] == (
+        "a\ufffd circle")
+    clean = _gen(pipeline, "a\ufffd circle", negative_prompt="\ufffd blue", seed=4, steps=2)
+    np.testing.assert_array_equal(result.images, clean.images)
 
 
 @pytest.mark.parametrize("prompt", ["🔴 a red circle 🟦🎨", "دائرة حمراء في الزاوية", "שלום עולם 123"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.errors import BundleError
-from diffusion_studio.inference.text import TextEncoder
+from diffusion_studio.inference.text import TextEncoder, replace_undecodable
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,17 @@ def test_confined_encoder_refuses_files_outside_its_folder(tmp_path: Path) -> No
     target = (text_encoder_dir() / "text_encoder.onnx").resolve()
     assert str(e.value) == (f"the text encoder file 'text_encoder.onnx' in {str(folder)!r} leads outside the folder "
                             f"(to {str(target)!r}); refusing to read it.")
+
+
+def test_undecodable_bytes_become_u_fffd_instead_of_a_type_error(encoder: TextEncoder) -> None:
+    # `printf 'a\377 circle'` as an argv: Python hands over the byte 0xFF as the lone surrogate U+DCFF.
+    raw = "a\udcff circle"
+    assert replace_undecodable(raw) == ("a\ufffd circle", 1)
+    assert replace_undecodable("b\udcff\udcfe \ud800") == ("b\ufffd\ufffd \ufffd", 3)
+    assert replace_undecodable("🔴 a circle") == ("🔴 a circle", 0)
+    context, mask = encoder.encode([raw, "\udcff"])
+    clean_context, clean_mask = encoder.encode(["a\ufffd circle", "\ufffd"])
+    np.testing.assert_array_equal(context, clean_context)
+    np.testing.assert_array_equal(mask, clean_mask)
+    ids, _ = encoder.tokenize([raw])
+    np.testing.assert_array_equal(ids, encoder.tokenize(["a\ufffd circle"])[0])
