@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="guidance scale w, 0..100 (default: the bundle's)")  # core.bundle.MAX_GUIDANCE
     p.add_argument("--seed", type=int, default=0, help="prompt draw and sampling seed (image i uses seed + i)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    p.add_argument("--two-objects", type=int, default=0, metavar="N",
+                   help="also score N two-object prompts ('a red circle next to a blue square') over noun "
+                   "pairs held out of training: both objects, attribute binding, swaps (default 0)")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
     p.add_argument("--latency-images", type=int, default=3,
                    help="images also timed one at a time through the app's pipeline (default 3)")
@@ -64,6 +67,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--seed must be at least 0, got {args.seed}.")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if not 0 <= args.two_objects <= 100_000:
+        raise UsageError(f"--two-objects must be between 0 and 100000, got {args.two_objects}.")
     if args.latency_images < 0:
         raise UsageError(f"--latency-images must be at least 0, got {args.latency_images}.")
     try:
@@ -128,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     report = evaluate_bundle(
         args.bundle, n=args.n, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
-        seed=args.seed, device=args.device, batch_size=args.batch_size,
+        seed=args.seed, device=args.device, batch_size=args.batch_size, two_objects=args.two_objects,
         latency_images=args.latency_images, save_images=args.save_images, progress=_progress,
     )
     print(format_table(report))

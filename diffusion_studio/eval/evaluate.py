@@ -17,6 +17,7 @@ import numpy as np
 from diffusion_studio.errors import UsageError
 from diffusion_studio.eval.analyzer import analyze_batch
 from diffusion_studio.eval.generation import ImageGenerator, PipelineGenerator
+from diffusion_studio.eval.pairs import PairPrompt, analyze_pairs, background_fidelity, draw_pair_prompts, score_pairs
 from diffusion_studio.eval.prompts import EvalPrompt, draw_prompts
 from diffusion_studio.eval.report import write_png
 from diffusion_studio.eval.scoring import correctness, score
@@ -24,6 +25,7 @@ from diffusion_studio.eval.scoring import correctness, score
 REPORT_VERSION = 1
 DEFAULT_N = 300
 DEFAULT_BATCH = 16
+PAIR_SEED_OFFSET = 100_000  # two-object prompt i samples with seed + 100000 + i
 ProgressFn = Callable[[int, int, float], None]  # (done, total, seconds so far)
 
 
@@ -54,7 +56,7 @@ def evaluate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"The batch size must be a positive integer, got {batch_size!r}.")
     folder = prepare_image_dir(save_images) if save_images is not None else None
-    analyses, gen_seconds, ana_seconds = [], 0.0, 0.0
+    analyses, flats, gen_seconds, ana_seconds = [], [], 0.0, 0.0
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         t0 = time.perf_counter()
@@ -63,6 +65,7 @@ def evaluate(
         if images.dtype != np.uint8 or images.shape[0] != len(chunk) or images.ndim != 4 or images.shape[-1] != 3:
             raise RuntimeError(f"The generator returned {images.dtype} {images.shape}; expected uint8 RGB images.")
         analyses.extend(analyze_batch(images))
+        flats.extend(analyze_pairs(images, max_objects=1))  # background colour and flatness
         t2 = time.perf_counter()
         gen_seconds, ana_seconds = gen_seconds + (t1 - t0), ana_seconds + (t2 - t1)
         if folder is not None:
@@ -71,6 +74,7 @@ def evaluate(
         if progress is not None:
             progress(start + len(chunk), len(prompts), gen_seconds + ana_seconds)
     report = score(prompts, analyses)
+    report["background_fidelity"] = background_fidelity(flats, [p.named.get("background") for p in prompts])
     report["timing"] = {
         "generate_seconds": gen_seconds,
         "analyze_seconds": ana_seconds,
@@ -90,6 +94,33 @@ def evaluate(
     return report
 
 
+def evaluate_pairs(
+    generator: ImageGenerator,
+    prompts: Sequence[PairPrompt],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    save_images: Path | str | None = None,
+) -> dict:
+    """Generate every two-object prompt, find both objects and score attribute binding."""
+    folder = prepare_image_dir(save_images) if save_images is not None else None
+    analyses = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        images = np.asarray(generator([p.prompt for p in chunk], [p.seed for p in chunk]))
+        analyses.extend(analyze_pairs(images))
+        if folder is not None:
+            for p, image in zip(chunk, images):
+                write_png(image, folder / f"pair-{p.index:04d}.png", {"prompt": p.prompt, "seed": str(p.seed)})
+    report = score_pairs(prompts, analyses)
+    report["samples"] = [
+        {"index": p.index, "prompt": p.prompt, "seed": p.seed,
+         "named": [[s.color, s.shape, s.position] for s in (p.pair.first, p.pair.second)],
+         "detected": [[o.color, o.shape, o.position] for o in a.objects], "background": a.background}
+        for p, a in zip(prompts, analyses)
+    ]
+    return report
+
+
 def evaluate_bundle(
     bundle: Path | str | None,
     *,
@@ -100,6 +131,7 @@ def evaluate_bundle(
     seed: int = 0,
     device: str = "auto",
     batch_size: int = DEFAULT_BATCH,
+    two_objects: int = 0,
     latency_images: int = 3,
     save_images: Path | str | None = None,
     progress: ProgressFn | None = None,
@@ -107,7 +139,8 @@ def evaluate_bundle(
     """Load a bundle (None: the shipped default model) and evaluate it on n prompts drawn with
     `seed` (image i: seed + i).
 
-    `latency_images` images are also made one at a time through `Pipeline.generate`
+    `two_objects` > 0 also scores that many two-object prompts over held-out noun pairs
+    (seed + 100000 + i). `latency_images` images are also made one at a time through `Pipeline.generate`
     (the app's path, batch 1) to report the time a user waits for one image.
     """
     from diffusion_studio.inference.bundle_loader import load_bundle
@@ -133,6 +166,10 @@ def evaluate_bundle(
         "settings": {**generator.settings, "seed": seed, "device": device, "n": n},
     }
     report.update(evaluate(generator, prompts, batch_size=batch_size, save_images=save_images, progress=progress))
+    if two_objects:
+        pair_prompts = draw_pair_prompts(two_objects, seed + PAIR_SEED_OFFSET)
+        report["two_objects"] = evaluate_pairs(generator, pair_prompts, batch_size=batch_size,
+                                               save_images=save_images)
     latencies = [generator.generate_one(p.prompt, p.seed)[1] for p in prompts[:latency_images]]
     report["timing"]["seconds_per_image_batch1"] = float(np.median(latencies)) if latencies else None
     report["timing"]["latency_images"] = len(latencies)

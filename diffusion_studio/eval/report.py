@@ -65,7 +65,32 @@ def format_table(report: dict) -> str:
         f"quality bar: {'PASS' if report['passed'] else 'FAIL'}; "
         f"variety: {'PASS' if report['variety_passed'] else 'FAIL'}",
     ]
+    size = report["variety"]["size"]
+    if size.get("small_share") is not None:
+        verdict = {True: "pass", False: "FAIL", None: "n/a"}[size.get("balanced")]
+        lines.append(f"size omitted: small {_pct(size['small_share']).strip()} of {size['found']} "
+                     f"(bar 30–70%): {verdict}")
+    if "background_fidelity" in report:
+        lines.append(_fidelity_line("single objects", report["background_fidelity"]))
+    pairs = report.get("two_objects")
+    if pairs:
+        lines += ["", f"two objects ({pairs['n']} prompts, noun pairs held out of training): "
+                  f"bound {_pct(pairs['bound_rate']).strip()} (bar ≥{100 * pairs['bar']:.0f}%: "
+                  f"{'pass' if pairs['pass'] else 'FAIL'}), both present {_pct(pairs['both_rate']).strip()}, "
+                  f"swapped {_pct(pairs['swapped_rate']).strip()}, colors {_pct(pairs['colors_rate']).strip()}, "
+                  f"shapes {_pct(pairs['shapes_rate']).strip()}, background {_pct(pairs['background_rate']).strip()}; "
+                  f"objects found per image {pairs['objects_found']}",
+                  _fidelity_line("two objects", pairs["background_fidelity"])]
     return "\n".join(lines)
+
+
+def _fidelity_line(scope: str, f: dict) -> str:
+    if not f.get("n"):
+        return f"background fidelity ({scope}): n/a"
+    return (f"background fidelity ({scope}): {_pct(f['within_tolerance']).strip()} within {f['tolerance']:g} RGB "
+            f"units of the named colour (bar ≥{100 * f['bar']:.0f}%: {'pass' if f['pass'] else 'FAIL'}); "
+            f"error median {f['error_median']:.1f}, p95 {f['error_p95']:.1f}; "
+            f"flat-area noise RMS median {f['noise_rms_median']:.2f}, p95 {f['noise_rms_p95']:.2f}")
 
 
 def _mark(row: dict) -> str:
@@ -78,7 +103,8 @@ def markdown_table(reports: list[dict]) -> str:
     """One Markdown row per report (e.g. one per sampler) for a model card."""
     attrs = ("color", "shape", "size", "position", "background")
     head = (["sampler", "steps", "guidance", "prompts"] + list(attrs)
-            + ["variety size / position / background", "s per image (alone)", "s per image (batched)"])
+            + ["variety size / position / background", "small when size omitted", "background within 16",
+               "two objects bound (both / swapped)", "s per image (alone)", "s per image (batched)"])
     bars = " · ".join(f"{a} ≥ {100 * next(iter(reports))['attributes'][a]['bar']:.0f}%" for a in attrs) if reports else ""
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in reports:
@@ -86,9 +112,16 @@ def markdown_table(reports: list[dict]) -> str:
         variety = " / ".join(f"{v['normalized_entropy']:.2f}" if v["found"] else "n/a"
                              for v in (r["variety"][a] for a in ("size", "position", "background")))
         alone = t.get("seconds_per_image_batch1")
+        small = r["variety"]["size"].get("small_share")
+        fid = r.get("background_fidelity") or {}
+        pairs = r.get("two_objects")
         cells = [str(s.get("sampler", "?")), str(s.get("steps", "?")), f"{s.get('guidance', float('nan')):g}",
                  str(r["n"])] + [_mark(r["attributes"][a]) for a in attrs] + [
-            variety, "n/a" if alone is None else f"{alone:.3f}",
+            variety, "n/a" if small is None else f"{100 * small:.0f}%",
+            "n/a" if fid.get("within_tolerance") is None else f"{100 * fid['within_tolerance']:.1f}%",
+            "n/a" if not pairs else (f"{100 * pairs['bound_rate']:.1f}% ({100 * pairs['both_rate']:.0f}% / "
+                                     f"{100 * pairs['swapped_rate']:.0f}%, n={pairs['n']})"),
+            "n/a" if alone is None else f"{alone:.3f}",
             f"{t['seconds_per_image']:.3f} (batch {t['batch_size']})"]
         lines.append("| " + " | ".join(cells) + " |")
     if bars:
@@ -124,6 +157,14 @@ _TABLE_FIELDS: tuple[tuple[str, tuple[type, ...], bool], ...] = (
     ("timing.seconds_per_image", _NUMBER, False),
     ("timing.batch_size", (int,), False),
     ("timing.seconds_per_image_batch1", _OPTIONAL_NUMBER, True),
+    ("variety.size.small_share", _OPTIONAL_NUMBER, True),
+    ("background_fidelity", (dict,), True),
+    ("background_fidelity.within_tolerance", _OPTIONAL_NUMBER, True),
+    ("two_objects", (dict,), True),
+    ("two_objects.n", (int,), True),
+    ("two_objects.bound_rate", _OPTIONAL_NUMBER, True),
+    ("two_objects.both_rate", _OPTIONAL_NUMBER, True),
+    ("two_objects.swapped_rate", _OPTIONAL_NUMBER, True),
     *((f"attributes.{a}.{key}", kinds, False) for a in ("color", "shape", "size", "position", "background")
       for key, kinds in (("accuracy", _OPTIONAL_NUMBER), ("pass", (bool,)), ("bar", _NUMBER))),
     *((f"variety.{a}.{key}", kinds, False) for a in ("size", "position", "background")

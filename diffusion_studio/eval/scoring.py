@@ -22,6 +22,7 @@ from diffusion_studio.eval.prompts import ALWAYS_NAMED, ATTRIBUTES, OPTIONAL, Ev
 QUALITY_BAR: dict[str, float] = {"color": 0.95, "shape": 0.90, "position": 0.90, "size": 0.90, "background": 0.95}
 # Omitted attributes must vary: normalised entropy of the produced values at least this.
 VARIETY_BAR = 0.5
+SIZE_BALANCE = (0.3, 0.7)  # issue 15: with the size omitted, small and large each 30–70%
 MIN_VARIETY_SAMPLES = 10  # fewer omitted prompts than this: variety is reported, not judged
 
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -85,6 +86,11 @@ def score(prompts: Sequence[EvalPrompt], analyses: Sequence[Analysis]) -> dict:
             "bar": VARIETY_BAR,
             "pass": entropy >= VARIETY_BAR if found >= MIN_VARIETY_SAMPLES else None,
         }
+    size = variety["size"]
+    small = size["counts"].get("small", 0) / size["found"] if size["found"] else None
+    size["small_share"] = small
+    size["balanced"] = (SIZE_BALANCE[0] <= small <= SIZE_BALANCE[1]
+                        if small is not None and size["found"] >= MIN_VARIETY_SAMPLES else None)
     valid = sum(a.valid for a in analyses)
     return {
         "n": len(prompts),

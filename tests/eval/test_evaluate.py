@@ -98,7 +98,7 @@ def test_cli_writes_json_and_images_and_exits_0(tiny_bundle, tmp_path, capsys):
     assert main(["eval", "--summarize", str(out), str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
     rows = [line for line in table if line.startswith("| ddim | 2 | 2 | 5 |")]
-    assert len(rows) == 2 and rows[0].count("|") == 13
+    assert len(rows) == 2 and rows[0].count("|") == 16
     color = report["attributes"]["color"]
     assert f"{100 * color['accuracy']:.1f}% ✗" in rows[0]
 
@@ -284,3 +284,39 @@ def test_cli_summarize_deeply_nested_json_exits_2(tmp_path, capsys):
     deep.write_text("[" * 100_000 + "]" * 100_000)
     assert main(["eval", "--summarize", str(deep)]) == 2
     assert capsys.readouterr().err == f"error: {deep} is not a JSON evaluation report.\n"
+
+
+def test_two_objects_and_background_fidelity_with_an_oracle():
+    """An oracle that renders each prompt's own facts binds every pair and keeps every background."""
+    from diffusion_studio.core.shape_pairs import render_pair
+    from diffusion_studio.core.shapes import render
+    from diffusion_studio.eval.evaluate import evaluate, evaluate_pairs
+    from diffusion_studio.eval.pairs import draw_pair_prompts
+    from diffusion_studio.eval.prompts import draw_prompts
+
+    singles = draw_prompts(40, seed=2)
+    by_prompt = {p.prompt: render(p.spec) for p in singles}
+    report = evaluate(lambda prompts, seeds: np.stack([by_prompt[t] for t in prompts]), singles)
+    fid = report["background_fidelity"]
+    assert fid["n"] == 40 and fid["within_tolerance"] == 1.0 and fid["error_p95"] <= 12
+    pairs = draw_pair_prompts(24, seed=2)
+    by_pair = {p.prompt: render_pair(p.pair) for p in pairs}
+    swapped = {p.prompt: render_pair(type(p.pair)(p.pair.second, p.pair.first)) for p in pairs}
+    assert evaluate_pairs(lambda t, s: np.stack([by_pair[x] for x in t]), pairs)["bound_rate"] == 1.0
+    # the same two nouns in the other corners are still bound (binding is about words, not places)
+    assert evaluate_pairs(lambda t, s: np.stack([swapped[x] for x in t]), pairs)["bound_rate"] == 1.0
+
+
+def test_cli_two_objects_report_and_table(tiny_bundle, tmp_path, capsys):
+    out, images = tmp_path / "report.json", tmp_path / "imgs"
+    code = main(["eval", str(tiny_bundle), "--n", "2", "--two-objects", "3", "--steps", "2", "--device", "cpu",
+                 "--json", str(out), "--save-images", str(images), "--latency-images", "0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(out.read_text())
+    pairs = report["two_objects"]
+    assert pairs["n"] == 3 and len(pairs["samples"]) == 3 and pairs["bound_rate"] == 0.0  # untrained
+    assert sorted(p.name for p in images.glob("pair-*.png")) == [f"pair-{i:04d}.png" for i in range(3)]
+    assert "two objects (3 prompts" in captured.out and "background fidelity (two objects)" in captured.out
+    assert main(["eval", str(tiny_bundle), "--two-objects", "-1"]) == 2
+    assert "--two-objects must be between 0 and 100000" in capsys.readouterr().err
