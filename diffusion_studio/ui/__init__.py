@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-# PySide6 6.12 on CPython 3.11 leaks references to None on every void call; see qt_compat.
-from diffusion_studio.ui import qt_compat  # noqa: F401  (applied on import)
-
 if TYPE_CHECKING:
     from diffusion_studio.ui.main_window import MainWindow
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import platform
 import sys
 import threading
 import traceback
@@ -10,7 +12,8 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from types import TracebackType
 
-from PySide6.QtCore import QThread
+import PySide6
+from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -19,6 +22,48 @@ from diffusion_studio.ui.persistence import APPLICATION, ORGANIZATION, data_dir
 log = logging.getLogger("diffusion_studio")
 
 LOG_FILE = "diffusion-studio.log"
+
+# Qt bindings measured to drop a reference to None (void calls) and True (Signal.emit, connect)
+# per call on CPython < 3.12, where the interpreter then aborts ("bool_dealloc"/"none_dealloc").
+LEAKING_PYSIDE6 = frozenset({"6.12.0"})
+QT_BINDING_FIX = "pip install 'PySide6-Essentials==6.11.3'"
+PROBE_CALLS = 32
+
+
+class _Probe(QObject):
+    ping = Signal()
+
+
+def _binding_leaks() -> bool:
+    """True if void calls or signal emits lose references to None or True (a few dozen calls)."""
+    probe = _Probe()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # garbage freed mid-probe would release references too
+    try:
+        none_before, true_before = sys.getrefcount(None), sys.getrefcount(True)
+        for _ in range(PROBE_CALLS):
+            probe.setObjectName("probe")  # void
+            probe.ping.emit()  # returns True
+        lost = max(none_before - sys.getrefcount(None), true_before - sys.getrefcount(True))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return lost >= PROBE_CALLS // 2
+
+
+def qt_binding_problem(version: str | None = None, python: tuple[int, int] | None = None) -> str | None:
+    """One sentence if the installed PySide6 would abort this interpreter in long use, else None.
+
+    From CPython 3.12 on None/True/False are immortal (PEP 683), so a leaking binding is harmless.
+    """
+    version = PySide6.__version__ if version is None else version
+    major, minor = (sys.version_info.major, sys.version_info.minor) if python is None else python
+    if (major, minor) >= (3, 12) or platform.python_implementation() != "CPython":
+        return None
+    if version not in LEAKING_PYSIDE6 and not _binding_leaks():
+        return None
+    return (f"PySide6 {version} loses references to None and True on Python {major}.{minor} and would "
+            f"crash the app in long use; install a fixed binding with: {QT_BINDING_FIX}")
 
 
 def setup_logging() -> Path | None:
@@ -57,6 +102,10 @@ def install_excepthook(log_path: Path | None = None) -> None:
 
 def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int:
     """Start Diffusion Studio and block until its window closes; returns the exit code."""
+    problem = qt_binding_problem()
+    if problem:  # refuse now rather than abort the interpreter minutes into a session
+        sys.stderr.write(f"error: {problem}\n")
+        return 2
     from diffusion_studio.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])

@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-import diffusion_studio.ui.qt_compat  # noqa: F401  (PySide6 6.12 on Python 3.11: keep None alive)
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.forward_state import (
     DEFAULT_SIZE,

@@ -23,7 +23,6 @@ from diffusion_studio import __version__
 from diffusion_studio.core import png_meta
 from diffusion_studio.errors import UsageError
 from diffusion_studio.paths import default_model_dir
-import diffusion_studio.ui.qt_compat  # noqa: F401  (PySide6 6.12 on Python 3.11: keep None alive)
 from diffusion_studio.ui.drop import PngDropFilter, png_paths
 from diffusion_studio.ui.forward_workspace import ForwardWorkspace
 from diffusion_studio.ui.generate_workspace import GenerateWorkspace

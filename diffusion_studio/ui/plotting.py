@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFontMetricsF, QPainter, QPalette, QPen, QPolygonF
 
-import diffusion_studio.ui.qt_compat  # noqa: F401  (PySide6 6.12 on Python 3.11: keep None alive)
-
 # Hues (degrees) of the data series after the palette's highlight colour.
 SERIES_HUES = (28, 140, 280, 0)
 

@@ -13,7 +13,6 @@ import sys
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-import diffusion_studio.ui.qt_compat  # noqa: F401  (PySide6 6.12 on Python 3.11: keep None alive)
 from diffusion_studio.ui.train_state import child_environment, project_root
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QSize, Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QMessageBox, QScrollArea, QWidget
 
-import diffusion_studio.ui.qt_compat  # noqa: F401  (PySide6 6.12 on Python 3.11: keep None alive)
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.processes import STOP_TIMEOUT_MS, PythonProcess
 from diffusion_studio.ui.train_panel import TrainFormPanel
