@@ -1,7 +1,8 @@
 """Writing a model bundle folder: atomically, never half-written, model.json last.
 
-The bundle is built in a hidden sibling folder (`.NAME.tmp-<pid>-…`) and renamed onto
-the target only when every file is complete. An existing target is refused unless
+The bundle is built in a hidden sibling folder (`.NAME.tmp-<pid>-…`) and swapped onto
+the target only when every file is complete (exporter.folder_swap: an atomic exchange on
+Linux, so the target holds the old or the new bundle at every moment). An existing target is refused unless
 `force=True`; then it is swapped out only after the new bundle is complete, and only
 when it is itself a bundle (has a model.json) or empty, so `--force` can never delete a
 training run or a home folder by mistake.
@@ -13,15 +14,20 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from diffusion_studio.core.bundle import FORMAT, FORMAT_VERSION, MODEL_JSON, parse_model_json
+from diffusion_studio.core.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MODEL_JSON,
+    parse_model_json,
+)
 from diffusion_studio.core.files import atomic_write_text, sha256_file
 from diffusion_studio.errors import UsageError
+from exporter.folder_swap import discard, replace_folder, staging_folder, tidy_leftovers
 
 VALIDATION_JSON = "validation.json"
 UNET_FILE = "unet.onnx"
@@ -86,15 +92,18 @@ def copy_text_encoder(source: Path, bundle: Path) -> list[str]:
 
 @contextmanager
 def staged_bundle(target: Path, force: bool) -> Iterator[Path]:
-    """Yield an empty temp folder beside `target`; on success rename it onto `target`.
+    """Yield an empty temp folder beside `target`; on success swap it onto `target`.
 
-    On any exception the temp folder is removed and `target` is untouched.
+    Leftovers of killed exports beside `target` are cleaned first (a missing `target` is restored
+    from `.NAME.old-<pid>`; see exporter.folder_swap). On any exception the temp folder is removed
+    and `target` is untouched.
     """
     target = Path(target).absolute()
+    tidy_leftovers(target)
     check_target(target, force)
     created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    tmp = staging_folder(target)
     done = False
     try:
         yield tmp
@@ -102,8 +111,7 @@ def staged_bundle(target: Path, force: bool) -> Iterator[Path]:
         _swap_into_place(tmp, target, force)
         done = True
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        discard(tmp)
         if not done:
             for folder in created:  # innermost first: leave no empty parent folders behind
                 with contextlib.suppress(OSError):
@@ -111,18 +119,9 @@ def staged_bundle(target: Path, force: bool) -> Iterator[Path]:
 
 
 def _swap_into_place(tmp: Path, target: Path, force: bool) -> None:
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    check_target(target, force)  # the folder could have changed while we exported
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)  # put the previous bundle back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    if target.exists() or target.is_symlink():
+        check_target(target, force)  # the folder could have changed while we exported
+    replace_folder(tmp, target)
 
 
 def model_json(

@@ -7,18 +7,20 @@
     python -m exporter text-encoder --out DIR
 
 Exit codes: 0 success; 2 bad input (one line on stderr, nothing written); 1 internal error
-or failed parity (the bundle is not written).
+(one line; the traceback with DIFFUSION_STUDIO_DEBUG=1) or failed parity (the bundle is not written).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from diffusion_studio.errors import UsageError
+from diffusion_studio.errors import ModelOutputError, UsageError
+
+DEBUG_ENV = "DIFFUSION_STUDIO_DEBUG"  # as diffusion_studio.cli: set to 1 for the traceback of an internal error
 
 USAGE_EXPORT = "python -m exporter RUN_DIR_OR_CHECKPOINT --out BUNDLE [options]"
 
@@ -92,11 +94,9 @@ def _run_inspect(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit codes as the main CLI: 0 success, 2 bad input (one line), 1 a failed parity check or an
+    internal error (one line; DIFFUSION_STUDIO_DEBUG=1 shows the traceback instead)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "text-encoder":
-        from exporter import text_encoder
-
-        return int(text_encoder.main(argv[1:]) or 0)
     if not argv:
         sys.stderr.write(f"error: Nothing to export; usage: {USAGE_EXPORT} (or: inspect BUNDLE).\n")
         return 2
@@ -104,27 +104,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         _export_parser().print_help()
         print("\n  python -m exporter inspect BUNDLE [--json]\n  python -m exporter text-encoder --out DIR")
         return 0
-    exporting = argv[0] != "inspect"
+    command = argv[0] if argv[0] in ("inspect", "text-encoder") else "export"
     try:
-        if not exporting:
+        if command == "text-encoder":
+            from exporter import text_encoder
+
+            return int(text_encoder.main(argv[1:]) or 0)
+        if command == "inspect":
             if len(argv) > 1 and argv[1] in ("-h", "--help"):
                 _inspect_parser().print_help()
                 return 0
             return _run_inspect(argv[1:])
         return _run_export(argv)
     except UsageError as exc:
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+        sys.stderr.write(f"error: {_one_line(exc)}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted; nothing was written\n")
+        sys.stderr.write("interrupted; nothing was written\n" if command != "inspect" else "interrupted\n")
         return 130
-    except Exception as exc:  # noqa: BLE001 - exit 1 with the reason; the bundle was not written
+    except Exception as exc:  # exit 1 with the reason in one line; nothing was written
         from exporter.parity import ParityError
 
-        if isinstance(exc, ParityError):
+        if isinstance(exc, ParityError):  # the report is the message: several lines on purpose
             sys.stderr.write(f"error: parity check failed, the bundle was not written: {exc}\n")
-        else:
-            traceback.print_exc()
-            tail = "; the bundle was not written" if exporting else ""
-            sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}{tail}\n")
+            return 1
+        if isinstance(exc, ModelOutputError):
+            sys.stderr.write(f"error: {_one_line(exc)}\n")
+            return 1
+        if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        tail = {"export": "; the bundle was not written", "text-encoder": "; nothing was written"}.get(command, "")
+        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {_one_line(exc)}{tail} "
+                         f"(run with {DEBUG_ENV}=1 for the traceback)\n")
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.errors import UsageError
 from exporter import bundle_writer as bw
 from exporter.parity import ParityError, format_report, validate_export
@@ -69,8 +70,8 @@ class ExportOptions:
             raise UsageError(f"The name {self.name!r} must be 1-64 letters, digits, spaces, '.', '+', '-' or '_'.")
         if self.steps is not None and self.steps < 1:
             raise UsageError(f"--steps must be at least 1, got {self.steps}.")
-        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
-            raise UsageError(f"--guidance must be a non-negative number, got {self.guidance}.")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
+            raise UsageError(f"--guidance must be a non-negative number up to {MAX_GUIDANCE:g}, got {self.guidance}.")
         if self.sampler is not None:
             from diffusion_studio.core.samplers import parse_sampler
 
@@ -166,6 +167,9 @@ def _sampler_defaults(opts: ExportOptions, src: ExportSource) -> dict[str, Any]:
         cfg, "guidance", "sample_guidance", default=DEFAULT_GUIDANCE)
     if steps > src.T:
         raise UsageError(f"--steps {steps} is more than the model's T={src.T} timesteps.")
+    if not 0 <= float(guidance) <= MAX_GUIDANCE:  # only the run's value can be out of range here
+        raise UsageError(f"The run's guidance {float(guidance):g} is outside the app's range 0 to {MAX_GUIDANCE:g}; "
+                         "pass --guidance W.")
     return {"sampler": sampler, "steps": steps, "guidance": float(guidance)}
 
 
@@ -183,7 +187,11 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
     """Export `opts.source` into the bundle folder `opts.out` (see module docstring)."""
     opts.check()
     out = Path(opts.out).absolute()
-    notes: list[str] = []
+    # An export killed mid-swap may have left the previous bundle aside: restore it (and drop the
+    # temp folders of dead exports) before deciding whether --force is needed.
+    notes: list[str] = bw.tidy_leftovers(out)
+    if notes:
+        bw.check_target(out, opts.force)
     log(f"loading {opts.source} ({opts.weights} weights)")
     src = load_source(Path(opts.source), opts.weights)
     ucfg = src.unet_config

@@ -8,14 +8,14 @@ and whether the app's loader accepts it); `describe` renders them as text.
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from diffusion_studio.core.bundle import MODEL_JSON, read_model_json
-from diffusion_studio.core.files import sha256_file
+from diffusion_studio.core.bundle import MODEL_JSON, bundle_path, read_model_json
+from diffusion_studio.core.files import read_json_file, sha256_file
 from diffusion_studio.errors import BundleError, UsageError
 from exporter.bundle_writer import VALIDATION_JSON
 
@@ -62,7 +62,10 @@ def _graph_facts(path: Path) -> dict[str, Any]:
 
 
 def _file_facts(folder: Path, name: str, declared: dict[str, Any]) -> dict[str, Any]:
-    path = folder / name
+    try:
+        path = bundle_path(folder, name)  # a symlink out of the bundle is neither read nor hashed
+    except BundleError as exc:
+        return {"file": name, "present": False, "refused": str(exc)}
     if not path.is_file():
         return {"file": name, "present": False}
     digest = sha256_file(path)
@@ -91,13 +94,92 @@ def _loads_in_app(folder: Path) -> str:
     return f"yes, on {bundle.provider_info.describe()}"
 
 
+def _report_error(where: Path, field: str, expected: str, value: Any) -> BundleError:
+    shown = repr(value) if isinstance(value, (bool, int, float, str)) or value is None else type(value).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return BundleError(f"The parity report {str(where)!r} is not one this exporter wrote: {field} must be "
+                       f"{expected}, got {shown}.")
+
+
+def _field(obj: dict[str, Any], key: str, prefix: str, where: Path, kind: str, optional: bool = False) -> Any:
+    """obj[key] checked against `kind` (str, bool, int, number, list, object); BundleError names the field."""
+    name = f"{prefix}{key}"
+    if key not in obj:
+        if optional:
+            return None
+        raise BundleError(f"The parity report {str(where)!r} is not one this exporter wrote: it has no {name}.")
+    value = obj[key]
+    ok = {
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        # inf is a real result (a NaN output measures as an infinite difference); NaN is not
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value),
+        "list": isinstance(value, list),
+        "object": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        expected = {"str": "a string", "bool": "true or false", "int": "an integer", "number": "a number",
+                    "list": "a list", "object": "an object"}[kind]
+        raise _report_error(where, name, expected, value)
+    return value
+
+
+def check_report(report: Any, where: Path) -> dict[str, Any]:
+    """`report` (validation.json as parsed) if it has every field `describe` shows, with the right
+    types; else BundleError naming the first bad field."""
+    if not isinstance(report, dict):
+        raise _report_error(where, "the document", "an object", report)
+    if "skipped" in report:
+        _field(report, "skipped", "", where, "str")
+        return report
+    _field(report, "bound_max_abs", "", where, "number")
+    _field(report, "passed", "", where, "bool")
+    for i, entry in enumerate(_field(report, "network", "", where, "list")):
+        pre = f"network[{i}]."
+        if not isinstance(entry, dict):
+            raise _report_error(where, f"network[{i}]", "an object", entry)
+        _field(entry, "file", pre, where, "str")
+        _field(entry, "provider", pre, where, "str")
+        if "skipped" in entry:
+            _field(entry, "skipped", pre, where, "str")
+            continue
+        _field(entry, "gated", pre, where, "bool")
+        _field(entry, "max_abs", pre, where, "number")
+        _field(entry, "mean_abs", pre, where, "number")
+        for j, case in enumerate(_field(entry, "cases", pre, where, "list")):
+            if not isinstance(case, dict):
+                raise _report_error(where, f"{pre}cases[{j}]", "an object", case)
+            _field(case, "t", f"{pre}cases[{j}].", where, "int")
+            _field(case, "max_abs", f"{pre}cases[{j}].", where, "number")
+        finite = _field(entry, "fp16_finite", pre, where, "object", optional=True)
+        if finite is not None:
+            _field(finite, "timesteps_checked", f"{pre}fp16_finite.", where, "int")
+            _field(finite, "finite", f"{pre}fp16_finite.", where, "bool")
+    for i, run in enumerate(_field(report, "sampling", "", where, "list")):
+        pre = f"sampling[{i}]."
+        if not isinstance(run, dict):
+            raise _report_error(where, f"sampling[{i}]", "an object", run)
+        for key, kind in (("sampler", "str"), ("steps", "int"), ("guidance", "number"), ("provider", "str"),
+                          ("max_abs", "number"), ("mean_abs", "number"), ("max_abs_uint8", "int")):
+            _field(run, key, pre, where, kind)
+    for provider, reason in _field(report, "unavailable_providers", "", where, "object").items():
+        if not isinstance(reason, str):
+            raise _report_error(where, f"unavailable_providers.{provider}", "a string", reason)
+    for i, failure in enumerate(_field(report, "failures", "", where, "list", optional=True) or []):
+        if not isinstance(failure, str):
+            raise _report_error(where, f"failures[{i}]", "a string", failure)
+    return report
+
+
 def inspect_bundle(folder: Path) -> dict[str, Any]:
     """Facts about the bundle at `folder`; BundleError when it has no readable model.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleError(f"The model bundle {folder} does not exist or is not a folder.")
-    read_model_json(folder)  # the app's schema check: BundleError names the bad field
-    raw = json.loads((folder / MODEL_JSON).read_text(encoding="utf-8"))
+    read_model_json(folder)  # the app's schema check: BundleError names the bad field (deep JSON, huge T)
+    raw = read_json_file(bundle_path(folder, MODEL_JSON), MODEL_JSON, error=BundleError)
     declared = {k: v for k, v in raw.get("files", {}).items() if isinstance(v, dict)}
     names = [n for n in (raw["unet"]["file"], raw["unet"].get("fp16_file")) if n]
     others = sorted({*declared, *(p.name for p in folder.iterdir() if p.is_file())} - set(names) - {MODEL_JSON})
@@ -107,9 +189,11 @@ def inspect_bundle(folder: Path) -> dict[str, Any]:
         if facts["present"]:
             facts.update(_graph_facts(folder / name))
         graphs.append(facts)
-    report_path = folder / VALIDATION_JSON
-    parity = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else None
-    unet = folder / names[0]
+    parity = None
+    if (folder / VALIDATION_JSON).exists() or (folder / VALIDATION_JSON).is_symlink():
+        report_path = bundle_path(folder, VALIDATION_JSON, f"the parity report {VALIDATION_JSON}")
+        parity = check_report(read_json_file(report_path, "The parity report", error=BundleError), report_path)
+    unet = folder / names[0]  # opened below only when it resolved inside the bundle
     return {
         "bundle": str(folder.absolute()),
         "model": {k: raw.get(k) for k in ("name", "format_version", "image", "diffusion", "sampler_defaults",
@@ -117,7 +201,7 @@ def inspect_bundle(folder: Path) -> dict[str, Any]:
         "graphs": graphs,
         "files": [_file_facts(folder, n, declared) for n in others],
         "parity": parity,
-        "providers": _providers(unet) if unet.is_file() else {},
+        "providers": _providers(unet) if graphs[0]["present"] else {},
         "loads_in_app": _loads_in_app(folder),
     }
 
@@ -150,7 +234,7 @@ def describe(facts: dict[str, Any]) -> str:
     for g in facts["graphs"]:
         lines.append("")
         if not g["present"]:
-            lines.append(f"{g['file']}: MISSING")
+            lines.append(f"{g['file']}: REFUSED ({g['refused']})" if g.get("refused") else f"{g['file']}: MISSING")
             continue
         check = {True: "matches model.json", False: "DOES NOT MATCH model.json", None: "not in model.json"}
         lines.append(f"{g['file']}: {_mib(g['bytes'])}, sha256 {g['sha256'][:16]}… "
@@ -167,6 +251,8 @@ def describe(facts: dict[str, Any]) -> str:
             state = {True: "matches model.json", False: "DOES NOT MATCH model.json", None: "not in model.json"}
             lines.append(f"{f['file']}: {_mib(f['bytes'])}, sha256 {f['sha256'][:16]}… "
                          f"({state[f['matches_model_json']]})")
+        elif f.get("refused"):
+            lines.append(f"{f['file']}: REFUSED ({f['refused']})")
         else:
             lines.append(f"{f['file']}: MISSING")
     lines.append("")

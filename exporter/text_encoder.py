@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from diffusion_studio.errors import UsageError
+from exporter.folder_swap import discard, replace_folder, staging_folder, tidy_leftovers
 
 PROBE_PROMPTS = [
     "",
@@ -128,10 +127,10 @@ def export_text_encoder(out: Path, precision: str = "fp16", max_tokens: int = 32
     from diffusion_studio.training.text_encoder import minilm_dir
 
     out = out.absolute()
+    tidy_leftovers(out)  # restore a folder an interrupted replace left aside; drop dead temp folders
     check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    tmp = staging_folder(out)
     try:
         fp32 = tmp / "fp32.onnx"
         _export_fp32(fp32, max_tokens)
@@ -155,17 +154,12 @@ def export_text_encoder(out: Path, precision: str = "fp16", max_tokens: int = 32
         }
         (tmp / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
         tmp.chmod(0o755)
-        # Swap: the old folder is moved aside first and removed only once the new one is in place.
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        if out.exists() or out.is_symlink():
+            check_out(out, force)  # the folder could have changed while we exported
+        replace_folder(tmp, out)  # an atomic exchange where the system has one (exporter.folder_swap)
         return info
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)  # the new folder never arrived: put the old one back
+        discard(tmp)
 
 
 class _Parser(argparse.ArgumentParser):

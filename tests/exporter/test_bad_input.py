@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from diffusion_studio.core.bundle import MAX_GUIDANCE
+
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -132,3 +134,101 @@ def test_no_arguments(run_cli):
 
 def test_inspect_of_a_folder_that_is_not_a_bundle(run_cli, tiny_run):
     _assert_usage_error(run_cli("inspect", tiny_run), "not a model bundle")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "phrases"),
+    [
+        ("base_channels", "16", ["config.unet.base_channels must be an integer, got '16'"]),
+        ("channel_mults", "12", ["config.unet.channel_mults must be a list of integers"]),
+        ("coord_channels", 1, ["config.unet.coord_channels must be true or false, got 1"]),
+        ("dropout", None, ["config.unet.dropout must be a finite number, got None"]),
+        ("T", "1000", ["config.T must be an integer, got '1000'"]),
+        ("T", 10**100, ["invalid T=", "an integer from 2 to 100000"]),
+        ("sample_guidance", "high", ["config.sample_guidance must be a finite number"]),
+        ("text_encoder_sha256", 5, ["config.text_encoder_sha256 must be a string or null, got 5"]),
+    ],
+)
+def test_sidecar_field_of_the_wrong_type(run_cli, run_copy, tmp_path, field, value, phrases):
+    sidecar = _checkpoint(run_copy).with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    (data["config"]["unet"] if field in data["config"]["unet"] else data["config"])[field] = value
+    sidecar.write_text(json.dumps(data))
+    result = run_cli(run_copy, "--out", tmp_path / "bundle")
+    _assert_usage_error(result, *phrases)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_sidecar_nested_too_deeply(run_cli, run_copy, tmp_path):
+    sidecar = _checkpoint(run_copy).with_suffix(".json")
+    sidecar.write_text("[" * 100_000 + "]" * 100_000)
+    result = run_cli(run_copy, "--out", tmp_path / "bundle")
+    _assert_usage_error(result, "checkpoint sidecar", "too deeply")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_run_guidance_beyond_the_app_limit_needs_an_explicit_one(run_cli, run_copy, tmp_path):
+    sidecar = _checkpoint(run_copy).with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    data["config"]["sample_guidance"] = 1e308
+    sidecar.write_text(json.dumps(data))
+    result = run_cli(run_copy, "--out", tmp_path / "bundle", "--no-validate")
+    _assert_usage_error(result, f"guidance 1e+308 is outside the app's range 0 to {MAX_GUIDANCE:g}", "--guidance W")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    _assert_usage_error(run_cli(run_copy, "--out", tmp_path / "bundle", "--guidance", "1e308"),
+                        f"--guidance must be a non-negative number up to {MAX_GUIDANCE:g}")
+
+
+def _fail_with(monkeypatch, exc: BaseException) -> None:
+    import exporter.export
+
+    def export_bundle(*args, **kwargs):
+        raise exc
+
+    monkeypatch.setattr(exporter.export, "export_bundle", export_bundle)
+
+
+def test_internal_error_is_one_line_exit_1(run_cli, monkeypatch, tmp_path):
+    monkeypatch.delenv("DIFFUSION_STUDIO_DEBUG", raising=False)
+    _fail_with(monkeypatch, RuntimeError("a bug\nspread over   lines"))
+    result = run_cli(tmp_path, "--out", tmp_path / "bundle")
+    assert result.rc == 1
+    assert result.err.splitlines() == [
+        ("error: internal error: RuntimeError: a bug spread over lines; the bundle was not written "
+         "(run with DIFFUSION_STUDIO_DEBUG=1 for the traceback)")]
+    assert "Traceback" not in result.err
+
+
+def test_internal_error_with_the_debug_variable_raises(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("DIFFUSION_STUDIO_DEBUG", "1")
+    _fail_with(monkeypatch, ZeroDivisionError("division by zero"))
+    with pytest.raises(ZeroDivisionError):  # python -m exporter then prints its traceback
+        run_cli(tmp_path, "--out", tmp_path / "bundle")
+
+
+def test_model_output_error_is_one_line_exit_1(run_cli, monkeypatch, tmp_path):
+    from diffusion_studio.errors import ModelOutputError
+
+    monkeypatch.setenv("DIFFUSION_STUDIO_DEBUG", "1")  # not a bug: one line even when debugging
+    _fail_with(monkeypatch, ModelOutputError("The U-Net produced NaN at t=5."))
+    result = run_cli(tmp_path, "--out", tmp_path / "bundle")
+    assert (result.rc, result.err) == (1, "error: The U-Net produced NaN at t=5.\n")
+
+
+def test_an_interrupted_replace_is_recovered_before_the_force_check(run_cli, tiny_run, tmp_path):
+    """A kill between the two renames of a --force swap (systems without the atomic exchange) left
+    `--out` missing and the previous bundle in .NAME.old-PID: the next run puts it back first, so
+    it is the user's bundle again and is refused without --force."""
+    import subprocess
+    import sys
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    old = tmp_path / f".bundle.old-{dead}"
+    old.mkdir()
+    (old / "model.json").write_text('{"name": "previous"}')
+    (tmp_path / f".bundle.tmp-{dead}-abc123").mkdir()  # the half-written new one
+    result = run_cli(tiny_run, "--out", tmp_path / "bundle")
+    _assert_usage_error(result, "already exists", "--force")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert (tmp_path / "bundle" / "model.json").read_text() == '{"name": "previous"}'
