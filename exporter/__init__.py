@@ -7,6 +7,7 @@
 
 Modules: `source` (checkpoint -> UNet, input checks), `unet_export` (torch.onnx, graph
 checks, metadata), `fp16` (mixed-precision graph), `parity` (validation.json),
-`bundle_writer` (atomic bundle folder, model.json), `export` (the pipeline), `inspect`,
+`bundle_writer` (atomic bundle folder, model.json), `folder_swap` (kill-safe replace of a
+folder: renameat2 exchange, recovery of interrupted swaps), `export` (the pipeline), `inspect`,
 `cli`. Importing this package imports neither torch nor onnxruntime.
 """
