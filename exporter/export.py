@@ -73,7 +73,7 @@ class ExportOptions:
         if self.guidance is not None and not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
             raise UsageError(f"--guidance must be a non-negative number up to {MAX_GUIDANCE:g}, got {self.guidance}.")
         if self.sampler is not None:
-            from diffusion_studio.core.samplers import parse_sampler
+            from diffusion_studio.core.sampler_steps import parse_sampler
 
             parse_sampler(self.sampler)
         if self.include_text_encoder:
@@ -158,7 +158,7 @@ def _conditioning(src: ExportSource, notes: list[str]) -> dict[str, Any]:
 
 
 def _sampler_defaults(opts: ExportOptions, src: ExportSource) -> dict[str, Any]:
-    from diffusion_studio.core.samplers import parse_sampler
+    from diffusion_studio.core.sampler_steps import parse_sampler
 
     cfg = src.config
     sampler = parse_sampler(opts.sampler or config_value(cfg, "sampler", default=DEFAULT_SAMPLER)).value

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from diffusion_studio.core.guidance import guided_eps_fn
     from diffusion_studio.core.images import from_uint8, make_grid, to_uint8
     from diffusion_studio.core.params import DdpmVariance, SamplerKind, parse_sampler
-    from diffusion_studio.core.samplers import make_timesteps
+    from diffusion_studio.core.sampler_steps import make_timesteps
     from diffusion_studio.core.sampling import Denoiser, EpsFn, Step, sample
     from diffusion_studio.core.schedule import Schedule, ScheduleKind, make_schedule
 

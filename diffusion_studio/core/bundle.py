@@ -24,7 +24,7 @@ from diffusion_studio.core.files import (
     resolve_inside,
     sha256_file,
 )
-from diffusion_studio.core.samplers import SamplerKind
+from diffusion_studio.core.sampler_steps import SamplerKind
 from diffusion_studio.core.schedule import ScheduleKind
 from diffusion_studio.errors import BundleError
 

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from diffusion_studio.core.files import atomic_write_bytes
-from diffusion_studio.core.samplers import SAMPLER_LABELS, parse_sampler
+from diffusion_studio.core.sampler_steps import SAMPLER_LABELS, parse_sampler
 from diffusion_studio.errors import UsageError
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from diffusion_studio.core.forward import q_sample
-from diffusion_studio.core.samplers import (
+from diffusion_studio.core.sampler_steps import (
     SamplerOptions,
     SolverState,
     StepFn,

@@ -20,7 +20,7 @@ import numpy as np
 from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import from_uint8, to_uint8
-from diffusion_studio.core.samplers import SamplerKind
+from diffusion_studio.core.sampler_steps import SamplerKind
 from diffusion_studio.core.sampling import Step, sample
 from diffusion_studio.errors import ModelOutputError, UsageError
 from diffusion_studio.inference.providers import ProviderInfo

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
 from typing import Any
 
-from diffusion_studio.core.samplers import SamplerKind, parse_sampler
+from diffusion_studio.core.sampler_steps import SamplerKind, parse_sampler
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.seeds import SEED_MAX
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from diffusion_studio.core import png_meta
-from diffusion_studio.core.samplers import SAMPLER_LABELS, parse_sampler
+from diffusion_studio.core.sampler_steps import SAMPLER_LABELS, parse_sampler
 from diffusion_studio.errors import UsageError
 
 

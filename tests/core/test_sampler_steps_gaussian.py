@@ -29,7 +29,7 @@ import math
 import numpy as np
 import pytest
 
-from diffusion_studio.core.samplers import make_timesteps
+from diffusion_studio.core.sampler_steps import make_timesteps
 from diffusion_studio.core.sampling import sample
 from diffusion_studio.core.schedule import Schedule, make_schedule
 
