@@ -15,7 +15,7 @@ __all__ = ["MainWindow"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so importing a headless submodule (ui.form, ui.trajectory) does not build Qt widgets.
+    # Lazy, so importing a headless submodule (ui.generate.state, ui.forward.state) does not build Qt widgets.
     if name == "MainWindow":
         from diffusion_studio.ui.main_window import MainWindow
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QSettings, QStandardPaths
 
-from diffusion_studio.ui.form import GenerationSettings
-from diffusion_studio.ui.previews import PreviewMode
+from diffusion_studio.ui.generate.state import GenerationSettings
+from diffusion_studio.ui.generate.previews import PreviewMode
 
 ORGANIZATION = "DiffusionStudio"
 APPLICATION = "Diffusion Studio"

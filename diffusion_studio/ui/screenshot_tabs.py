@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusion_studio.ui.screenshot import isolated_window
 
     app, window, scratch = isolated_window(args.model, args.size, args.dark)
-    from diffusion_studio.ui.train_state import TrainForm
+    from diffusion_studio.ui.train.state import TrainForm
 
     window.statusBar().clearMessage()
     ok = False

@@ -15,7 +15,7 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer
 
 from diffusion_studio.inference.providers import interactive_threads
-from diffusion_studio.ui.worker import MAX_PREVIEW_HZ, PreviewThrottle, RunResult
+from diffusion_studio.ui.generate.worker import MAX_PREVIEW_HZ, PreviewThrottle, RunResult
 
 HEARTBEAT_MS = 5
 # Previews must cost under 5% of the worker loop. Wall times on a shared 2-core machine are

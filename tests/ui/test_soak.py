@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 
-from diffusion_studio.ui import worker as worker_module
+from diffusion_studio.ui.generate import worker as worker_module
 
 GENERATIONS = 120
 CANCEL_CYCLES = 200

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from diffusion_studio.core import png_meta
 from diffusion_studio.inference.providers import cuda_unusable_reason
-from diffusion_studio.ui.form import Device
-from diffusion_studio.ui.previews import PreviewMode
+from diffusion_studio.ui.generate.state import Device
+from diffusion_studio.ui.generate.previews import PreviewMode
 
 
 @pytest.fixture

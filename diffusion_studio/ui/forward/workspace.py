@@ -1,0 +1,467 @@
+"""The Forward process workspace: slide t and watch x_0 dissolve into noise, with the exact
+DDPM coefficients of that t on screen.
+
+A Qt view over `ForwardState` (numpy only): the source x_0, x_t in closed form and, when
+"Markov chain" is checked, x_t reached by t single steps q(x_t | x_{t−1}), the coefficient
+table, the formula with numbers, and a plot of the schedule with a marker at t. Long
+Markov chains of large images are walked in short slices on the event loop, so the
+slider never freezes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QHideEvent
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffusion_studio.errors import UsageError
+from diffusion_studio.ui.forward.state import (
+    DEFAULT_SIZE,
+    SOURCE_SIZES,
+    T_MAX,
+    ForwardState,
+    array_image,
+    coefficient_rows,
+    correlation,
+    formula_html,
+    load_image,
+    markov_html,
+    save_png,
+    shapes_example,
+)
+from diffusion_studio.ui.widgets.image_view import ImageView
+from diffusion_studio.ui.widgets.schedule_plot import SchedulePlot
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = (("linear", "Linear (DDPM)"), ("cosine", "Cosine (Improved DDPM)"))
+MARKOV_SLICE_S = 0.015  # GUI-thread time per slice of a long Markov chain
+PLAY_FRAMES = 120  # frames of one play-through from t = 1 to T
+PLAY_INTERVAL_MS = 33
+FILMSTRIP_TILE = 128  # filmstrip tiles are upscaled to at least this many pixels
+
+
+def _panel(title: str, view: QWidget) -> tuple[QWidget, QLabel]:
+    box = QWidget()
+    label = QLabel(title, alignment=Qt.AlignmentFlag.AlignCenter)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(label)
+    layout.addWidget(view, 1)
+    return box, label
+
+
+class ForwardWorkspace(QWidget):
+    errorOccurred = Signal(str, str)  # title, one-sentence message
+    statusMessage = Signal(str)
+
+    def __init__(
+        self,
+        state: ForwardState | None = None,
+        image_source: Callable[[], np.ndarray | None] | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setObjectName("forwardWorkspace")
+        self.state = state or ForwardState()
+        self._image_source = image_source
+        self._origin: tuple[str, object] = ("shapes", self.state.seed)  # how to rebuild x_0 at a new size
+        self._shapes_seed = self.state.seed
+        self._markov_target: int | None = None
+
+        self._build_controls()
+        self._build_views()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self.controls)
+        layout.addLayout(self.center, 1)
+
+        self.markovTimer = QTimer(self, objectName="markovTimer", interval=0)
+        self.markovTimer.timeout.connect(self._continue_markov)
+        self.playTimer = QTimer(self, objectName="playTimer", interval=PLAY_INTERVAL_MS)
+        self.playTimer.timeout.connect(self._play_tick)
+        self._sync_t_range()
+        self._refresh_source()
+        self._refresh()
+
+    # --- construction ----------------------------------------------------------------------
+    def _build_controls(self) -> None:
+        self.controls = QWidget(objectName="forwardControls")
+        self.controls.setFixedWidth(290)
+        source = QGroupBox("Source image x₀")
+        self.sourceLabel = QLabel(objectName="sourceLabel", wordWrap=True)
+        self.sourceLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.shapesButton = QPushButton("New Shapes example", objectName="shapesExampleButton")
+        self.shapesButton.setToolTip("A random image from the Shapes training set")
+        self.shapesButton.clicked.connect(self.new_shapes_example)
+        self.fromGenerateButton = QPushButton("Use the Generate image", objectName="fromGenerateButton")
+        self.fromGenerateButton.setToolTip("Noise the image shown in the Generate tab")
+        self.fromGenerateButton.clicked.connect(self.use_generate_image)
+        self.fromGenerateButton.setVisible(self._image_source is not None)
+        self.openImageButton = QPushButton("Open image…", objectName="openImageButton")
+        self.openImageButton.setToolTip("Any PNG or JPEG, resized and centre-cropped to the size below")
+        self.openImageButton.clicked.connect(self.open_image_dialog)
+        self.sizeCombo = QComboBox(objectName="sourceSizeCombo")
+        for size in SOURCE_SIZES:
+            self.sizeCombo.addItem(f"{size} × {size}", size)
+        self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(self.state.source.shape[0])
+                                       if self.state.source.shape[0] in SOURCE_SIZES else 1)
+        self.sizeCombo.currentIndexChanged.connect(self._on_size_changed)
+        size_row = QFormLayout()
+        size_row.addRow("Size", self.sizeCombo)
+        source_layout = QVBoxLayout(source)
+        source_layout.addWidget(self.sourceLabel)
+        for button in (self.shapesButton, self.fromGenerateButton, self.openImageButton):
+            source_layout.addWidget(button)
+        source_layout.addLayout(size_row)
+
+        schedule = QGroupBox("Noise schedule")
+        self.scheduleCombo = QComboBox(objectName="scheduleCombo")
+        for value, label in SCHEDULES:
+            self.scheduleCombo.addItem(label, value)
+        self.scheduleCombo.setCurrentIndex(self.scheduleCombo.findData(self.state.kind.value))
+        self.scheduleCombo.setToolTip("β_t linear from 1e-4 to 0.02 (DDPM) or from a cosine ᾱ_t (Improved DDPM)")
+        self.scheduleCombo.currentIndexChanged.connect(self._on_schedule_changed)
+        self.stepsSpin = QSpinBox(objectName="diffusionStepsSpin", minimum=2, maximum=T_MAX)
+        self.stepsSpin.setValue(self.state.T)
+        self.stepsSpin.setToolTip("T, the number of diffusion steps")
+        self.stepsSpin.setKeyboardTracking(False)
+        self.stepsSpin.valueChanged.connect(self._on_schedule_changed)
+        form = QFormLayout(schedule)
+        form.addRow("Schedule", self.scheduleCombo)
+        form.addRow("T", self.stepsSpin)
+
+        noise = QGroupBox("Noise ε ~ N(0, I)")
+        self.seedLabel = QLabel(objectName="noiseSeedLabel")
+        self.newNoiseButton = QPushButton("New noise", objectName="newNoiseButton")
+        self.newNoiseButton.setToolTip("Draw another ε (the same ε is used for every t, so scrubbing is smooth)")
+        self.newNoiseButton.clicked.connect(self.new_noise)
+        self.markovCheck = QCheckBox("Markov chain: t single steps", objectName="markovCheck")
+        self.markovCheck.setToolTip("Also show x_t reached by t steps of q(x_t | x_{t−1}); same distribution, "
+                                    "other noise")
+        self.markovCheck.toggled.connect(self._on_markov_toggled)
+        noise_layout = QVBoxLayout(noise)
+        noise_row = QHBoxLayout()
+        noise_row.addWidget(self.seedLabel, 1)
+        noise_row.addWidget(self.newNoiseButton)
+        noise_layout.addLayout(noise_row)
+        noise_layout.addWidget(self.markovCheck)
+
+        self.filmstripButton = QPushButton("Export filmstrip…", objectName="filmstripButton")
+        self.filmstripButton.setToolTip("A PNG of x₀ and x_t at 8 evenly spaced t")
+        self.filmstripButton.clicked.connect(self.export_filmstrip_dialog)
+
+        layout = QVBoxLayout(self.controls)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in (source, schedule, noise):
+            layout.addWidget(widget)
+        layout.addWidget(self.filmstripButton)
+        layout.addStretch(1)
+
+    def _build_views(self) -> None:
+        self.sourceView = ImageView(placeholder="x₀")
+        self.sourceView.setObjectName("sourceImageView")
+        self.forwardImageView = ImageView(placeholder="x_t")
+        self.forwardImageView.setObjectName("forwardImageView")
+        self.forwardImageView.setAccessibleName("Noisy image x_t")
+        self.markovView = ImageView(placeholder="Computing the Markov chain…")
+        self.markovView.setObjectName("markovImageView")
+        for view in (self.sourceView, self.forwardImageView, self.markovView):
+            view.setMinimumSize(140, 140)
+        source_panel, _ = _panel("x<sub>0</sub> (source)", self.sourceView)
+        forward_panel, self.forwardTitle = _panel("", self.forwardImageView)
+        self.markovPanel, self.markovTitle = _panel("", self.markovView)
+        self.markovPanel.setVisible(False)
+        images = QHBoxLayout()
+        images.addWidget(source_panel, 1)
+        images.addWidget(forward_panel, 1)
+        images.addWidget(self.markovPanel, 1)
+        self.statsLabel = QLabel(objectName="forwardStatsLabel", alignment=Qt.AlignmentFlag.AlignCenter)
+
+        self.timestepSlider = QSlider(Qt.Orientation.Horizontal, objectName="timestepSlider")
+        self.timestepSlider.setToolTip("The timestep t of x_t (arrow keys step by one)")
+        self.timestepSlider.valueChanged.connect(self.set_t)
+        self.timestepSpin = QSpinBox(objectName="timestepSpin")
+        self.timestepSpin.setPrefix("t = ")
+        self.timestepSpin.valueChanged.connect(self.set_t)
+        self.playButton = QPushButton("Play", objectName="playButton", checkable=True)
+        self.playButton.setToolTip("Run t from 1 to T")
+        self.playButton.toggled.connect(self._on_play_toggled)
+        t_row = QHBoxLayout()
+        t_row.addWidget(QLabel("t"))
+        t_row.addWidget(self.timestepSlider, 1)
+        t_row.addWidget(self.timestepSpin)
+        t_row.addWidget(self.playButton)
+
+        self.formulaLabel = QLabel(objectName="formulaLabel", textFormat=Qt.TextFormat.RichText)
+        self.markovFormulaLabel = QLabel(objectName="markovFormulaLabel", textFormat=Qt.TextFormat.RichText)
+        for label in (self.formulaLabel, self.markovFormulaLabel):
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        table = QGroupBox("Coefficients at t")
+        grid = QGridLayout(table)
+        grid.setHorizontalSpacing(14)
+        self.coefficientLabels: dict[str, QLabel] = {}
+        for row, (key, symbol, _value, meaning) in enumerate(coefficient_rows(self.state.coefficients())):
+            name = QLabel(symbol, textFormat=Qt.TextFormat.RichText)
+            value = QLabel(objectName=f"{key}Value", alignment=Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setMinimumWidth(value.fontMetrics().horizontalAdvance("0.00000000e-00"))
+            hint = QLabel(meaning, textFormat=Qt.TextFormat.RichText)
+            hint.setEnabled(False)  # the palette's dimmed text
+            grid.addWidget(name, row, 0)
+            grid.addWidget(value, row, 1)
+            grid.addWidget(hint, row, 2)
+            self.coefficientLabels[key] = value
+        table.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
+        self.schedulePlot = SchedulePlot(self.state.schedule, self.state.t)
+        bottom = QHBoxLayout()
+        bottom.addWidget(table)
+        bottom.addWidget(self.schedulePlot, 1)
+
+        self.center = QVBoxLayout()
+        self.center.addLayout(images, 3)
+        self.center.addWidget(self.statsLabel)
+        self.center.addLayout(t_row)
+        self.center.addWidget(self.formulaLabel)
+        self.center.addWidget(self.markovFormulaLabel)
+        self.center.addLayout(bottom, 2)
+
+    def sizeHint(self) -> QSize:
+        return QSize(1200, 760)
+
+    # --- t ---------------------------------------------------------------------------------
+    def t(self) -> int:
+        return self.state.t
+
+    def set_t(self, t: int) -> None:
+        """Show x_t for this t (clamped to 1..T); slider and spin box follow."""
+        t = max(1, min(int(t), self.state.T))
+        for widget in (self.timestepSlider, self.timestepSpin):
+            if widget.value() != t:
+                widget.blockSignals(True)
+                widget.setValue(t)
+                widget.blockSignals(False)
+        if t != self.state.t or self.forwardImageView.image_array() is None:
+            self.state.set_t(t)
+            self._refresh()
+
+    def _sync_t_range(self) -> None:
+        T = self.state.T
+        for widget in (self.timestepSlider, self.timestepSpin):
+            widget.blockSignals(True)
+            widget.setRange(1, T)
+            widget.setValue(self.state.t)
+            widget.blockSignals(False)
+        self.timestepSlider.setPageStep(max(1, T // 20))
+
+    # --- source ----------------------------------------------------------------------------
+    def source_size(self) -> int:
+        return int(self.sizeCombo.currentData() or DEFAULT_SIZE)
+
+    def set_source(self, image: np.ndarray, name: str, origin: tuple[str, object]) -> None:
+        self.state.set_source(image, name)
+        self._origin = origin
+        self._refresh_source()
+        self._refresh()
+
+    def new_shapes_example(self) -> None:
+        self._shapes_seed += 1
+        self._load_origin(("shapes", self._shapes_seed))
+
+    def open_image(self, path: Path | str) -> bool:
+        """Use an image file as x_0; a dialog (errorOccurred) if it cannot be read."""
+        return self._load_origin(("file", Path(path)))
+
+    def open_image_dialog(self) -> None:
+        target, _ = QFileDialog.getOpenFileName(
+            self, "Open image", str(Path.home()), "Images (*.png *.jpg *.jpeg *.bmp *.webp *.gif)"
+        )
+        if target:
+            self.open_image(target)
+
+    def use_generate_image(self) -> bool:
+        image = self._image_source() if self._image_source else None
+        if image is None:
+            self.statusMessage.emit("The Generate tab shows no image yet; generate one first.")
+            return False
+        return self._load_origin(("array", np.array(image, copy=True)))
+
+    def _load_origin(self, origin: tuple[str, object]) -> bool:
+        kind, value = origin
+        size = self.source_size()
+        try:
+            if kind == "shapes":
+                image, caption = shapes_example(int(value), size)  # type: ignore[arg-type]
+                name = f"Shapes: {caption}"
+            elif kind == "file":
+                image, name = load_image(value, size), Path(str(value)).name  # type: ignore[arg-type]
+            else:
+                image, name = array_image(value, size), "Image from the Generate tab"  # type: ignore[arg-type]
+        except UsageError as exc:
+            self.errorOccurred.emit("Cannot use this image", str(exc))
+            return False
+        self.set_source(image, name, origin)
+        return True
+
+    def _on_size_changed(self, _index: int) -> None:
+        if self.state.source.shape[0] != self.source_size():
+            self._load_origin(self._origin)
+
+    def _refresh_source(self) -> None:
+        h, w = self.state.source.shape[:2]
+        self.sourceLabel.setText(f"{self.state.source_name}\n{w} × {h} pixels")
+        self.sourceView.set_image(self.state.source)
+
+    # --- schedule and noise ----------------------------------------------------------------
+    def _on_schedule_changed(self, *_args: object) -> None:
+        kind, T = str(self.scheduleCombo.currentData()), int(self.stepsSpin.value())
+        try:
+            self.state.set_schedule(kind, T)
+        except UsageError as exc:
+            self.errorOccurred.emit("Noise schedule", str(exc))
+            return
+        self.schedulePlot.set_schedule(self.state.schedule)
+        self._sync_t_range()
+        self._refresh()
+
+    def set_schedule(self, kind: str, T: int | None = None) -> None:
+        """Pick a schedule (and T) as the user would in the form."""
+        if T is not None:
+            self.stepsSpin.blockSignals(True)
+            self.stepsSpin.setValue(T)
+            self.stepsSpin.blockSignals(False)
+        index = self.scheduleCombo.findData(kind)
+        if index < 0:
+            self.errorOccurred.emit("Noise schedule", f"Unknown schedule '{kind}'; use linear or cosine.")
+            return
+        if index == self.scheduleCombo.currentIndex():
+            self._on_schedule_changed()
+        else:
+            self.scheduleCombo.setCurrentIndex(index)
+
+    def new_noise(self) -> None:
+        self.state.new_noise()
+        self._refresh()
+
+    def _on_markov_toggled(self, on: bool) -> None:
+        self.markovPanel.setVisible(on)
+        self._refresh()
+
+    def markov_enabled(self) -> bool:
+        return self.markovCheck.isChecked()
+
+    def markov_pending(self) -> bool:
+        """True while a long Markov chain is still being walked to the current t."""
+        return self._markov_target is not None
+
+    # --- rendering -------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        state = self.state
+        c = state.coefficients()
+        x_t = state.x_t()
+        self.forwardImageView.set_image(state.image())
+        self.forwardTitle.setText(f"x<sub>t</sub>, closed form q(x<sub>t</sub> | x<sub>0</sub>) · t = {c.t}")
+        self.statsLabel.setText(
+            f"corr(x_t, x₀) = {correlation(x_t, state.x_0):.3f}   ·   "
+            f"signal √ᾱ_t = {c.sqrt_alpha_bar:.4f}   ·   noise √(1−ᾱ_t) = {c.sqrt_one_minus_alpha_bar:.4f}"
+        )
+        for key, _symbol, value, _meaning in coefficient_rows(c):
+            self.coefficientLabels[key].setText(value)
+        self.formulaLabel.setText(formula_html(c))
+        self.markovFormulaLabel.setText(markov_html(c))
+        self.schedulePlot.set_t(c.t)
+        self.seedLabel.setText(f"seed {state.seed}")
+        if self.markovCheck.isChecked():
+            self._markov_target = c.t
+            self._continue_markov()
+        else:
+            self._markov_target = None
+            self.markovTimer.stop()
+
+    def _continue_markov(self) -> None:
+        target = self._markov_target
+        if target is None:
+            self.markovTimer.stop()
+            return
+        x = self.state.markov_advance(target, MARKOV_SLICE_S)
+        if x is None:
+            self.markovTitle.setText(f"Markov chain: step {self.state.markov_position()} of {target}…")
+            if not self.markovTimer.isActive():
+                self.markovTimer.start()
+            return
+        self.markovTimer.stop()
+        self._markov_target = None
+        self.markovView.set_image(self.state.markov_image(target))
+        self.markovTitle.setText(f"x<sub>t</sub> after {target} Markov steps q(x<sub>t</sub> | x<sub>t−1</sub>)")
+
+    # --- play ------------------------------------------------------------------------------
+    def _on_play_toggled(self, on: bool) -> None:
+        if on:
+            if self.state.t >= self.state.T:
+                self.set_t(1)
+            self.playButton.setText("Pause")
+            self.playTimer.start()
+        else:
+            self.playButton.setText("Play")
+            self.playTimer.stop()
+
+    def _play_tick(self) -> None:
+        if self._markov_target is not None:
+            return  # let the Markov chain catch up first
+        step = max(1, self.state.T // PLAY_FRAMES)
+        self.set_t(self.state.t + step)
+        if self.state.t >= self.state.T:
+            self.playButton.setChecked(False)
+
+    # --- filmstrip -------------------------------------------------------------------------
+    def export_filmstrip(self, path: Path | str) -> Path:
+        """x₀ and x_t at 8 evenly spaced t as one PNG (upscaled so small images stay visible)."""
+        size = self.state.source.shape[0]
+        return save_png(self.state.filmstrip(), path, scale=max(1, FILMSTRIP_TILE // size))
+
+    def export_filmstrip_dialog(self) -> None:
+        target, _ = QFileDialog.getSaveFileName(
+            self, "Export filmstrip", str(Path.home() / "forward-process.png"), "PNG (*.png)"
+        )
+        if not target:
+            return
+        path = Path(target) if target.lower().endswith(".png") else Path(target + ".png")
+        try:
+            self.export_filmstrip(path)
+        except UsageError as exc:
+            self.errorOccurred.emit("Export filmstrip", str(exc))
+            return
+        self.statusMessage.emit(f"Filmstrip written to {path}.")
+
+    # --- lifetime --------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop the play and Markov timers (window closing)."""
+        self.playButton.setChecked(False)
+        self.playTimer.stop()
+        self.markovTimer.stop()
+        self._markov_target = None
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        self.playButton.setChecked(False)  # no animation behind another tab
+        super().hideEvent(event)

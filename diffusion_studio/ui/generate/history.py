@@ -1,0 +1,98 @@
+"""The history of finished images, headless: PNG files with full metadata in one folder.
+
+Each image is one PNG written by `core.png_meta.write_png` (the `parameters` text plus
+the JSON chunk), so the folder is the database: listing it, reading metadata back and
+deleting are file operations, and any tool can open the files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion_studio.core import png_meta
+from diffusion_studio.core.params import SAMPLER_LABELS, parse_sampler
+from diffusion_studio.errors import UsageError
+
+
+def sampler_label(name: object) -> str:
+    """The display name of a sampler id ("dpmpp-2m" -> "DPM++ 2M"); unknown names as they are."""
+    try:
+        return SAMPLER_LABELS[parse_sampler(str(name))]
+    except UsageError:
+        return str(name)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    path: Path
+    metadata: dict[str, Any]
+    created: float  # seconds since the epoch (file modification time)
+
+    @property
+    def title(self) -> str:
+        prompt = str(self.metadata.get("prompt", "")).strip() or "(no prompt)"
+        return prompt if len(prompt) <= 60 else prompt[:57] + "…"
+
+    @property
+    def subtitle(self) -> str:
+        parts = []
+        if "seed" in self.metadata:
+            parts.append(f"seed {self.metadata['seed']}")
+        if "steps" in self.metadata:
+            parts.append(f"{self.metadata['steps']} steps")
+        if "sampler" in self.metadata:
+            parts.append(sampler_label(self.metadata["sampler"]))
+        return " · ".join(parts)
+
+
+def read_entry(path: Path) -> HistoryEntry:
+    """The history entry of one PNG; UsageError if it is not a readable PNG."""
+    metadata = png_meta.read_metadata(path)
+    return HistoryEntry(Path(path), dict(metadata), Path(path).stat().st_mtime)
+
+
+class HistoryStore:
+    """PNG files in `folder`, newest first."""
+
+    def __init__(self, folder: Path | str) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"Cannot create the history folder {self.folder} ({exc.strerror}).") from exc
+
+    def entries(self) -> list[HistoryEntry]:
+        found: list[HistoryEntry] = []
+        for path in self.folder.glob("*.png"):
+            try:
+                found.append(read_entry(path))
+            except (UsageError, OSError):
+                continue  # a foreign or half-deleted file is not history
+        return sorted(found, key=lambda e: (e.created, e.path.name), reverse=True)
+
+    def _new_path(self, seed: int, index: int) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = f"{stamp}-seed{seed}-{index}"
+        path, n = self.folder / f"{base}.png", 1
+        while path.exists():
+            path, n = self.folder / f"{base}-{n}.png", n + 1
+        return path
+
+    def add(self, image: np.ndarray, metadata: dict[str, Any], index: int = 0) -> HistoryEntry:
+        """Write one uint8 image [H, W, C] with its metadata (atomically); return its entry."""
+        path = self._new_path(int(metadata.get("seed", 0)), index)
+        png_meta.write_png(path, image, metadata)
+        return read_entry(path)
+
+    def delete(self, entry: HistoryEntry) -> None:
+        try:
+            entry.path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise UsageError(f"Cannot delete {entry.path} ({exc.strerror}).") from exc

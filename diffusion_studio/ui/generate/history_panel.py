@@ -1,0 +1,308 @@
+"""History view: thumbnails of finished images (`historyList`), their parameters and actions.
+
+A view over `HistoryStore`. Selecting an entry emits `entrySelected` (the window shows
+the image); the actions (Reuse settings, Save As…, Copy image, Reveal in folder,
+Delete) work on the selected entry. Dialogs are the only blocking calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QGridLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffusion_studio.errors import UsageError
+from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore, sampler_label
+
+THUMBNAIL = 64
+MAX_LISTED = 500
+PATH_ROLE = Qt.ItemDataRole.UserRole
+
+# Metadata keys shown first, with their labels; any other key follows as is.
+_DETAIL_LABELS = (
+    ("prompt", "Prompt"),
+    ("negative_prompt", "Negative prompt"),
+    ("sampler", "Sampler"),
+    ("steps", "Steps"),
+    ("guidance", "Guidance"),
+    ("seed", "Seed"),
+    ("model", "Model"),
+    ("model_hash", "Model hash"),
+    ("provider", "Provider"),
+    ("onnxruntime", "ONNX Runtime"),
+    ("seconds", "Run time (s)"),
+    ("created", "Created"),
+)
+_HIDDEN = {"parameters", "sampler_label", "width", "height", "batch_size", "batch_index"}
+
+
+def format_details(entry: HistoryEntry) -> str:
+    """The parameters of an entry as `Label: value` lines (known keys first)."""
+    meta: dict[str, Any] = dict(entry.metadata)
+    if "sampler" in meta:
+        meta["sampler"] = sampler_label(meta["sampler"])
+    lines = []
+    for key, label in _DETAIL_LABELS:
+        if key in meta:
+            lines.append(f"{label}: {_value_text(meta.pop(key))}")
+    if "width" in meta and "height" in meta:
+        lines.append(f"Size: {meta['width']}×{meta['height']}")
+    if meta.get("batch_size", 1) not in (1, "1"):
+        lines.append(f"Batch: image {int(meta.get('batch_index', 0)) + 1} of {meta['batch_size']}")
+    for key in sorted(k for k in meta if k not in _HIDDEN):
+        lines.append(f"{key}: {_value_text(meta[key])}")
+    lines.append(f"File: {entry.path}")
+    return "\n".join(lines)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_value_text(v)}" for k, v in value.items())
+    return str(value)
+
+
+def thumbnail(path: Path) -> QIcon:
+    """A crisp (nearest-neighbour) square thumbnail of a small PNG."""
+    image = QImage(str(path))
+    if image.isNull():
+        return QIcon()
+    scaled = image.scaled(
+        THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
+    )
+    return QIcon(QPixmap.fromImage(scaled))
+
+
+def reveal_in_folder(path: Path) -> None:
+    """Show the file in the platform's file manager (selected where the platform allows)."""
+    if sys.platform == "win32":
+        subprocess.Popen(["explorer", "/select,", str(path)])  # noqa: S603,S607
+    elif sys.platform == "darwin":
+        subprocess.Popen(["open", "-R", str(path)])  # noqa: S603,S607
+    else:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent)))
+
+
+def copy_file_atomic(source: Path, target: Path) -> None:
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"Cannot write {target} ({exc.strerror or exc}).") from exc
+
+
+class HistoryPanel(QWidget):
+    """`historyList` with details and actions for the selected entry."""
+
+    entrySelected = Signal(object)  # HistoryEntry | None
+    reuseRequested = Signal(object)  # HistoryEntry
+    errorOccurred = Signal(str)
+
+    def __init__(self, store: HistoryStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("historyPanel")
+        self.store = store
+        self._entries: dict[str, HistoryEntry] = {}
+
+        self.historyList = QListWidget(objectName="historyList")
+        self.historyList.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
+        self.historyList.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.historyList.setUniformItemSizes(True)
+        self.historyList.setWordWrap(True)
+        self.historyList.setAccessibleName("History")
+        self.historyList.currentItemChanged.connect(self._on_current_changed)
+        self.historyList.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+
+        self.detailsView = QPlainTextEdit(objectName="historyDetails", readOnly=True)
+        self.detailsView.setPlaceholderText("Select an image to see its parameters.")
+        self.detailsView.setMaximumHeight(170)
+
+        self.reuseButton = QPushButton("Reuse settings", objectName="reuseButton")
+        self.reuseButton.setToolTip("Fill the form with this image's settings (seed locked)")
+        self.saveAsButton = QPushButton("Save As…", objectName="saveAsButton")
+        self.copyButton = QPushButton("Copy image", objectName="copyButton")
+        self.revealButton = QPushButton("Reveal in folder", objectName="revealButton")
+        self.deleteButton = QPushButton("Delete…", objectName="deleteButton")
+        self.reuseButton.clicked.connect(self.reuse_selected)
+        self.saveAsButton.clicked.connect(self.save_selected_as)
+        self.copyButton.clicked.connect(self.copy_selected)
+        self.revealButton.clicked.connect(self.reveal_selected)
+        self.deleteButton.clicked.connect(self.delete_selected)
+
+        self.deleteAction = QAction("Delete…", self, shortcut=QKeySequence.StandardKey.Delete)
+        self.deleteAction.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.deleteAction.triggered.connect(self.delete_selected)
+        for text, slot in (
+            ("Reuse settings", self.reuse_selected),
+            ("Save As…", self.save_selected_as),
+            ("Copy image", self.copy_selected),
+            ("Reveal in folder", self.reveal_selected),
+        ):
+            action = QAction(text, self.historyList)
+            action.triggered.connect(slot)
+            self.historyList.addAction(action)
+        self.historyList.addAction(self.deleteAction)
+
+        buttons = QGridLayout()
+        buttons.addWidget(self.reuseButton, 0, 0, 1, 2)
+        buttons.addWidget(self.saveAsButton, 1, 0)
+        buttons.addWidget(self.copyButton, 1, 1)
+        buttons.addWidget(self.revealButton, 2, 0)
+        buttons.addWidget(self.deleteButton, 2, 1)
+
+        self.countLabel = QLabel(objectName="historyCountLabel")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.countLabel)
+        layout.addWidget(self.historyList, 1)
+        layout.addWidget(self.detailsView)
+        layout.addLayout(buttons)
+        self.setMinimumWidth(220)
+        self.reload()
+
+    # --- contents --------------------------------------------------------------------------
+    def reload(self) -> None:
+        """List the store's entries again (newest first)."""
+        self.historyList.blockSignals(True)
+        self.historyList.clear()
+        self._entries.clear()
+        for entry in self.store.entries()[:MAX_LISTED]:
+            self._append(entry)
+        self.historyList.blockSignals(False)
+        self._update_actions()
+
+    def _make_item(self, entry: HistoryEntry) -> QListWidgetItem:
+        item = QListWidgetItem(thumbnail(entry.path), f"{entry.title}\n{entry.subtitle}")
+        item.setData(PATH_ROLE, str(entry.path))
+        item.setToolTip(format_details(entry))
+        self._entries[str(entry.path)] = entry
+        return item
+
+    def _append(self, entry: HistoryEntry) -> None:
+        self.historyList.addItem(self._make_item(entry))
+
+    def add_entries(self, entries: list[HistoryEntry], select_first: bool = True) -> None:
+        """Put newly written entries on top; select the first without showing it."""
+        for entry in reversed(entries):
+            self.historyList.insertItem(0, self._make_item(entry))
+        if select_first and entries:
+            self.historyList.blockSignals(True)
+            self.historyList.setCurrentRow(0)
+            self.historyList.blockSignals(False)
+            self.detailsView.setPlainText(format_details(entries[0]))
+        self._update_actions()
+
+    def entries(self) -> list[HistoryEntry]:
+        return [self._entries[self.historyList.item(i).data(PATH_ROLE)] for i in range(self.historyList.count())]
+
+    def selected_entry(self) -> HistoryEntry | None:
+        item = self.historyList.currentItem()
+        return None if item is None else self._entries.get(item.data(PATH_ROLE))
+
+    def clear_selection(self) -> None:
+        """No current entry (a run started): empty details, actions disabled."""
+        self.historyList.blockSignals(True)
+        self.historyList.setCurrentRow(-1)
+        self.historyList.clearSelection()
+        self.historyList.blockSignals(False)
+        self.detailsView.clear()
+        self._update_actions()
+
+    def select_entry(self, path: Path | str) -> None:
+        for i in range(self.historyList.count()):
+            if self.historyList.item(i).data(PATH_ROLE) == str(path):
+                self.historyList.setCurrentRow(i)
+                return
+
+    def _on_current_changed(self, current: QListWidgetItem | None, _previous: object) -> None:
+        entry = None if current is None else self._entries.get(current.data(PATH_ROLE))
+        self.detailsView.setPlainText(format_details(entry) if entry else "")
+        self._update_actions()
+        self.entrySelected.emit(entry)
+
+    def _update_actions(self) -> None:
+        has = self.selected_entry() is not None
+        for widget in (self.reuseButton, self.saveAsButton, self.copyButton, self.revealButton, self.deleteButton):
+            widget.setEnabled(has)
+        for action in self.historyList.actions():
+            action.setEnabled(has)
+        n = self.historyList.count()
+        self.countLabel.setText(f"History · {n} image{'s' if n != 1 else ''}")
+
+    # --- actions ---------------------------------------------------------------------------
+    def reuse_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is not None:
+            self.reuseRequested.emit(entry)
+
+    def save_selected_as(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        target, _ = QFileDialog.getSaveFileName(
+            self, "Save image as", str(Path.home() / entry.path.name), "PNG image (*.png)"
+        )
+        if not target:
+            return
+        target_path = Path(target) if target.lower().endswith(".png") else Path(target + ".png")
+        try:
+            copy_file_atomic(entry.path, target_path)
+        except UsageError as exc:
+            self.errorOccurred.emit(str(exc))
+
+    def copy_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is not None:
+            QGuiApplication.clipboard().setImage(QImage(str(entry.path)))
+
+    def reveal_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is not None:
+            reveal_in_folder(entry.path)
+
+    def delete_selected(self) -> None:
+        entry = self.selected_entry()
+        if entry is None:
+            return
+        answer = QMessageBox.question(
+            self,
+            "Delete image",
+            f"Delete “{entry.title}” ({entry.path.name}) from the history? This cannot be undone.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        try:
+            self.store.delete(entry)
+        except UsageError as exc:
+            self.errorOccurred.emit(str(exc))
+            return
+        row = self.historyList.currentRow()
+        self._entries.pop(str(entry.path), None)
+        self.historyList.takeItem(row)
+        self._update_actions()
+        if self.historyList.count() == 0:
+            self.entrySelected.emit(None)

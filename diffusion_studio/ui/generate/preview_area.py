@@ -1,0 +1,188 @@
+"""The central image area: live preview, caption, trajectory scrubber and progress bar.
+
+It shows either a `Frame` of a run (live, or scrubbed from the recorded trajectory) in
+the chosen `PreviewMode`, or a still image (a history entry). Rendering numpy frames
+into the view happens here, on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from diffusion_studio.ui.formatting import format_seconds
+from diffusion_studio.ui.widgets.image_view import ImageView
+from diffusion_studio.ui.generate.previews import Frame, PreviewMode, render
+from diffusion_studio.ui.generate.trajectory import Trajectory
+from diffusion_studio.ui.generate.worker import Progress
+
+
+def progress_text(progress: Progress) -> str:
+    """"12/50 · 35.2 steps/s · ETA 1.1 s" (no ETA once done)."""
+    text = f"{progress.done}/{progress.count} · {progress.steps_per_s:.1f} steps/s"
+    if progress.done < progress.count:
+        text += f" · ETA {format_seconds(progress.eta_s)}"
+    return text
+
+
+def caption_field() -> QLineEdit:
+    """The "t = 731 · step 12/50" caption: read-only, selectable, centred, no frame.
+
+    A QLabel would do, but every QLabel.setText asks for a new layout, and a layout pass
+    climbs to the main window: at 30 previews per second that was most of a preview's
+    cost. A line edit's size does not depend on its text, so setText only repaints it.
+    """
+    field = QLineEdit(objectName="captionLabel", readOnly=True, frame=False)
+    field.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    field.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+    field.setStyleSheet("QLineEdit#captionLabel { background: transparent; }")
+    field.setAccessibleName("Preview caption")
+    return field
+
+
+class PreviewArea(QWidget):
+    modeChanged = Signal(object)  # PreviewMode
+    smoothChanged = Signal(bool)
+    exportTrajectoryRequested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("previewArea")
+        self._frame: Frame | None = None
+        self._trajectory: Trajectory | None = None
+
+        self.previewModeCombo = QComboBox(objectName="previewModeCombo")
+        for mode in PreviewMode:
+            self.previewModeCombo.addItem(mode.label, mode.value)
+        self.previewModeCombo.setToolTip("What the preview shows during and after a run")
+        self.previewModeCombo.currentIndexChanged.connect(self._on_mode_changed)
+        self.smoothCheck = QCheckBox("Smooth zoom", objectName="smoothZoomCheck")
+        self.smoothCheck.setToolTip("Bilinear zoom instead of crisp nearest-neighbour pixels")
+        self.smoothCheck.toggled.connect(self._on_smooth_toggled)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Show"))
+        top.addWidget(self.previewModeCombo)
+        top.addStretch(1)
+        top.addWidget(self.smoothCheck)
+
+        self.previewView = ImageView(placeholder="Type a prompt and click Generate.")
+        self.previewView.setObjectName("previewView")
+        self.previewView.setAccessibleName("Preview")
+        self.captionLabel = caption_field()
+
+        self.trajectorySlider = QSlider(Qt.Orientation.Horizontal, objectName="trajectorySlider")
+        self.trajectorySlider.setEnabled(False)
+        self.trajectorySlider.setToolTip("Scrub through the recorded steps of the last run")
+        self.trajectorySlider.valueChanged.connect(self._on_scrub)
+        self.exportTrajectoryButton = QPushButton("Export trajectory…", objectName="exportTrajectoryButton")
+        self.exportTrajectoryButton.setEnabled(False)
+        self.exportTrajectoryButton.setToolTip("Save the run as an animated GIF or a PNG filmstrip")
+        self.exportTrajectoryButton.clicked.connect(self.exportTrajectoryRequested)
+        scrub = QHBoxLayout()
+        scrub.addWidget(QLabel("Trajectory"))
+        scrub.addWidget(self.trajectorySlider, 1)
+        scrub.addWidget(self.exportTrajectoryButton)
+
+        self.progressBar = QProgressBar(objectName="progressBar")
+        self.progressBar.setTextVisible(True)
+        self.reset_progress()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.previewView, 1)
+        layout.addWidget(self.captionLabel)
+        layout.addLayout(scrub)
+        layout.addWidget(self.progressBar)
+
+    # --- options ---------------------------------------------------------------------------
+    def mode(self) -> PreviewMode:
+        return PreviewMode(self.previewModeCombo.currentData())
+
+    def set_mode(self, mode: PreviewMode) -> None:
+        self.previewModeCombo.setCurrentIndex(self.previewModeCombo.findData(mode.value))
+
+    def set_smooth(self, smooth: bool) -> None:
+        self.smoothCheck.setChecked(smooth)
+        self.previewView.set_smooth(smooth)
+
+    def _on_mode_changed(self, _index: int) -> None:
+        if self._frame is not None:
+            self.previewView.set_image(render(self._frame, self.mode()))
+        self.modeChanged.emit(self.mode())
+
+    def _on_smooth_toggled(self, smooth: bool) -> None:
+        self.previewView.set_smooth(smooth)
+        self.smoothChanged.emit(smooth)
+
+    # --- content ---------------------------------------------------------------------------
+    def current_frame(self) -> Frame | None:
+        return self._frame
+
+    def show_frame(self, frame: Frame) -> None:
+        """Show one step of a run in the current mode, with its caption."""
+        self._frame = frame
+        self.previewView.set_image(render(frame, self.mode()))
+        self.captionLabel.setText(frame.caption)
+
+    def show_image(self, image: np.ndarray | None, caption: str = "") -> None:
+        """Show a still image (a history entry), or nothing."""
+        self._frame = None
+        self.previewView.set_image(image)
+        self.captionLabel.setText(caption)
+
+    def show_message(self, text: str) -> None:
+        """Empty the view and show `text` in it (no model, cancelled, …)."""
+        self.show_image(None)
+        self.previewView.set_placeholder(text)
+
+    def begin_run(self) -> None:
+        self.set_trajectory(None)
+        self.reset_progress()
+        self.progressBar.setFormat("Starting…")
+        self.previewView.set_placeholder("Encoding the prompt…")
+
+    def set_trajectory(self, trajectory: Trajectory | None) -> None:
+        """Enable scrubbing through a finished run's steps (slider at the final step)."""
+        self._trajectory = trajectory if trajectory is not None and len(trajectory) else None
+        enabled = self._trajectory is not None
+        self.trajectorySlider.blockSignals(True)
+        self.trajectorySlider.setRange(0, len(self._trajectory) - 1 if enabled else 0)
+        self.trajectorySlider.setValue(self.trajectorySlider.maximum())
+        self.trajectorySlider.blockSignals(False)
+        self.trajectorySlider.setEnabled(enabled)
+        self.exportTrajectoryButton.setEnabled(enabled)
+
+    def trajectory(self) -> Trajectory | None:
+        return self._trajectory
+
+    def _on_scrub(self, value: int) -> None:
+        if self._trajectory is not None and 0 <= value < len(self._trajectory):
+            self.show_frame(self._trajectory[value])
+
+    # --- progress --------------------------------------------------------------------------
+    def reset_progress(self) -> None:
+        self.progressBar.setRange(0, 1)
+        self.progressBar.setValue(0)
+        self.progressBar.setFormat("Ready")
+
+    def set_progress(self, progress: Progress) -> None:
+        self.progressBar.setRange(0, progress.count)
+        self.progressBar.setValue(progress.done)
+        self.progressBar.setFormat(progress_text(progress))
+
+    def set_status(self, text: str) -> None:
+        """Text in the progress bar once a run ended (done, cancelled, failed)."""
+        self.progressBar.setFormat(text)
