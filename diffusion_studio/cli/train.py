@@ -2,7 +2,9 @@
 
 Without --json a tqdm progress bar shows loss, LR and images/s; with --json every progress
 event is printed as one JSON line (what the GUI reads). Ctrl-C (or SIGTERM) writes a
-checkpoint and stops; `--resume` continues exactly where it stopped.
+checkpoint and stops; `--resume` continues exactly where it stopped (a run killed before its
+first checkpoint starts again from step 0 in the same folder, and a note says so). Every flag,
+the whole config and the writability of RUN_DIR are checked before anything is written.
 
 Data parallel: `--nproc N` runs N processes through torch.distributed.run (DDP; gloo on
 CPU, nccl on CUDA, one GPU per process); for several machines start the same command with
@@ -36,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int)
     p.add_argument("--lr", type=float, help="peak AdamW learning rate")
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its latest checkpoint "
+                   "(from step 0 when it stopped before its first)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", action="store_true", help="print progress events as JSON lines on stdout")
     p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: all cores)")
@@ -114,10 +117,13 @@ def run(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise UsageError("Training needs PyTorch: pip install 'diffusion-studio[train]'.") from None
+    from diffusion_studio.training.resume import check_out_folder
+
     normalize_dataset(args.dataset)
     if args.nproc < 1 or args.nproc > 1024:
         raise UsageError(f"--nproc must be an integer in [1, 1024], got {args.nproc}.")
-    config = build_config(args)
+    check_out_folder(Path(args.out))  # read-only, immutable, not a folder, name too long: one line
+    config = build_config(args)  # every flag and the whole TrainConfig, before anything is written
     if args.nproc > 1:
         return _launch(args, config)
     from diffusion_studio.training import ddp
@@ -131,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             listeners.append(bar)
         trainer = Trainer(config, args.out, resume=args.resume, listeners=listeners,
                           echo=sys.stdout if args.json else None, dist=ctx)
+        for note in trainer.notes:
+            sys.stderr.write(f"note: {note}\n")
         try:
             result = trainer.run()
         finally:

@@ -10,6 +10,7 @@ sidecar always names a complete tensor file. Only the last K checkpoints are kep
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ from diffusion_studio.training.unet import UNetConfig
 FORMAT = "diffusion-studio-checkpoint"
 FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^step-(\d{8,})\.json$")
+# Temp files of the atomic writes (core.files) of a run, "<name>.tmp-<pid>", by folder of the run.
+_TEMP_RE = {"checkpoints": re.compile(r"^step-\d{8,}\.(?:safetensors|json)\.tmp-(\d+)$"),
+            "samples": re.compile(r"^step-\d{8,}\.png\.tmp-(\d+)$"),
+            "": re.compile(r"^config\.json\.tmp-(\d+)$")}
+_PID_MAX = 2**22  # Linux's highest possible PID; larger numbers name no process
 
 
 @dataclass
@@ -67,14 +73,18 @@ def capture_rng() -> tuple[dict, torch.Tensor]:
 
 
 def restore_rng(state: dict, torch_state: torch.Tensor | None) -> None:
-    if "python" in state:
-        version, py_state, gauss = state["python"]
-        random.setstate((version, tuple(py_state), gauss))
-    if "numpy" in state:
-        name, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    if torch_state is not None:
-        torch.random.set_rng_state(torch_state.to(torch.uint8))
+    """Set the global RNGs to a checkpoint's states; UsageError if a state is malformed."""
+    try:
+        if "python" in state:
+            version, py_state, gauss = state["python"]
+            random.setstate((version, tuple(py_state), gauss))
+        if "numpy" in state:
+            name, keys, pos, has_gauss, gauss = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        if torch_state is not None:
+            torch.random.set_rng_state(torch_state.to(torch.uint8))
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise UsageError("The random-number states in the checkpoint are damaged.") from None
 
 
 # ---- optimizer state <-> flat tensors + JSON ----------------------------------------------
@@ -92,13 +102,13 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                         groups: list[dict]) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    fixed = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
     try:
+        for name, value in tensors.items():
+            index, key = name.split(".", 1)
+            state.setdefault(int(index), {})[key] = value
+        fixed = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
         optimizer.load_state_dict({"state": state, "param_groups": fixed})
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except (ValueError, KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise UsageError(f"The optimizer state in the checkpoint does not fit this model ({exc}).") from None
 
 
@@ -109,7 +119,10 @@ def save_checkpoint(run_dir: Path, step: int, *, model: torch.nn.Module, ema: to
                     metrics: dict, keep_last: int) -> Path:
     """Write step-XXXXXXXX.safetensors + .json atomically; prune to the last `keep_last`."""
     folder = checkpoint_dir(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"Cannot create the checkpoint folder {folder} ({exc.strerror or exc}).") from None
     tensors: dict[str, torch.Tensor] = {}
     for prefix, module in (("model", model), ("ema", ema)):
         for name, value in module.state_dict().items():
@@ -124,7 +137,14 @@ def save_checkpoint(run_dir: Path, step: int, *, model: torch.nn.Module, ema: to
     sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
                "config": config, "optim_groups": groups, "scheduler": scheduler,
                "rng": rng_json, "metrics": metrics}
-    atomic_write_text(base.with_suffix(".json"), json.dumps(sidecar, indent=1, allow_nan=False))
+    try:
+        atomic_write_text(base.with_suffix(".json"), json.dumps(sidecar, indent=1, allow_nan=False))
+    except UsageError:  # without its sidecar the tensor file is no checkpoint: take it back
+        try:
+            base.with_suffix(".safetensors").unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     prune_checkpoints(run_dir, keep_last)
     return base.with_suffix(".safetensors")
 
@@ -143,8 +163,59 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
     for _, path in list_checkpoints(run_dir)[:-keep_last]:
-        path.with_suffix(".json").unlink(missing_ok=True)  # sidecar first: never an orphan JSON
-        path.unlink(missing_ok=True)
+        try:
+            path.with_suffix(".json").unlink(missing_ok=True)  # sidecar first: never an orphan JSON
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise UsageError(f"Cannot remove the old checkpoint {path} ({exc.strerror or exc}).") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    if not 0 < pid < _PID_MAX:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temp files of atomic writes in RUN_DIR whose writer is gone (killed mid-write), sorted.
+
+    Only our own names count (step-*.safetensors/.json/.png and config.json, each + .tmp-PID),
+    and only when no live process has that PID; nothing else in the folder is ever touched.
+    """
+    found = []
+    for sub, pattern in _TEMP_RE.items():
+        folder = Path(run_dir) / sub
+        try:
+            entries = list(folder.iterdir()) if folder.is_dir() else []
+        except OSError:
+            continue
+        for entry in entries:
+            m = pattern.match(entry.name)
+            if m and entry.is_file() and not entry.is_symlink() and not _pid_alive(int(m.group(1))):
+                found.append(entry)
+    return sorted(found)
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Delete stale_temp_files(RUN_DIR); returns what was removed."""
+    removed = []
+    for path in stale_temp_files(run_dir):
+        try:
+            path.unlink()
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UsageError(f"Cannot remove the left-over temp file {path} ({exc.strerror or exc}).") from None
+    return removed
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -171,7 +242,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"The checkpoint {path} has no JSON sidecar {sidecar_path.name}.") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise UsageError(f"The checkpoint sidecar {sidecar_path} is damaged.") from None
     if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
         raise UsageError(f"{sidecar_path} is not a Diffusion Studio checkpoint sidecar.")
@@ -179,12 +250,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         tensors = st_load(path.read_bytes())
     except (SafetensorError, OSError, ValueError, RuntimeError):
         raise UsageError(f"The checkpoint {path} is truncated or damaged.") from None
+    config, step = sidecar.get("config"), sidecar.get("step")
+    if not isinstance(config, dict) or "unet" not in config or isinstance(step, bool) or not isinstance(step, int):
+        raise UsageError(f"The checkpoint sidecar {sidecar_path} lacks its step or U-Net config.")
+    if step < 0:
+        raise UsageError(f"The checkpoint sidecar {sidecar_path} has a negative step {step}.")
     try:
-        config = sidecar["config"]
         unet_config = UNetConfig.from_dict(config["unet"])
-        step = int(sidecar["step"])
-    except (KeyError, TypeError, ValueError):
-        raise UsageError(f"The checkpoint sidecar {sidecar_path} lacks its step or U-Net config.") from None
+    except UsageError as exc:
+        raise UsageError(f"The checkpoint sidecar {sidecar_path} has an invalid U-Net config: {exc}") from None
     groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "optim": {}, "rng": {}}
     for name, value in tensors.items():
         prefix, _, rest = name.partition(".")
@@ -192,6 +266,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             groups[prefix][rest] = value
     if not groups["model"] or not groups["ema"]:
         raise UsageError(f"The checkpoint {path} lacks model or EMA weights.")
+    for key, kind in (("rng", dict), ("metrics", dict), ("scheduler", dict), ("optim_groups", list)):
+        if not isinstance(sidecar.get(key, kind()), kind):
+            raise UsageError(f"The checkpoint sidecar {sidecar_path} has a malformed '{key}'.")
+    if not all(isinstance(g, dict) for g in sidecar.get("optim_groups", [])):
+        raise UsageError(f"The checkpoint sidecar {sidecar_path} has a malformed 'optim_groups'.")
     rng = dict(sidecar.get("rng", {}))
     rng["torch"] = groups["rng"].get("torch")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent

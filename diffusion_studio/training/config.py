@@ -26,6 +26,8 @@ METADATA_KEYS = {"text_encoder", "parameters", "flops_per_forward"}
 RESUMABLE_FIELDS = {"steps", "checkpoint_every", "keep_last", "sample_every", "sample_prompts",
                     "sample_steps", "sample_guidance", "device", "bf16", "num_threads", "log_every"}
 LR_SCHEDULES = ("constant", "cosine")
+SEED_MAX = 2**63 - 1  # as for generate: any non-negative int64 (numpy, torch and JSON all hold it)
+MAX_SAMPLE_PROMPTS = 64
 
 
 @dataclass
@@ -65,7 +67,22 @@ class TrainConfig:
             self.unet = UNetConfig.from_dict(self.unet)
 
     def validate(self) -> None:
-        """Raise UsageError with one sentence for the first bad value."""
+        """Raise UsageError with one sentence for the first bad value (type, range or combination).
+
+        Everything a run needs is checked here, so a run that starts never fails on its config
+        after it has written to RUN_DIR.
+        """
+        for name in ("dataset", "schedule", "lr_schedule", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise UsageError(f"{name} must be a string, got {getattr(self, name)!r}.")
+        for name in ("hflip", "bf16"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}.")
+        if not isinstance(self.unet, UNetConfig):
+            raise UsageError(f"unet must be a U-Net config, got {self.unet!r}.")
+        if (not isinstance(self.sample_prompts, tuple) or not 1 <= len(self.sample_prompts) <= MAX_SAMPLE_PROMPTS
+                or not all(isinstance(p, str) for p in self.sample_prompts)):
+            raise UsageError(f"sample_prompts must be a list of 1 to {MAX_SAMPLE_PROMPTS} strings.")
         if not (self.dataset == "shapes" or self.dataset.startswith("folder:")):
             raise UsageError(f"Unknown dataset '{self.dataset}'; use 'shapes' or 'folder:PATH'.")
         if self.dataset.startswith("folder:") and not self.dataset[len("folder:"):]:
@@ -77,9 +94,10 @@ class TrainConfig:
             ("keep_last", self.keep_last, 1, 10**6), ("sample_every", self.sample_every, 0, 10**9),
             ("sample_steps", self.sample_steps, 1, 10000), ("max_tokens", self.max_tokens, 2, 512),
             ("num_threads", self.num_threads, 0, 1024), ("log_every", self.log_every, 1, 10**9),
+            ("seed", self.seed, 0, SEED_MAX),
         ]
         for name, value, lo, hi in checks:
-            if not isinstance(value, int) or not lo <= value <= hi:
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 raise UsageError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}.")
         # (name, value, lo, hi, lo included, hi included); ema_decay 1 would freeze the EMA and
         # p_uncond 1 would never show the network a caption, so both stop short of 1.
@@ -106,6 +124,8 @@ class TrainConfig:
             raise UsageError(f"Unknown lr_schedule '{self.lr_schedule}'; use 'constant' or 'cosine'.")
         if self.device not in DEVICES:
             raise UsageError(f"Unknown device '{self.device}'; use auto, cpu or cuda.")
+        if self.sample_steps > self.T:
+            raise UsageError(f"sample_steps ({self.sample_steps}) must be at most T ({self.T}).")
         if self.unet.image_size != self.image_size:
             raise UsageError(f"The U-Net image size {self.unet.image_size} differs from the "
                              f"training image size {self.image_size}.")
@@ -136,13 +156,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from its JSON form (not yet validated); UsageError for a malformed one."""
+        if not isinstance(d, dict):
+            raise UsageError(f"A training config must be a JSON object, got {type(d).__name__}.")
         known = {f.name for f in fields(cls)} | METADATA_KEYS
         unknown = set(d) - known
         if unknown:
-            raise UsageError(f"Unknown training config field(s): {', '.join(sorted(unknown))}.")
+            raise UsageError(f"Unknown training config field(s): {', '.join(sorted(map(str, unknown)))}.")
         d = {k: v for k, v in d.items() if k not in METADATA_KEYS}
         if "unet" in d:
             d["unet"] = UNetConfig.from_dict(d["unet"])
+        if "sample_prompts" in d and not isinstance(d["sample_prompts"], (list, tuple)):
+            raise UsageError(f"sample_prompts must be a list of strings, got {d['sample_prompts']!r}.")
         return cls(**d)
 
     def to_json(self) -> str:
@@ -151,9 +176,13 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as exc:
-            raise UsageError(f"Cannot read training config {path}: {exc}.") from None
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise UsageError(f"Cannot read training config {path}: {exc.strerror or exc}.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            raise UsageError(f"The training config {path} is not valid JSON.") from None
+        except UsageError as exc:
+            raise UsageError(f"The training config {path} is invalid: {exc}") from None
 
 
 def preset(name: str) -> TrainConfig:

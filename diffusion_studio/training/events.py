@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from diffusion_studio.errors import UsageError
+
 EventCallback = Callable[[dict[str, Any]], None]
 
 
@@ -32,32 +34,50 @@ def _json_safe(value: Any) -> Any:
 
 
 class EventLog:
-    """Appends events to a JSONL file, optionally echoes them to a stream, and calls listeners."""
+    """Appends events to a JSONL file, optionally echoes them to a stream, and calls listeners.
+
+    If the file cannot be opened or written (a full disk), UsageError says so in one sentence;
+    the event still reaches the echo stream and the listeners, and the file is not written again.
+    """
 
     def __init__(self, path: Path | None, echo: TextIO | None = None,
                  listeners: list[EventCallback] | None = None) -> None:
         self.path = path
         self.echo = echo
         self.listeners = list(listeners or [])
-        self._fh = open(path, "a", encoding="utf-8") if path is not None else None
+        try:
+            self._fh = open(path, "a", encoding="utf-8") if path is not None else None
+        except OSError as exc:
+            raise UsageError(f"Cannot write the training log {path} ({exc.strerror or exc}).") from None
 
-    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+    def emit(self, event: str, *, best_effort: bool = False, **fields: Any) -> dict[str, Any]:
+        """Log one event; with best_effort a failed file write is not raised (used for "error")."""
         record = _json_safe({"event": event, "time": round(time.time(), 3), **fields})
         line = json.dumps(record, allow_nan=False)
+        failure = None
         if self._fh is not None:
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            try:
+                self._fh.write(line + "\n")
+                self._fh.flush()
+            except OSError as exc:
+                failure = UsageError(f"Cannot write the training log {self.path} ({exc.strerror or exc}).")
+                self.close()
         if self.echo is not None:
             self.echo.write(line + "\n")
             self.echo.flush()
         for listener in self.listeners:
             listener(record)
+        if failure is not None and not best_effort:
+            raise failure
         return record
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:  # the last buffered line could not be written (a full disk)
+                pass
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

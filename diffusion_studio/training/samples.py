@@ -15,6 +15,7 @@ from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import make_grid, to_uint8
 from diffusion_studio.core.sampling import sample
 from diffusion_studio.core.schedule import Schedule
+from diffusion_studio.errors import UsageError
 from diffusion_studio.training.denoiser import TorchDenoiser
 
 Encode = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
@@ -46,5 +47,8 @@ def write_grid(path: Path, images: np.ndarray, scale: int = 2) -> Path:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"Cannot create the samples folder {path.parent} ({exc.strerror or exc}).") from None
     return atomic_write_bytes(path, buf.getvalue())

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from diffusion_studio.core.files import atomic_write_text
 from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import Cancelled, UsageError
 from diffusion_studio.training.captions import CaptionCache, PromptEncoder
@@ -39,7 +38,7 @@ from diffusion_studio.training.config import TrainConfig
 from diffusion_studio.training.datasets import describe_stream, make_stream
 from diffusion_studio.training.ema import EMA
 from diffusion_studio.training.events import EventCallback, EventLog
-from diffusion_studio.training.resume import check_run_dir, share_checkpoint
+from diffusion_studio.training.resume import EVENTS_FILE, RunFolder, RunStart, plan_run, share_checkpoint
 from diffusion_studio.training.unet import UNet, count_parameters, estimate_flops
 
 NUM_BUCKETS = 10
@@ -105,7 +104,10 @@ class Trainer:
         self.dist = ctx = dist or ddp.SINGLE
         self.run_dir = Path(run_dir)
         # Rank 0 checks RUN_DIR and reads the checkpoint; every rank adopts its config.
-        checkpoint = _on_main(ctx, lambda: check_run_dir(self.run_dir, config, resume))
+        # Everything is checked before the first byte is written to RUN_DIR.
+        start: RunStart | None = _on_main(ctx, lambda: plan_run(self.run_dir, config, resume))
+        checkpoint = start.checkpoint if start is not None else None
+        self.notes: list[str] = [start.note] if start is not None and start.note else []
         if ctx.distributed:
             config = TrainConfig.from_dict(ddp.broadcast_json(ctx, config.to_dict()))
         self.config = cfg = config
@@ -150,10 +152,18 @@ class Trainer:
                                  "max_tokens": cfg.max_tokens, "embedding_dim": self.text.embedding_dim},
                 "parameters": self.parameters, "flops_per_forward": self.flops}
         self.config_record = {**cfg.to_dict(), **meta}
+        self.folder: RunFolder | None = None
         if ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config_record, indent=2))
-            self.events = EventLog(self.run_dir / "events.jsonl", echo=echo, listeners=listeners)
+            self.folder = RunFolder(self.run_dir)
+            self.folder.create(json.dumps(self.config_record, indent=2))
+            if self.folder.removed_temp_files:
+                self.notes.append(f"removed {len(self.folder.removed_temp_files)} temp file(s) that an "
+                                  "interrupted write left in the run folder.")
+            try:
+                self.events = EventLog(self.run_dir / EVENTS_FILE, echo=echo, listeners=listeners)
+            except UsageError:
+                self.folder.discard_if_unused()
+                raise
         else:
             self.events = EventLog(None)  # rank 0 speaks for the group
         self._stop = threading.Event()
@@ -219,12 +229,13 @@ class Trainer:
         cfg, main = self.config, self.dist.is_main
         handlers = self._install_signals()
         start = self.step
-        self.events.emit("start", step=start, steps=cfg.steps, run_dir=str(self.run_dir),
-                         parameters=self.parameters, flops_per_forward=self.flops,
-                         device=str(self.device), bf16=self.bf16, resumed=start > 0,
-                         world_size=self.dist.world_size, dataset=describe_stream(self.stream, cfg.dataset))
         last_ck: Path | None = None
         try:
+            self.events.emit("start", step=start, steps=cfg.steps, run_dir=str(self.run_dir),
+                             parameters=self.parameters, flops_per_forward=self.flops,
+                             device=str(self.device), bf16=self.bf16, resumed=start > 0,
+                             world_size=self.dist.world_size, dataset=describe_stream(self.stream, cfg.dataset),
+                             **({"note": " ".join(self.notes)} if self.notes else {}))
             loss_sum, n_logged, busy, stopping = 0.0, 0, 0.0, False
             b_sum, b_cnt = torch.zeros(NUM_BUCKETS, dtype=torch.float64), torch.zeros(NUM_BUCKETS)
             while self.step < cfg.steps and not stopping:
@@ -270,7 +281,10 @@ class Trainer:
                              checkpoint=str(last_ck) if last_ck else None, **self._metrics)
             return TrainResult(self.run_dir, self.step, stopped, last_ck, dict(self._metrics))
         except BaseException as exc:
-            self.events.emit("error", step=self.step, error=str(exc) or type(exc).__name__)
+            self.events.emit("error", best_effort=True, step=self.step, error=str(exc) or type(exc).__name__)
+            self.events.close()
+            if self.folder is not None:
+                self.folder.discard_if_unused()  # e.g. a full disk before the first checkpoint
             raise
         finally:
             self._restore_signals(handlers)

@@ -53,7 +53,19 @@ class UNetConfig:
         return tuple(self.image_size // 2**i for i in range(len(self.channel_mults)))
 
     def validate(self) -> None:
-        """Raise UsageError with one sentence for an inconsistent configuration."""
+        """Raise UsageError with one sentence for a value of the wrong type, out of range or inconsistent."""
+        for name, lo, hi in _INT_BOUNDS:
+            value = getattr(self, name)
+            if not _is_int(value) or not lo <= value <= hi:
+                raise UsageError(f"unet.{name} must be an integer in [{lo}, {hi}], got {value!r}.")
+        for name in _TUPLE_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) > 8 or not all(_is_int(v) and 1 <= v <= 4096 for v in value):
+                raise UsageError(f"unet.{name} must be a list of at most 8 integers in [1, 4096], got {value!r}.")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise UsageError(f"unet.dropout must be a number, got {self.dropout!r}.")
+        if not isinstance(self.coord_channels, bool):
+            raise UsageError(f"unet.coord_channels must be true or false, got {self.coord_channels!r}.")
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):
             raise UsageError("channel_mults must be a non-empty list of positive integers.")
         if self.image_size < 8 or self.image_size % self.downsampling:
@@ -82,11 +94,30 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
+        """A validated config from its JSON form; UsageError with one sentence for any bad field."""
+        if not isinstance(d, dict):
+            raise UsageError(f"The U-Net config must be a JSON object, got {type(d).__name__}.")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise UsageError(f"Unknown U-Net config field(s): {', '.join(sorted(unknown))}.")
-        return cls(**d)
+            raise UsageError(f"Unknown U-Net config field(s): {', '.join(sorted(map(str, unknown)))}.")
+        for name in _TUPLE_FIELDS:  # lists in JSON; checked here, before __post_init__ converts them
+            if name in d and not (isinstance(d[name], (list, tuple)) and all(_is_int(v) for v in d[name])):
+                raise UsageError(f"unet.{name} must be a list of integers, got {d[name]!r}.")
+        config = cls(**d)
+        config.validate()
+        return config
+
+
+# (field, lowest, highest): wide enough for every real model, small enough to allocate.
+_INT_BOUNDS = (("image_size", 8, 1024), ("in_channels", 1, 64), ("base_channels", 1, 4096),
+               ("num_res_blocks", 1, 16), ("context_dim", 1, 8192), ("num_heads", 1, 256),
+               ("groups", 1, 1024))
+_TUPLE_FIELDS = ("channel_mults", "attention_resolutions", "cross_attention_resolutions")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

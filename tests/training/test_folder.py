@@ -213,3 +213,22 @@ def test_lazy_decoding_replaces_a_late_corrupt_file_with_a_matching_caption(tmp_
     assert lazy.skipped == 1 and lazy.describe()["skipped_by_reason"] == {"unreadable image": 1}
     eager = FolderStream(tmp_path, 8, batch_size=4)
     assert len(eager) == 1 and eager.describe()["skipped_by_reason"] == {"unreadable image": 1}
+
+
+def test_a_link_back_up_is_scanned_once_and_limits_hold(tmp_path, monkeypatch):
+    from diffusion_studio.training.datasets import folder
+
+    root = tmp_path / "data"
+    solid(root / "red_apple" / "one.png", RED)
+    (root / "red_apple" / "loop").symlink_to(root, target_is_directory=True)  # like /proc/self/cwd
+    (root / "linked").symlink_to(root / "red_apple", target_is_directory=True)
+    scan = scan_folder(root)
+    assert [(i.path.relative_to(root).as_posix(), i.caption) for i in scan.items] == [("linked/one.png", "linked")]
+    deep = tmp_path / "deep"
+    solid(deep / "/".join("d" * 5) / "x.png", RED)
+    monkeypatch.setattr(folder, "MAX_DEPTH", 3)
+    with pytest.raises(UsageError, match="nests deeper than 3 levels"):
+        scan_folder(deep)
+    monkeypatch.setattr(folder, "MAX_FILES", 0)
+    with pytest.raises(UsageError, match="holds more than 0 files"):
+        scan_folder(root)

@@ -73,16 +73,35 @@ def _read_caption(image: Path) -> str | None:
     return None
 
 
-def _walk(folder: Path) -> list[Path]:
-    """Every non-hidden file below `folder`, in a stable (sorted) order."""
-    out: list[Path] = []
+MAX_DEPTH = 32  # folder levels below PATH
+MAX_FILES = 1_000_000  # files seen while scanning
+
+
+def _walk(folder: Path, depth: int = 0, seen: set[tuple[int, int]] | None = None,
+          out: list[Path] | None = None) -> list[Path]:
+    """Every non-hidden file below `folder`, in a stable (sorted) order.
+
+    Linked folders are followed once each (a link back up, as in /proc/self, is no endless
+    loop); more than MAX_DEPTH levels or MAX_FILES files is a UsageError.
+    """
+    seen = set() if seen is None else seen
+    out = [] if out is None else out
+    info = folder.stat()
+    if (info.st_dev, info.st_ino) in seen:
+        return out
+    seen.add((info.st_dev, info.st_ino))
+    if depth > MAX_DEPTH:
+        raise UsageError(f"The dataset folder nests deeper than {MAX_DEPTH} levels at {folder}.")
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            out.extend(_walk(entry))
+            _walk(entry, depth + 1, seen, out)
         elif entry.is_file():
             out.append(entry)
+            if len(out) > MAX_FILES:
+                raise UsageError(f"The dataset folder holds more than {MAX_FILES:,} files; "
+                                 "point folder:PATH at the images only.")
     return out
 
 
