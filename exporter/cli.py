@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, GUIDANCE_MAX, SAMPLER_IDS
 from diffusion_studio.errors import ModelOutputError, UsageError
 
 DEBUG_ENV = "DIFFUSION_STUDIO_DEBUG"  # as diffusion_studio.cli: set to 1 for the traceback of an internal error
@@ -45,9 +46,11 @@ def _export_parser() -> argparse.ArgumentParser:
                    help="skip the PyTorch vs ONNX Runtime parity check")
     p.add_argument("--force", action="store_true", help="replace an existing bundle (after the new one is complete)")
     p.add_argument("--name", help="bundle name in model.json (default: the folder name)")
-    p.add_argument("--guidance", type=float, help="default guidance scale (default: the run's, else 3.0)")
-    p.add_argument("--steps", type=int, help="default number of sampling steps (default 20)")
-    p.add_argument("--sampler", help="default sampler: ddpm, ddim or dpmpp-2m (default dpmpp-2m)")
+    p.add_argument("--guidance", type=float,
+                   help=f"default guidance scale, 0..{GUIDANCE_MAX:g} (default: the run's, else {DEFAULT_GUIDANCE:g})")
+    p.add_argument("--steps", type=int, help=f"default number of sampling steps, 1..T (default {DEFAULT_STEPS})")
+    p.add_argument("--sampler", choices=SAMPLER_IDS,
+                   help=f"default sampler (default: the run's, else {DEFAULT_SAMPLER.value})")
     p.add_argument("--include-text-encoder", action="store_true",
                    help="copy the shared text encoder (text_encoder.onnx, tokenizer.json) into the bundle, "
                         "so it loads without the app's resources")

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffusion_studio.core.bundle import MAX_GUIDANCE
+from diffusion_studio.core.params import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    check_guidance,
+    check_steps,
+    parse_sampler,
+)
 from diffusion_studio.errors import UsageError
 from exporter import bundle_writer as bw
 from exporter.parity import ParityError, format_report, validate_export
@@ -37,9 +44,6 @@ if TYPE_CHECKING:
     from diffusion_studio.training.unet import UNet
 
 DEFAULT_OPSET = 18
-DEFAULT_SAMPLER = "dpmpp-2m"
-DEFAULT_STEPS = 20
-DEFAULT_GUIDANCE = 3.0
 _NAME = re.compile(r"^[\w][\w .+-]{0,63}$")
 
 
@@ -68,13 +72,10 @@ class ExportOptions:
             raise UsageError(f"Opset {self.opset} is not supported; choose {MIN_OPSET} to {max_opset()}.")
         if self.name is not None and not _NAME.match(self.name):
             raise UsageError(f"The name {self.name!r} must be 1-64 letters, digits, spaces, '.', '+', '-' or '_'.")
-        if self.steps is not None and self.steps < 1:
-            raise UsageError(f"--steps must be at least 1, got {self.steps}.")
-        if self.guidance is not None and not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
-            raise UsageError(f"--guidance must be a non-negative number up to {MAX_GUIDANCE:g}, got {self.guidance}.")
+        # --steps is checked against the model's T once the run is loaded (_sampler_defaults).
+        if self.guidance is not None:
+            check_guidance(self.guidance)
         if self.sampler is not None:
-            from diffusion_studio.core.sampler_steps import parse_sampler
-
             parse_sampler(self.sampler)
         if self.include_text_encoder:
             from diffusion_studio.paths import text_encoder_dir
@@ -158,19 +159,16 @@ def _conditioning(src: ExportSource, notes: list[str]) -> dict[str, Any]:
 
 
 def _sampler_defaults(opts: ExportOptions, src: ExportSource) -> dict[str, Any]:
-    from diffusion_studio.core.sampler_steps import parse_sampler
-
     cfg = src.config
-    sampler = parse_sampler(opts.sampler or config_value(cfg, "sampler", default=DEFAULT_SAMPLER)).value
-    steps = int(opts.steps if opts.steps is not None else min(src.T, DEFAULT_STEPS))
-    guidance = opts.guidance if opts.guidance is not None else config_value(
-        cfg, "guidance", "sample_guidance", default=DEFAULT_GUIDANCE)
-    if steps > src.T:
-        raise UsageError(f"--steps {steps} is more than the model's T={src.T} timesteps.")
-    if not 0 <= float(guidance) <= MAX_GUIDANCE:  # only the run's value can be out of range here
-        raise UsageError(f"The run's guidance {float(guidance):g} is outside the app's range 0 to {MAX_GUIDANCE:g}; "
-                         "pass --guidance W.")
-    return {"sampler": sampler, "steps": steps, "guidance": float(guidance)}
+    sampler = parse_sampler(opts.sampler or config_value(cfg, "sampler", default=DEFAULT_SAMPLER.value)).value
+    steps = check_steps(opts.steps if opts.steps is not None else min(src.T, DEFAULT_STEPS), src.T)
+    if opts.guidance is not None:
+        return {"sampler": sampler, "steps": steps, "guidance": check_guidance(opts.guidance)}
+    guidance = config_value(cfg, "guidance", "sample_guidance", default=DEFAULT_GUIDANCE)
+    try:
+        return {"sampler": sampler, "steps": steps, "guidance": check_guidance(guidance)}
+    except UsageError as exc:  # the run's value, not the user's: say where it came from and what to do
+        raise UsageError(f"{str(exc).rstrip('.')} (the run's guidance); pass --guidance W.") from None
 
 
 def _parameters(model: UNet) -> int:

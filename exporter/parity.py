@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from diffusion_studio.core.params import SamplerKind
 from exporter.unet_export import GraphSpec
 
 PARITY_BOUND = 1e-4  # max |Δε| allowed for the fp32 graph
 BATCH_SIZES = (1, 4)
-SAMPLING_RUNS = (("dpmpp-2m", 20), ("ddim", 50))
+SAMPLING_RUNS = ((SamplerKind.DPMPP_2M.value, 20), (SamplerKind.DDIM.value, 50))
 PROMPT = "a large red circle in the top left on a white background"
 INPUT_SEED = 20240611
 SAMPLING_SEED = 1234
@@ -196,16 +197,11 @@ def _conditioning(spec: GraphSpec, conditioning: dict[str, Any]) -> tuple[np.nda
 def _final_image(denoiser: Any, schedule: Any, shape: tuple[int, ...], cond: tuple, w: float,
                  sampler: str, steps: int) -> np.ndarray:
     from diffusion_studio.core.guidance import guided_eps_fn
-    from diffusion_studio.core.sampling import sample
+    from diffusion_studio.core.sampling import run_to_end, sample
 
     eps_fn = guided_eps_fn(denoiser, cond[0], cond[1], cond[2], cond[3], w)
-    last = None
-    for last in sample(eps_fn, schedule, shape, sampler=sampler, steps=steps,
-                       rng=np.random.default_rng(SAMPLING_SEED)):
-        pass
-    if last is None:
-        raise RuntimeError(f"{sampler} with {steps} steps produced no step")
-    return np.asarray(last.x_t, dtype=np.float32)
+    steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(SAMPLING_SEED))
+    return run_to_end(steps_run).x_t
 
 
 def sampling_parity(model: Any, session: ort.InferenceSession, spec: GraphSpec, T: int, schedule_kind: str,

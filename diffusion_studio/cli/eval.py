@@ -18,9 +18,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX, SAMPLER_IDS, check_batch, check_guidance, check_seed
 from diffusion_studio.errors import UsageError
 
-SAMPLER_CHOICES = ("ddpm", "ddim", "dpmpp-2m")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
@@ -34,16 +34,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", nargs="?", default=None, metavar="BUNDLE",
                    help="model bundle folder (default: the shipped Shapes model)")
     p.add_argument("--n", type=int, default=300, help="number of prompts (default 300)")
-    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default=None, help="default: the bundle's")
+    p.add_argument("--sampler", choices=SAMPLER_IDS, default=None, help="default: the bundle's")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the bundle's)")
     p.add_argument("--guidance", type=float, default=None,
-                   help="guidance scale w, 0..100 (default: the bundle's)")  # core.bundle.MAX_GUIDANCE
+                   help=f"guidance scale w, 0..{GUIDANCE_MAX:g} (default: the bundle's)")
     p.add_argument("--seed", type=int, default=0, help="prompt draw and sampling seed (image i uses seed + i)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.add_argument("--two-objects", type=int, default=0, metavar="N",
                    help="also score N two-object prompts ('a red circle next to a blue square') over noun "
                    "pairs held out of training: both objects, attribute binding, swaps (default 0)")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per network call (default 16)")
+    p.add_argument("--batch-size", type=int, default=16, help=f"prompts per network call, 1..{BATCH_MAX} (default 16)")
     p.add_argument("--latency-images", type=int, default=3,
                    help="images also timed one at a time through the app's pipeline (default 3)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT.json",
@@ -55,18 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from diffusion_studio.core.bundle import MAX_GUIDANCE
-
+    # --steps is checked against the model's T once the bundle is loaded (core.params.check_steps).
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}.")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}.")
-    if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:  # also rejects NaN
-        raise UsageError(f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got {args.guidance}.")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be at least 0, got {args.seed}.")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if args.guidance is not None:
+        check_guidance(args.guidance)
+    check_seed(args.seed)
+    check_batch(args.batch_size)
     if not 0 <= args.two_objects <= 100_000:
         raise UsageError(f"--two-objects must be between 0 and 100000, got {args.two_objects}.")
     if args.latency_images < 0:

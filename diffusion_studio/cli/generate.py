@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import sys
 import uuid
@@ -23,6 +22,17 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from diffusion_studio.core.params import (
+    BATCH_MAX,
+    DDPM_VARIANCES,
+    ETA_MAX,
+    GUIDANCE_MAX,
+    SAMPLER_IDS,
+    DdpmVariance,
+    check_batch,
+    check_eta,
+    check_strength,
+)
 from diffusion_studio.errors import UsageError
 
 if TYPE_CHECKING:
@@ -46,18 +56,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative", default="", metavar="TEXT",
                    help="negative prompt (replaces the unconditional prompt; invalid UTF-8 as for PROMPT)")
     p.add_argument("--model", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp-2m"), help="default: the bundle's")
+    p.add_argument("--sampler", choices=SAMPLER_IDS, help="default: the bundle's")
     p.add_argument("--steps", type=int, metavar="N", help="sampler steps, 1..T (default: the bundle's)")
     p.add_argument("--guidance", type=float, metavar="W",
-                   # core.bundle.MAX_GUIDANCE (a test keeps them equal; importing it here would load numpy)
-                   help="classifier-free guidance scale, 0..100 (default: the bundle's)")
+                   help=f"classifier-free guidance scale, 0..{GUIDANCE_MAX:g} (default: the bundle's)")
     p.add_argument("--seed", type=int, metavar="N", help="noise seed (default: random, printed and stored)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="images to generate (seeds seed..seed+N-1)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help=f"images to generate, 1..{BATCH_MAX} (seeds seed..seed+N-1)")
     p.add_argument("--grid", action="store_true", help="write a batch as one grid image")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider")
     p.add_argument("--eta", type=float, default=0.0, metavar="F",
-                   help="DDIM η in [0, 1]: 0 deterministic (default), 1 DDPM-like noise (ddim sampler only)")
-    p.add_argument("--ddpm-variance", choices=("beta", "beta-tilde"), default="beta",
+                   help=f"DDIM η in [0, {ETA_MAX:g}]: 0 deterministic (default), 1 DDPM-like noise (ddim sampler only)")
+    p.add_argument("--ddpm-variance", choices=DDPM_VARIANCES, default=DdpmVariance.BETA.value,
                    help="σ_t² of the ddpm sampler: β_t (default) or the posterior's β̃_t")
     p.add_argument("--no-clip", dest="clip_x0", action="store_false",
                    help="do not clip the predicted x̂_0 to [-1, 1] at each step (clipping is on by default)")
@@ -167,10 +176,7 @@ def _check_img2img(args: argparse.Namespace) -> float:
         if args.strength is not None:
             raise UsageError("--strength needs --init-image (the image to start from).")
         return 1.0
-    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
-    if not (math.isfinite(strength) and 0.0 < strength <= 1.0):
-        raise UsageError(f"--strength must lie in (0, 1], got {strength}.")
-    return strength
+    return check_strength(DEFAULT_STRENGTH if args.strength is None else args.strength)
 
 
 def _say(line: str, stream: TextIO | None = None) -> None:
@@ -182,15 +188,13 @@ def run(args: argparse.Namespace) -> int:
     from diffusion_studio.core.images import make_grid
     from diffusion_studio.core.png_meta import write_png
     from diffusion_studio.inference.bundle_loader import load_bundle
-    from diffusion_studio.inference.pipeline import BATCH_MAX, GenerationRequest, Pipeline
+    from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
     from diffusion_studio.inference.text import replace_undecodable
 
-    if not 1 <= args.batch <= BATCH_MAX:  # before the model loads: it decides the file names
-        raise UsageError(f"Batch must be an integer between 1 and {BATCH_MAX}, got {args.batch}.")
+    check_batch(args.batch)  # before the model loads: it decides the file names
     paths = output_paths(Path(args.output), args.batch, args.grid)
     check_writable(paths)
-    if not (math.isfinite(args.eta) and 0.0 <= args.eta <= 1.0):
-        raise UsageError(f"--eta must be a number between 0 and 1 (DDIM's η), got {args.eta}.")
+    check_eta(args.eta)
     strength = _check_img2img(args)
     init_file = open_init_image(args.init_image) if args.init_image is not None else None
 
@@ -204,30 +208,30 @@ def run(args: argparse.Namespace) -> int:
     init = None if init_file is None else init_image_array(init_file, bundle.image_size, bundle.channels)
     prompt, bad_in_prompt = replace_undecodable(args.prompt)  # bytes of argv that are not UTF-8
     negative, bad_in_negative = replace_undecodable(args.negative)
-    request = pipeline.resolve(
-        GenerationRequest(
-            prompt=prompt,
-            negative_prompt=negative,
-            sampler=args.sampler,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            batch=args.batch,
-            preview=False,
-            init_image=init,
-            strength=strength,
-            eta=args.eta,
-            ddpm_variance=args.ddpm_variance,
-            clip_x0=args.clip_x0,
-        )
-    )
-    for label, count in (("prompt", bad_in_prompt), ("negative prompt", bad_in_negative)):
-        if count:  # said only now, after every check passed: an error stays the only line
-            _say(f"note: the {label} is not valid UTF-8; {count} undecodable byte{'s' if count > 1 else ''} "
-                 "became U+FFFD (\ufffd).", sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = pipeline.generate(request)
+        result = pipeline.generate(
+            GenerationRequest(
+                prompt=prompt,
+                negative_prompt=negative,
+                sampler=args.sampler,
+                steps=args.steps,
+                guidance=args.guidance,
+                seed=args.seed,
+                batch=args.batch,
+                preview=False,
+                init_image=init,
+                strength=strength,
+                eta=args.eta,
+                ddpm_variance=args.ddpm_variance,
+                clip_x0=args.clip_x0,
+            )
+        )
+    request = result.request  # resolved: the bundle's defaults and the seed filled in
+    for label, count in (("prompt", bad_in_prompt), ("negative prompt", bad_in_negative)):
+        if count:  # said only after the run: an error stays the only line
+            _say(f"note: the {label} is not valid UTF-8; {count} undecodable byte{'s' if count > 1 else ''} "
+                 "became U+FFFD (\ufffd).", sys.stderr)
     for note in result.notes:
         _say(f"note: {note}", sys.stderr)
     for warning in caught:

@@ -24,14 +24,13 @@ from diffusion_studio.core.files import (
     resolve_inside,
     sha256_file,
 )
-from diffusion_studio.core.sampler_steps import SamplerKind
+from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, GUIDANCE_MAX, SamplerKind
 from diffusion_studio.core.schedule import ScheduleKind
 from diffusion_studio.errors import BundleError
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "MAX_GUIDANCE",
     "MAX_T",
     "MODEL_JSON",
     "BundleSpec",
@@ -53,7 +52,6 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 SHARED_TEXT_ENCODER = "shared"
 MAX_T = 100_000        # diffusion steps: the training limit; a schedule holds 11 float64 arrays of T
-MAX_GUIDANCE = 100.0   # default guidance scale: the training limit (sample_guidance); 1e308 saturates
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 
@@ -73,9 +71,9 @@ class DiffusionSpec:
 
 @dataclass(frozen=True)
 class SamplerDefaults:
-    sampler: SamplerKind = SamplerKind.DPMPP_2M
-    steps: int = 20
-    guidance: float = 3.0
+    sampler: SamplerKind = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
 
 
 @dataclass(frozen=True)
@@ -300,7 +298,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
         sampler=SamplerKind(c.choice(sd, "sampler_defaults.", "sampler", [k.value for k in SamplerKind])),
         steps=c.integer(sd, "sampler_defaults.", "steps", lo=1, hi=diffusion.T,
                     what=f"an integer from 1 to diffusion.T ({diffusion.T})"),
-        guidance=c.number(sd, "sampler_defaults.", "guidance", hi=MAX_GUIDANCE),
+        guidance=c.number(sd, "sampler_defaults.", "guidance", hi=GUIDANCE_MAX),
     )
     un = c.obj(data, "", "unet")
     unet = UNetSpec(

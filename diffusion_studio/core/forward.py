@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffusion_studio.core.schedule import Schedule
+from diffusion_studio.core.schedule import Schedule, posterior
 from diffusion_studio.errors import UsageError
 
 __all__ = [
@@ -82,19 +82,25 @@ def eps_from_x0(schedule: Schedule, x_t: np.ndarray, t: int | np.ndarray, x_0: n
 
 
 def q_posterior(
-    schedule: Schedule, x_0: np.ndarray, x_t: np.ndarray, t: int | np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I)  (DDPM eqs. 6–7).
+    schedule: Schedule,
+    x_0: np.ndarray,
+    x_t: np.ndarray,
+    t: int | np.ndarray,
+    t_prev: int | np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """q(x_{t_prev} | x_t, x_0) = N(μ̃, β̃ I)  (DDPM eqs. 6–7; t_prev = t − 1 unless given).
 
-    Returns (mean, variance, log_variance_clipped); variance and log variance are float64,
-    broadcastable against x_t.
+    On a sub-sequence of timesteps (0 ≤ t_prev < t) the step's β is 1 − ᾱ_t/ᾱ_{t_prev}
+    (`schedule.posterior`). Returns (mean, variance); the variance is float64, broadcastable
+    against x_t. The mean is float32 for float32 inputs, float64 if either input is float64.
     """
     t = _check_t(schedule, t)
+    s = t - 1 if t_prev is None else np.asarray(t_prev)
+    if not np.issubdtype(s.dtype, np.integer) or s.shape not in ((), t.shape) or np.any((s < 0) | (s >= t)):
+        raise UsageError(f"t_prev must be integers with 0 <= t_prev < t, got {t_prev!r} for t = {t!r}.")
     ndim = np.ndim(x_t)
-    mean = (
-        coefficient(schedule.posterior_mean_coef1, t, ndim) * x_0
-        + coefficient(schedule.posterior_mean_coef2, t, ndim) * x_t
-    )
-    variance = coefficient(schedule.posterior_variance, t, ndim)
-    log_variance = coefficient(schedule.posterior_log_variance_clipped, t, ndim)
-    return mean.astype(_out_dtype(x_0, x_t)), variance, log_variance
+    ab_t = coefficient(schedule.alphas_cumprod, t, ndim)
+    ab_s = coefficient(schedule.alphas_cumprod_prev, s + 1, ndim)  # ᾱ_s; that array starts at ᾱ_0 = 1
+    post = posterior(ab_t, ab_s)
+    mean = post.mean_coef1 * x_0 + post.mean_coef2 * x_t
+    return mean.astype(_out_dtype(x_0, x_t)), post.variance

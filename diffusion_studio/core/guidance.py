@@ -6,10 +6,9 @@ prompt's embedding, or a negative prompt's embedding, which then takes its place
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from diffusion_studio.core.params import check_guidance
 from diffusion_studio.core.sampling import Denoiser, EpsFn
 from diffusion_studio.errors import UsageError
 
@@ -53,15 +52,13 @@ def guided_eps_fn(
     Contexts of batch size 1 are repeated to the image batch N. With w = 1 only the
     conditional half is evaluated (batch N), with w = 0 only the unconditional half.
     """
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-        raise UsageError(f"the guidance scale must be a non-negative number, got {w!r}.")
+    w = check_guidance(w)
     context, mask = _check_context("context", context, mask)
     uncond_context, uncond_mask = _check_context("uncond_context", uncond_context, uncond_mask)
     if context.shape[1:] != uncond_context.shape[1:]:
         raise UsageError(
             f"context and uncond_context must agree in [L, D], got {context.shape[1:]} and {uncond_context.shape[1:]}."
         )
-    w = float(w)
 
     def eps_fn(x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
         n = x_t.shape[0]

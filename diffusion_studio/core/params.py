@@ -202,11 +202,16 @@ def check_seed(seed: object, batch: int = 1) -> int:
     return n
 
 
-def check_strength(strength: object) -> float:
-    """img2img (SDEdit) strength in (0, 1]: the fraction of the schedule that is redrawn."""
+def check_strength(strength: object, has_init_image: bool = True) -> float:
+    """img2img (SDEdit) strength in (0, 1]: the fraction of the schedule that is redrawn.
+
+    Below 1 it needs an init image to start from (`has_init_image`).
+    """
     value = _as_float(strength)
     if value is None or not 0.0 < value <= 1.0:
         raise UsageError(f"Strength must lie in (0, 1], got {strength!r}.")
+    if value < 1.0 and not has_init_image:
+        raise UsageError("A strength below 1 needs an init image to start from.")
     return value
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from diffusion_studio.core.files import atomic_write_bytes
-from diffusion_studio.core.sampler_steps import SAMPLER_LABELS, parse_sampler
+from diffusion_studio.core.params import A1111_SAMPLER_NAMES, parse_sampler
 from diffusion_studio.errors import UsageError
 
 __all__ = [
@@ -92,7 +92,7 @@ def format_parameters(metadata: Mapping[str, Any]) -> str:
         value = metadata[key]
         if key == "sampler":
             try:
-                value = SAMPLER_LABELS[parse_sampler(value)]
+                value = A1111_SAMPLER_NAMES[parse_sampler(value)]
             except UsageError:
                 pass
         pairs.append((_label(key), value))

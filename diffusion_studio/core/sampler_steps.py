@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import Callable
 
 import numpy as np
 
-from diffusion_studio.core.schedule import Schedule
+from diffusion_studio.core.forward import eps_from_x0, q_posterior, x0_from_eps
+from diffusion_studio.core.params import DdpmVariance, SamplerKind, check_steps, parse_sampler
+from diffusion_studio.core.schedule import Schedule, posterior
 from diffusion_studio.errors import UsageError
 
 __all__ = [
-    "SamplerKind",
-    "DdpmVariance",
     "SamplerOptions",
     "SolverState",
     "StepResult",
     "StepFn",
-    "SAMPLER_LABELS",
-    "parse_sampler",
-    "parse_ddpm_variance",
     "make_timesteps",
     "predict_x0",
     "ddpm_step",
@@ -39,46 +35,6 @@ __all__ = [
     "dpmpp_2m_step",
     "step_function",
 ]
-
-
-class SamplerKind(str, Enum):
-    DDPM = "ddpm"
-    DDIM = "ddim"
-    DPMPP_2M = "dpmpp-2m"
-
-
-class DdpmVariance(str, Enum):
-    BETA = "beta"              # σ_t² = β_t  (DDPM §3.2, "fixed large")
-    BETA_TILDE = "beta_tilde"  # σ_t² = β̃_t (DDPM §3.2, "fixed small", the true posterior variance)
-
-
-# Names as AUTOMATIC1111 / ComfyUI users know them (written into PNG `parameters`).
-SAMPLER_LABELS: dict[SamplerKind, str] = {
-    SamplerKind.DDPM: "DDPM",
-    SamplerKind.DDIM: "DDIM",
-    SamplerKind.DPMPP_2M: "DPM++ 2M",
-}
-
-
-def parse_sampler(name: str | SamplerKind) -> SamplerKind:
-    """'ddpm' | 'ddim' | 'dpmpp-2m' (or their display labels) -> SamplerKind, else UsageError."""
-    if isinstance(name, SamplerKind):
-        return name
-    if isinstance(name, str):
-        key = name.strip().lower()
-        for kind in SamplerKind:
-            if key in (kind.value, kind.value.replace("-", "_"), SAMPLER_LABELS[kind].lower()):
-                return kind
-    choices = ", ".join(k.value for k in SamplerKind)
-    raise UsageError(f"unknown sampler {name!r}; choose one of {choices}.")
-
-
-def parse_ddpm_variance(name: str | DdpmVariance) -> DdpmVariance:
-    try:
-        return DdpmVariance(name)
-    except ValueError:
-        choices = ", ".join(v.value for v in DdpmVariance)
-        raise UsageError(f"unknown DDPM variance {name!r}; choose one of {choices}.") from None
 
 
 @dataclass(frozen=True)
@@ -116,12 +72,11 @@ def make_timesteps(T: int, steps: int, t_start: int | None = None) -> np.ndarray
     int64 array; with steps == t_start it is t_start, t_start−1, …, 1.
     """
     t_start = T if t_start is None else t_start
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise UsageError(f"steps must be a positive integer, got {steps!r}.")
+    steps = check_steps(steps, T)
     if not 1 <= t_start <= T:
         raise UsageError(f"the starting timestep must lie in 1..{T}, got {t_start}.")
     if steps > t_start:
-        raise UsageError(f"steps must be at most {t_start} for this schedule, got {steps}.")
+        raise UsageError(f"Steps must be at most the starting timestep {t_start}, got {steps}.")
     # Spacing (t_start − 1)/(steps − 1) ≥ 1, so rounding never merges two timesteps.
     ts = np.round(np.linspace(t_start, 1, int(steps))).astype(np.int64)
     return ts
@@ -134,18 +89,16 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 def predict_x0(
     schedule: Schedule, x_t: np.ndarray, eps: np.ndarray, t: int, clip: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x̂_0 = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t (eq. 4 inverted), optionally clipped to [−1, 1].
+    """x̂_0 from ε (`forward.x0_from_eps`, eq. 4 inverted), optionally clipped to [−1, 1].
 
-    Returns (x0_pred, eps); when clipping changed x̂_0, ε is re-derived from it so that
-    x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε still holds (as improved-diffusion does).
+    Returns (x0_pred, eps) as float32; when clipping changed x̂_0, ε is re-derived from it
+    (`forward.eps_from_x0`) so that x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε still holds (as improved-diffusion does).
     """
-    a = math.sqrt(schedule.alpha_bar(t))
-    b = math.sqrt(1.0 - schedule.alpha_bar(t))
     x_t64 = x_t.astype(np.float64)
-    x0 = (x_t64 - b * eps) / a
+    x0 = x0_from_eps(schedule, x_t64, t, eps)
     if clip:
         x0 = np.clip(x0, -1.0, 1.0)
-        eps = ((x_t64 - a * x0) / b).astype(np.float32)
+        eps = eps_from_x0(schedule, x_t64, t, x0)
     return x0.astype(np.float32), np.asarray(eps, dtype=np.float32)
 
 
@@ -160,23 +113,19 @@ def ddpm_step(
     options: SamplerOptions,
 ) -> StepResult:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), on any sub-sequence of timesteps."""
-    # 1. ᾱ at both ends; on a sub-sequence the step's effective β is 1 − ᾱ_t/ᾱ_{t_prev}.
-    ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
-    beta = 1.0 - ab_t / ab_prev
-    # 2. x̂_0 from ε (eq. 15), optionally clipped.
+    # 1. x̂_0 from ε (eq. 15), optionally clipped.
     x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
-    # 3. posterior mean μ̃ (eq. 7); with unclipped x̂_0 it equals Algorithm 2's
-    #    1/√α_t (x_t − β_t/√(1−ᾱ_t) ε).
-    coef1 = math.sqrt(ab_prev) * beta / (1.0 - ab_t)
-    coef2 = math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab_t)
-    mean = coef1 * x0.astype(np.float64) + coef2 * x_t.astype(np.float64)
-    # 4. x_{t−1} = μ̃ + σ_t z, σ_t² = β_t or β̃_t (§3.2); no noise on the final step (z = 0 at t = 1).
+    # 2. posterior mean μ̃ and variance β̃ between t and t_prev (eqs. 6–7); with unclipped x̂_0 the
+    #    mean equals Algorithm 2's 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε).
+    mean, var_tilde = q_posterior(schedule, x0.astype(np.float64), x_t.astype(np.float64), t, t_prev)
+    # 3. x_{t−1} = μ̃ + σ_t z, σ_t² = β_t ("fixed large") or β̃_t ("fixed small") (§3.2), where on a
+    #    sub-sequence β is the step's 1 − ᾱ_t/ᾱ_{t_prev}; no noise on the final step (z = 0 at t = 1).
     if t_prev > 0:
         if options.ddpm_variance is DdpmVariance.BETA:
-            var = beta
+            var = posterior(schedule.alpha_bar(t), schedule.alpha_bar(t_prev)).beta
         else:
-            var = beta * (1.0 - ab_prev) / (1.0 - ab_t)
-        mean = mean + math.sqrt(var) * _noise(rng, x_t.shape)
+            var = var_tilde
+        mean = mean + math.sqrt(float(var)) * _noise(rng, x_t.shape)
     return StepResult(mean.astype(np.float32), x0, eps, state)
 
 
@@ -191,11 +140,11 @@ def ddim_step(
     options: SamplerOptions,
 ) -> StepResult:
     """DDIM (Song et al. 2021, eq. 12); η = 0 is deterministic, η = 1 is DDPM-like."""
-    ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    ab_prev = schedule.alpha_bar(t_prev)
     # 1. "predicted x_0" term of eq. 12.
     x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
-    # 2. σ_t(η) = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1})  (eq. 16).
-    sigma = options.eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab_t)) * math.sqrt(1.0 - ab_t / ab_prev)
+    # 2. σ_t(η) = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1}) = η √β̃  (eq. 16; β̃ on the sub-sequence).
+    sigma = options.eta * math.sqrt(float(posterior(schedule.alpha_bar(t), ab_prev).variance))
     # 3. "direction pointing to x_t": √(1 − ᾱ_{t−1} − σ_t²) ε.
     direction = math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0))
     x_prev = math.sqrt(ab_prev) * x0.astype(np.float64) + direction * eps.astype(np.float64)

@@ -6,26 +6,18 @@ the CPU as float32, so a seed gives the same image with any backend.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
 from diffusion_studio.core.forward import q_sample
-from diffusion_studio.core.sampler_steps import (
-    SamplerOptions,
-    SolverState,
-    StepFn,
-    make_timesteps,
-    parse_ddpm_variance,
-    parse_sampler,
-    step_function,
-)
+from diffusion_studio.core.params import DEFAULT_SAMPLER, DEFAULT_STEPS, check_eta, check_strength, parse_ddpm_variance
+from diffusion_studio.core.sampler_steps import SamplerOptions, SolverState, StepFn, make_timesteps, step_function
 from diffusion_studio.core.schedule import Schedule
-from diffusion_studio.errors import Cancelled, UsageError
+from diffusion_studio.errors import Cancelled, ModelOutputError, UsageError
 
-__all__ = ["Denoiser", "EpsFn", "Step", "sample", "img2img_timesteps"]
+__all__ = ["Denoiser", "EpsFn", "Step", "sample", "img2img_timesteps", "run_to_end"]
 
 
 class Denoiser(Protocol):
@@ -62,8 +54,7 @@ def img2img_timesteps(T: int, steps: int, strength: float) -> np.ndarray:
 
     strength 1.0 gives exactly the text-to-image timesteps.
     """
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 < strength <= 1.0:
-        raise UsageError(f"strength must lie in (0, 1], got {strength!r}.")
+    strength = check_strength(strength)
     make_timesteps(T, steps)  # validates steps against T
     t_start = max(1, round(strength * T))
     n = min(max(1, round(strength * steps)), t_start)
@@ -96,8 +87,8 @@ def sample(
     schedule: Schedule,
     shape: tuple[int, ...],
     *,
-    sampler: str = "dpmpp-2m",
-    steps: int = 20,
+    sampler: str = DEFAULT_SAMPLER.value,
+    steps: int = DEFAULT_STEPS,
     rng: np.random.Generator,
     clip_x0: bool = True,
     eta: float = 0.0,
@@ -113,17 +104,15 @@ def sample(
     """
     step_fn = step_function(sampler)
     variance = parse_ddpm_variance(ddpm_variance)
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
-        raise UsageError(f"eta must be a non-negative number, got {eta!r}.")
+    eta = check_eta(eta)
     if not isinstance(rng, np.random.Generator):
         raise UsageError("rng must be a numpy.random.Generator (for example numpy.random.default_rng(seed)).")
     shape = _check_shape(shape)
+    check_strength(strength, has_init_image=init_image is not None)
     timesteps = img2img_timesteps(schedule.T, steps, strength)
-    if init_image is None and strength < 1.0:
-        raise UsageError("a strength below 1 needs an init_image to start from.")
     if init_image is not None:
         init_image = _check_init_image(init_image, shape)
-    options = SamplerOptions(clip_x0=bool(clip_x0), eta=float(eta), ddpm_variance=variance)
+    options = SamplerOptions(clip_x0=bool(clip_x0), eta=eta, ddpm_variance=variance)
     return _run(eps_fn, schedule, shape, step_fn, timesteps, options, rng, init_image, should_stop)
 
 
@@ -158,3 +147,21 @@ def _run(
         result = step_fn(schedule, x, eps.astype(np.float32, copy=False), t, t_prev, state, rng, options)
         x, state = result.x_prev, result.state
         yield Step(index=i, count=count, t=t, x_t=x, x0_pred=result.x0_pred, eps=result.eps, t_prev=t_prev)
+
+
+def run_to_end(steps: Iterable[Step], on_step: Callable[[Step], None] | None = None) -> Step:
+    """Drive a `sample()` run to its last step (`on_step` sees every step) and check its x_0.
+
+    The one run-to-the-end for every denoiser (ONNX pipeline, torch training samples, export
+    parity). Returns the last Step, whose `x_t` is the final sample x_0; raises
+    `ModelOutputError` when x_0 holds NaN or infinite values (there is no image then).
+    """
+    last: Step | None = None
+    for last in steps:
+        if on_step is not None:
+            on_step(last)
+    if last is None:  # sample() validates steps >= 1, so only an empty iterable gets here
+        raise ValueError("run_to_end needs at least one step.")
+    if not np.all(np.isfinite(last.x_t)):
+        raise ModelOutputError("The model produced NaN or infinite values, so there is no image.")
+    return last

@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 
 from diffusion_studio.errors import UsageError
 
-__all__ = ["ScheduleKind", "Schedule", "make_schedule", "parse_schedule_kind"]
+__all__ = ["ScheduleKind", "Schedule", "Posterior", "make_schedule", "parse_schedule_kind", "posterior"]
 
 LINEAR_BETA_START = 1e-4
 LINEAR_BETA_END = 0.02
@@ -49,6 +51,33 @@ class Schedule:
         if t == 0:
             return 1.0
         return float(self.alphas_cumprod[t - 1])
+
+
+class Posterior(NamedTuple):
+    """Coefficients of q(x_s | x_t, x_0) = N(mean_coef1 · x_0 + mean_coef2 · x_t, variance · I), s < t."""
+
+    beta: np.ndarray        # the step's β = 1 − ᾱ_t/ᾱ_s (β_t when s = t − 1)
+    mean_coef1: np.ndarray  # √ᾱ_s β / (1 − ᾱ_t)
+    mean_coef2: np.ndarray  # √(1 − β) (1 − ᾱ_s) / (1 − ᾱ_t)
+    variance: np.ndarray    # β̃ = (1 − ᾱ_s)/(1 − ᾱ_t) · β
+
+
+def posterior(alpha_bar_t: npt.ArrayLike, alpha_bar_s: npt.ArrayLike) -> Posterior:
+    """The posterior between timestep t and any earlier s, from ᾱ_t and ᾱ_s (float64, elementwise).
+
+    DDPM eqs. 6–7 with β_t replaced by the step's β = 1 − ᾱ_t/ᾱ_s, so that it holds on any
+    sub-sequence of timesteps (Improved DDPM §4; DDIM eq. 16 with η = 1 has σ² = β̃); s = t − 1
+    gives the paper's β_t, β̃_t and μ̃_t. ᾱ_0 = 1 (the clean image) is a valid ᾱ_s.
+    """
+    ab_t = np.asarray(alpha_bar_t, dtype=np.float64)
+    ab_s = np.asarray(alpha_bar_s, dtype=np.float64)
+    beta = 1.0 - ab_t / ab_s
+    return Posterior(
+        beta=beta,
+        mean_coef1=np.sqrt(ab_s) * beta / (1.0 - ab_t),
+        mean_coef2=np.sqrt(1.0 - beta) * (1.0 - ab_s) / (1.0 - ab_t),
+        variance=beta * (1.0 - ab_s) / (1.0 - ab_t),
+    )
 
 
 def parse_schedule_kind(kind: str | ScheduleKind) -> ScheduleKind:
@@ -99,13 +128,12 @@ def make_schedule(kind: str | ScheduleKind = "linear", T: int = 1000) -> Schedul
     alphas_cumprod = np.cumprod(alphas)
     alphas_cumprod_prev = np.append(1.0, alphas_cumprod[:-1])
     one_minus = 1.0 - alphas_cumprod
-    # DDPM eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I).
-    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / one_minus
+    # DDPM eq. 7: posterior q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I), tabulated for every t.
+    post = posterior(alphas_cumprod, alphas_cumprod_prev)
+    posterior_variance = post.variance
     # β̃_1 = 0, so its log is clipped to log β̃_2 (improved-diffusion); with T = 1, to log β_1.
     first = posterior_variance[1] if T > 1 else betas[0]
     posterior_log_variance_clipped = np.log(np.append(first, posterior_variance[1:]))
-    posterior_mean_coef1 = betas * np.sqrt(alphas_cumprod_prev) / one_minus
-    posterior_mean_coef2 = (1.0 - alphas_cumprod_prev) * np.sqrt(alphas) / one_minus
 
     return Schedule(
         kind=kind,
@@ -118,7 +146,7 @@ def make_schedule(kind: str | ScheduleKind = "linear", T: int = 1000) -> Schedul
         sqrt_one_minus_alphas_cumprod=_frozen(np.sqrt(one_minus)),
         posterior_variance=_frozen(posterior_variance),
         posterior_log_variance_clipped=_frozen(posterior_log_variance_clipped),
-        posterior_mean_coef1=_frozen(posterior_mean_coef1),
-        posterior_mean_coef2=_frozen(posterior_mean_coef2),
+        posterior_mean_coef1=_frozen(post.mean_coef1),
+        posterior_mean_coef2=_frozen(post.mean_coef2),
         snr=_frozen(alphas_cumprod / one_minus),
     )

@@ -7,33 +7,38 @@ seed + i, so any image of a batch can be made again alone with its own seed.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffusion_studio.core.bundle import MAX_GUIDANCE
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import from_uint8, to_uint8
-from diffusion_studio.core.sampler_steps import SamplerKind
-from diffusion_studio.core.sampling import Step, sample
-from diffusion_studio.errors import ModelOutputError, UsageError
+from diffusion_studio.core.params import (
+    DdpmVariance,
+    SamplerKind,
+    check_batch,
+    check_eta,
+    check_guidance,
+    check_seed,
+    check_steps,
+    check_strength,
+    parse_ddpm_variance,
+    parse_sampler,
+    random_seed,
+)
+from diffusion_studio.core.sampling import Step, run_to_end, sample
+from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.providers import ProviderInfo
-from diffusion_studio.inference.seeds import SEED_MAX, batch_rng, check_seed, random_seed
+from diffusion_studio.inference.seeds import batch_rng
 from diffusion_studio.inference.text import replace_undecodable
 
 if TYPE_CHECKING:
     from diffusion_studio.inference.bundle_loader import LoadedBundle
-
-BATCH_MAX = 64
-SAMPLERS = tuple(kind.value for kind in SamplerKind)
-# σ_t² of the DDPM sampler as users type it: β_t ("fixed large") or β̃_t ("fixed small", DDPM §3.2).
-DDPM_VARIANCES = ("beta", "beta-tilde")
 
 
 @dataclass(frozen=True)
@@ -41,14 +46,17 @@ class GenerationRequest:
     """What to generate. `None` for sampler/steps/guidance means the bundle's sampler_defaults;
     `seed=None` means a random seed, which is recorded in the result and the metadata.
 
-    `preview`: whether `generate(on_step=...)` reports every step (True) or only the last.
-    `init_image` (uint8 [H, W, C] or float [C, H, W] / [1, C, H, W] in [-1, 1]) with `strength`
-    in (0, 1] starts from that image noised to a strength-derived t (SDEdit img2img).
-    `eta` is DDIM's η in [0, 1] (eq. 16: 0 deterministic, 1 DDPM-like); `ddpm_variance` the
-    DDPM sampler's σ_t² ("beta" or "beta-tilde"); `clip_x0` clips x̂_0 to [-1, 1] every step.
+    `prompt` is one prompt for the whole batch, or a sequence of `batch` prompts (image i
+    gets prompt i, with seed + i as always). `preview`: whether `generate(on_step=...)`
+    reports every step (True) or only the last. `init_image` (uint8 [H, W, C] or float
+    [C, H, W] / [1, C, H, W] in [-1, 1]) with `strength` in (0, 1] starts from that image
+    noised to a strength-derived t (SDEdit img2img). `eta` is DDIM's η (eq. 16: 0
+    deterministic, 1 DDPM-like); `ddpm_variance` the DDPM sampler's σ_t² ("beta" or
+    "beta-tilde"); `clip_x0` clips x̂_0 to [-1, 1] every step. Ranges and messages:
+    `core.params`.
     """
 
-    prompt: str
+    prompt: str | Sequence[str]
     negative_prompt: str = ""
     sampler: str | None = None
     steps: int | None = None
@@ -59,70 +67,44 @@ class GenerationRequest:
     init_image: np.ndarray | None = None
     strength: float = 1.0
     eta: float = 0.0
-    ddpm_variance: str = "beta"
+    ddpm_variance: str = DdpmVariance.BETA.value
     clip_x0: bool = True
+
+    def prompt_of(self, index: int) -> str:
+        """The prompt of image `index` of the batch."""
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[index]
 
     def validated(self, T: int) -> GenerationRequest:
         """A normalised copy checked against a schedule of T steps (defaults already filled in).
 
-        Each bad field raises `UsageError` with one sentence. Prompts of any length and script
-        are accepted; the tokenizer truncates long ones (a note, never an error). Undecodable
-        bytes (lone surrogates, e.g. from a command line that is not UTF-8) become U+FFFD here,
-        so the metadata records the text the model saw.
+        Each bad field raises `UsageError` with one sentence (the `core.params` checks). Prompts
+        of any length and script are accepted; the tokenizer truncates long ones (a note, never
+        an error). Undecodable bytes (lone surrogates, e.g. from a command line that is not
+        UTF-8) become U+FFFD here, so the metadata records the text the model saw.
         """
-        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not all(isinstance(p, str) for p in (*prompts, self.negative_prompt)) or not prompts:
             raise UsageError("The prompt and the negative prompt must be text.")
-        prompt, negative_prompt = replace_undecodable(self.prompt)[0], replace_undecodable(self.negative_prompt)[0]
-        sampler = self.sampler.strip().lower() if isinstance(self.sampler, str) else self.sampler
-        if sampler not in SAMPLERS:
-            raise UsageError(f"Unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        steps = self.steps
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T:
-            raise UsageError(f"Steps must be an integer between 1 and {T} (the model's T), got {steps!r}.")
-        w = self.guidance
-        # MAX_GUIDANCE (core.bundle) is the one bound: beyond it images only saturate, and near
-        # float32's range w (ε_c − ε_u) overflows.
-        if (isinstance(w, bool) or not isinstance(w, (int, float, np.floating)) or not math.isfinite(w)
-                or not 0.0 <= w <= MAX_GUIDANCE):
-            raise UsageError(f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got {w!r}.")
-        batch = self.batch
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or not 1 <= batch <= BATCH_MAX:
-            raise UsageError(f"Batch must be an integer between 1 and {BATCH_MAX}, got {batch!r}.")
-        seed = check_seed(self.seed)
-        if seed + int(batch) - 1 > SEED_MAX:
-            raise UsageError(f"The seed plus the batch size must stay below {SEED_MAX}, got seed {seed}.")
-        s = self.strength
-        if isinstance(s, bool) or not isinstance(s, (int, float, np.floating)) or not 0.0 < s <= 1.0:
-            raise UsageError(f"Strength must lie in (0, 1], got {s!r}.")
-        if s < 1.0 and self.init_image is None:
-            raise UsageError("A strength below 1 needs an init image to start from.")
-        eta = self.eta
-        if isinstance(eta, bool) or not isinstance(eta, (int, float, np.floating)) or not 0.0 <= eta <= 1.0:
-            raise UsageError(f"Eta must be a number between 0 and 1 (DDIM's η), got {eta!r}.")
-        variance = self.ddpm_variance
-        variance = variance.strip().lower().replace("_", "-") if isinstance(variance, str) else None
-        if variance not in DDPM_VARIANCES:
-            raise UsageError(
-                f"Unknown DDPM variance {self.ddpm_variance!r}; choose one of {', '.join(DDPM_VARIANCES)}."
-            )
+        batch = check_batch(self.batch)
+        if not isinstance(self.prompt, str) and len(prompts) != batch:
+            raise UsageError(f"Give one prompt or one prompt per image ({batch}), got {len(prompts)} prompts.")
+        fixed = [replace_undecodable(p)[0] for p in prompts]
         if not isinstance(self.clip_x0, (bool, np.bool_)):
             raise UsageError(f"clip_x0 must be True or False, got {self.clip_x0!r}.")
         return replace(
-            self, prompt=prompt, negative_prompt=negative_prompt, sampler=sampler, steps=int(steps),
-            guidance=float(w), batch=int(batch), seed=seed, strength=float(s), eta=float(eta),
-            ddpm_variance=variance, clip_x0=bool(self.clip_x0),
-        )
-
-    def resolved(self, sampler: str, steps: int, guidance: float, T: int) -> GenerationRequest:
-        """Defaults filled in (a random seed drawn if none was given) and validated against T."""
-        filled = replace(
             self,
-            sampler=sampler if self.sampler is None else self.sampler,
-            steps=steps if self.steps is None else self.steps,
-            guidance=guidance if self.guidance is None else self.guidance,
-            seed=random_seed() if self.seed is None else self.seed,
+            prompt=fixed[0] if isinstance(self.prompt, str) else tuple(fixed),
+            negative_prompt=replace_undecodable(self.negative_prompt)[0],
+            sampler=parse_sampler(self.sampler).value,
+            steps=check_steps(self.steps, T),
+            guidance=check_guidance(self.guidance),
+            batch=batch,
+            seed=check_seed(self.seed, batch),
+            strength=check_strength(self.strength, has_init_image=self.init_image is not None),
+            eta=check_eta(self.eta),
+            ddpm_variance=parse_ddpm_variance(self.ddpm_variance).value,
+            clip_x0=bool(self.clip_x0),
         )
-        return filled.validated(T)
 
 
 @dataclass
@@ -138,6 +120,18 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)  # e.g. "the prompt was truncated to 32 tokens"
 
 
+@dataclass
+class SamplingRun:
+    """What `Pipeline.iterate` returns: the resolved request, its notes, and the steps to come.
+
+    `steps` is the core `sample()` generator: nothing has run yet when `iterate` returns.
+    """
+
+    request: GenerationRequest  # resolved: defaults and a seed filled in, validated
+    notes: list[str]  # e.g. the prompt was truncated; the sampler ignores eta
+    steps: Iterator[Step]
+
+
 class Pipeline:
     """Text encoder + ONNX U-Net + one sampling loop, bound to a loaded bundle."""
 
@@ -145,8 +139,6 @@ class Pipeline:
         self.bundle = bundle
         self._uncond: tuple[np.ndarray, np.ndarray] | None = None  # embedding of "" (cached)
         self._stop = threading.Event()
-        self.last_request: GenerationRequest | None = None  # resolved request of the latest run
-        self.notes: list[str] = []  # notes of the latest run (prompt truncation)
 
     @property
     def provider_info(self) -> ProviderInfo:
@@ -155,10 +147,17 @@ class Pipeline:
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
         """The request with the bundle's defaults and a seed filled in, validated (UsageError if bad)."""
         b = self.bundle
-        return request.resolved(b.default_sampler, b.default_steps, b.default_guidance, b.T)
+        filled = replace(
+            request,
+            sampler=b.default_sampler if request.sampler is None else request.sampler,
+            steps=b.default_steps if request.steps is None else request.steps,
+            guidance=b.default_guidance if request.guidance is None else request.guidance,
+            seed=random_seed() if request.seed is None else request.seed,
+        )
+        return filled.validated(b.T)
 
-    def _encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-        """context, mask for one prompt; the tokenizer's truncation warning becomes a note.
+    def _encode(self, prompts: Sequence[str], notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """context, mask for the prompts; the tokenizer's truncation warnings become notes.
 
         Tokenizing again is cheap and makes the note appear on every run, also when the
         encoder answers from its cache.
@@ -166,10 +165,9 @@ class Pipeline:
         encoder = self.bundle.text_encoder
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            encoder.tokenize([prompt])
-            context, mask = encoder.encode([prompt])
-        for message in dict.fromkeys(str(w.message) for w in caught):
-            self.notes.append(message)
+            encoder.tokenize(list(prompts))
+            context, mask = encoder.encode(list(prompts))
+        notes.extend(dict.fromkeys(str(w.message) for w in caught))
         return context, mask
 
     def unconditional(self) -> tuple[np.ndarray, np.ndarray]:
@@ -193,35 +191,33 @@ class Pipeline:
             raise UsageError(f"The init image must have shape ({c}, {s}, {s}), got {array.shape}.")
         return array.astype(np.float32)
 
-    def iterate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool] | None = None
-    ) -> Iterator[Step]:
-        """Resolve and validate the request now, then yield a core `Step` after every sampler step.
+    def iterate(self, request: GenerationRequest, should_stop: Callable[[], bool] | None = None) -> SamplingRun:
+        """Resolve the request (once) and encode its prompts now; the run's steps yield a core `Step` each.
 
-        The resolved request (with its seed) is in `self.last_request` as soon as this returns.
-        Raises `Cancelled` when `should_stop()` turns True or `cancel()` is called.
+        Bad requests raise `UsageError` here, before any step. Iterating `run.steps` raises
+        `Cancelled` when `should_stop()` turns True or `cancel()` is called.
         """
         req = self.resolve(request)
         self._stop.clear()
-        self.notes = []
-        self.last_request = req
-        context, mask = self._encode(req.prompt)
+        notes: list[str] = []
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        context, mask = self._encode(prompts, notes)
         if req.negative_prompt:  # the negative prompt takes the unconditional prompt's place
-            uncond_context, uncond_mask = self._encode(req.negative_prompt)
+            uncond_context, uncond_mask = self._encode([req.negative_prompt], notes)
         else:
             uncond_context, uncond_mask = self.unconditional()
-        eps_fn = guided_eps_fn(self.bundle.denoiser, context, mask, uncond_context, uncond_mask, req.guidance)
-        init = self._init_image(req.init_image)
         b = self.bundle
+        eps_fn = guided_eps_fn(b.denoiser, context, mask, uncond_context, uncond_mask, req.guidance)
+        init = self._init_image(req.init_image)
         if req.eta > 0 and req.sampler != SamplerKind.DDIM.value:
-            self.notes.append(f"eta only changes the ddim sampler; {req.sampler} ignores it.")
-        if req.ddpm_variance != "beta" and req.sampler != SamplerKind.DDPM.value:
-            self.notes.append(f"the DDPM variance only changes the ddpm sampler; {req.sampler} ignores it.")
+            notes.append(f"eta only changes the ddim sampler; {req.sampler} ignores it.")
+        if req.ddpm_variance != DdpmVariance.BETA.value and req.sampler != SamplerKind.DDPM.value:
+            notes.append(f"the DDPM variance only changes the ddpm sampler; {req.sampler} ignores it.")
 
         def stop() -> bool:
             return self._stop.is_set() or (should_stop is not None and bool(should_stop()))
 
-        return sample(
+        steps = sample(
             eps_fn,
             b.schedule,
             (req.batch, b.channels, b.image_size, b.image_size),
@@ -230,11 +226,12 @@ class Pipeline:
             rng=batch_rng(req.seed, req.batch),
             clip_x0=req.clip_x0,
             eta=req.eta,
-            ddpm_variance=req.ddpm_variance.replace("-", "_"),  # core's DdpmVariance spelling
+            ddpm_variance=req.ddpm_variance,
             init_image=init,
             strength=req.strength,
             should_stop=stop,
         )
+        return SamplingRun(req, notes, steps)
 
     def generate(
         self,
@@ -242,31 +239,29 @@ class Pipeline:
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[Step], None] | None = None,
     ) -> GenerationResult:
-        """Run the whole reverse process and decode the final x_0 to uint8 images with metadata."""
+        """The batched entry point: resolve, run the reverse process to x_0, decode to uint8 with metadata.
+
+        Every image of the batch shares each network call; image i uses seed + i (and prompt i
+        when the request has one per image). `ModelOutputError` if the model produced NaN/inf.
+        """
         start = time.perf_counter()
-        last: Step | None = None
-        steps = self.iterate(request, should_stop)
-        req = self.last_request
-        for step in steps:
-            last = step
+        run = self.iterate(request, should_stop)
+        req = run.request
+
+        def report(step: Step) -> None:
             if on_step is not None and (req.preview or step.index == step.count - 1):
                 on_step(step)
+
+        last = run_to_end(run.steps, report)
         seconds = time.perf_counter() - start
-        if last is None:  # pragma: no cover - validation guarantees at least one step
-            raise RuntimeError("The sampler produced no steps.")
-        x_0 = np.asarray(last.x_t, dtype=np.float32)
-        if not np.all(np.isfinite(x_0)):
-            raise ModelOutputError("The model produced NaN or infinite values, so there is no image.")
-        images = to_uint8(x_0)
-        metadata = [self.image_metadata(req, i, seconds) for i in range(req.batch)]
         return GenerationResult(
-            images=images,
-            metadata=metadata,
+            images=to_uint8(last.x_t),
+            metadata=[self.image_metadata(req, i, seconds) for i in range(req.batch)],
             seconds=seconds,
             steps_per_s=last.count / seconds if seconds > 0 else float("inf"),
             provider=self.provider_info,
             request=req,
-            notes=list(self.notes),
+            notes=run.notes,
         )
 
     def image_metadata(self, request: GenerationRequest, index: int, seconds: float) -> dict[str, Any]:
@@ -274,7 +269,7 @@ class Pipeline:
         b, info = self.bundle, self.provider_info
         sampler = SamplerKind(request.sampler)
         return {
-            "prompt": request.prompt,
+            "prompt": request.prompt_of(index),
             "negative_prompt": request.negative_prompt,
             "seed": int(request.seed) + index,
             "steps": int(request.steps),

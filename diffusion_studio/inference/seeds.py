@@ -8,24 +8,10 @@ individually reproducible runs that share every network call.
 
 from __future__ import annotations
 
-import secrets
-
 import numpy as np
 
+from diffusion_studio.core.params import check_seed
 from diffusion_studio.errors import UsageError
-
-SEED_MAX = 2**63 - 1  # numpy accepts any non-negative int; keep seeds within int64 for metadata
-
-
-def random_seed() -> int:
-    """A fresh seed (recorded in the metadata, so the image can be made again)."""
-    return secrets.randbelow(2**31)
-
-
-def check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= SEED_MAX:
-        raise UsageError(f"The seed must be an integer between 0 and {SEED_MAX}, got {seed!r}.")
-    return int(seed)
 
 
 class PerImageGenerator(np.random.Generator):

@@ -18,7 +18,7 @@ from PIL import Image
 from diffusion_studio.cli import main
 from diffusion_studio.cli.generate import TEMP_SUFFIX_RESERVE
 from diffusion_studio.core import png_meta
-from diffusion_studio.core.bundle import MAX_GUIDANCE
+from diffusion_studio.core.params import GUIDANCE_MAX
 from diffusion_studio.inference.bundle_loader import load_bundle
 from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
 
@@ -170,10 +170,10 @@ def test_bad_bundle_exit_2_one_line_nothing_written(capsys, bundle_copy, out_dir
         (["--steps", "0"], "Steps must be an integer between 1 and 50"),
         (["--steps", "51"], "Steps must be an integer between 1 and 50 (the model's T), got 51."),
         (["--steps", "-4"], "Steps must be an integer between 1 and 50"),
-        (["--guidance", "-1"], f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got -1.0."),
+        (["--guidance", "-1"], f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got -1.0."),
         (["--guidance", "nan"], "Guidance must be a number between 0 and"),
-        (["--guidance", "inf"], f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got inf."),
-        (["--guidance", "1e308"], f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got 1e+308."),
+        (["--guidance", "inf"], f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got inf."),
+        (["--guidance", "1e308"], f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308."),
         (["--batch", "0"], "Batch must be an integer between 1 and 64, got 0."),
         (["--batch", "-2"], "Batch must be an integer between 1 and 64"),
         (["--seed", "-1"], "The seed must be an integer between 0 and"),
@@ -276,15 +276,15 @@ def test_init_image_default_strength_is_0_75(capsys, tiny_bundle, out_dir, tmp_p
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--eta", "-0.5"], "--eta must be a number between 0 and 1 (DDIM's η), got -0.5."),
-        (["--eta", "2"], "--eta must be a number between 0 and 1"),
-        (["--eta", "nan"], "--eta must be a number between 0 and 1"),
+        (["--eta", "-0.5"], "Eta must be a number between 0 and 1 (DDIM's η), got -0.5."),
+        (["--eta", "2"], "Eta must be a number between 0 and 1"),
+        (["--eta", "nan"], "Eta must be a number between 0 and 1"),
         (["--eta", "much"], "argument --eta: invalid float value: 'much'"),
         (["--ddpm-variance", "large"], "argument --ddpm-variance: invalid choice: 'large'"),
         (["--strength", "0.5"], "--strength needs --init-image"),
-        (["--init-image", "{init}", "--strength", "0"], "--strength must lie in (0, 1], got 0.0."),
-        (["--init-image", "{init}", "--strength", "1.5"], "--strength must lie in (0, 1]"),
-        (["--init-image", "{init}", "--strength", "nan"], "--strength must lie in (0, 1]"),
+        (["--init-image", "{init}", "--strength", "0"], "Strength must lie in (0, 1], got 0.0."),
+        (["--init-image", "{init}", "--strength", "1.5"], "Strength must lie in (0, 1]"),
+        (["--init-image", "{init}", "--strength", "nan"], "Strength must lie in (0, 1]"),
         (["--init-image", "{tmp}/nowhere.png"], "The init image {tmp}/nowhere.png does not exist."),
         (["--init-image", "{tmp}"], "is not a file"),
         (["--init-image", "{tmp}/notes.png"], "cannot be read (not a readable image file)"),
@@ -373,7 +373,7 @@ def test_python_m_diffusion_studio_generate_subprocess(tiny_bundle, out_dir):
 def test_help_states_the_guidance_bound_of_core(capsys):
     for command in ("generate", "eval"):
         assert main([command, "--help"]) == 0
-        assert f"0..{MAX_GUIDANCE:g}" in capsys.readouterr().out
+        assert f"0..{GUIDANCE_MAX:g}" in capsys.readouterr().out
 
 
 def test_too_long_output_names_exit_2_one_line_nothing_written(capsys, tiny_bundle, out_dir):

@@ -8,7 +8,7 @@ import pytest
 from diffusion_studio.core.bundle import (
     BundleSpec, parse_model_json, read_model_json, sha256_file, write_model_json,
 )
-from diffusion_studio.core.sampler_steps import SamplerKind
+from diffusion_studio.core.params import SamplerKind
 from diffusion_studio.core.schedule import ScheduleKind
 from diffusion_studio.errors import BundleError
 

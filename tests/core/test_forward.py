@@ -66,14 +66,36 @@ def test_posterior_mean_identity_with_x0_through_eps(schedule) -> None:
     x_t = rng.standard_normal((1000, 3, 4, 4))
     eps = rng.standard_normal((1000, 3, 4, 4))
     x_0 = x0_from_eps(schedule, x_t, t, eps)
-    mean, var, log_var = q_posterior(schedule, x_0, x_t, t)
+    mean, var = q_posterior(schedule, x_0, x_t, t)
     c = (slice(None), None, None, None)
     expected = (x_t - (schedule.betas[t - 1] / schedule.sqrt_one_minus_alphas_cumprod[t - 1])[c] * eps) / np.sqrt(
         schedule.alphas[t - 1]
     )[c]
     np.testing.assert_allclose(mean, expected, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(var[:, 0, 0, 0], schedule.posterior_variance)
-    np.testing.assert_array_equal(log_var[:, 0, 0, 0], schedule.posterior_log_variance_clipped)
+
+
+@pytest.mark.parametrize(("t", "t_prev"), [(1000, 950), (500, 1), (37, 36), (20, 0), (1, 0)])
+def test_posterior_on_a_sub_sequence_is_the_gaussian_conditional(schedule, t: int, t_prev: int) -> None:
+    """q(x_s | x_t, x_0) from Bayes' rule on q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, 1 − ᾱ_t/ᾱ_s) and
+    q(x_s | x_0) = N(√ᾱ_s x_0, 1 − ᾱ_s): the product of the two Gaussians in x_s."""
+    rng = np.random.default_rng(11)
+    x_0, x_t = rng.standard_normal((2, 5, 3))
+    ab_t = schedule.alphas_cumprod[t - 1]
+    ab_s = 1.0 if t_prev == 0 else schedule.alphas_cumprod[t_prev - 1]
+    a, beta = math.sqrt(ab_t / ab_s), 1.0 - ab_t / ab_s
+    var = 1.0 / (1.0 / (1.0 - ab_s) + a * a / beta) if t_prev > 0 else 0.0
+    mean = var * (math.sqrt(ab_s) * x_0 / (1.0 - ab_s) + a * x_t / beta) if t_prev > 0 else x_0
+    got_mean, got_var = q_posterior(schedule, x_0, x_t, t, t_prev)
+    np.testing.assert_allclose(got_mean, mean, rtol=1e-9, atol=1e-12)
+    assert float(got_var) == pytest.approx(var, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("t_prev", [5, 7, -1, 2.0])
+def test_posterior_needs_an_earlier_integer_t_prev(schedule, t_prev) -> None:
+    x = np.zeros((1, 2))
+    with pytest.raises(UsageError, match="0 <= t_prev < t"):
+        q_posterior(schedule, x, x, 5, t_prev)
 
 
 def test_x0_and_eps_conversions_invert_each_other(schedule) -> None:

@@ -95,7 +95,7 @@ def test_combine_guidance() -> None:
 @pytest.mark.parametrize("w", [-0.5, float("nan"), float("inf"), "3", True])
 def test_bad_guidance_scale(w) -> None:
     cond, cmask, unc, umask = contexts()
-    with pytest.raises(UsageError, match="guidance"):
+    with pytest.raises(UsageError, match="Guidance must be a number between 0 and 100"):
         guided_eps_fn(RecordingDenoiser(), cond, cmask, unc, umask, w)
 
 

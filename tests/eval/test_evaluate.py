@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from diffusion_studio.cli import main
-from diffusion_studio.core.bundle import MAX_GUIDANCE
+from diffusion_studio.core.params import GUIDANCE_MAX, SEED_MAX
 from diffusion_studio.eval.evaluate import evaluate_bundle
 from diffusion_studio.eval.generation import PipelineGenerator
 from diffusion_studio.eval.prompts import ATTRIBUTES, OPTIONAL
@@ -115,16 +115,17 @@ def test_cli_summarize_bad_input_exits_2(tmp_path, tiny_bundle, capsys):
 
 @pytest.mark.parametrize("argv,match", [
     (["--n", "0"], "--n must be at least 1"),
-    (["--steps", "0"], "--steps must be at least 1"),
+    (["--steps", "0"], "Steps must be an integer between 1 and 50 (the model's T), got 0."),
     (["--steps", "51"], "Steps must be an integer between 1 and 50"),
-    (["--guidance", "-1"], f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got -1.0."),
-    (["--guidance", "nan"], "--guidance must be between 0 and"),
-    (["--guidance", "inf"], "--guidance must be between 0 and"),
-    (["--guidance", "1e308"], f"--guidance must be between 0 and {MAX_GUIDANCE:g}, got 1e+308."),
+    (["--guidance", "-1"], f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got -1.0."),
+    (["--guidance", "nan"], "Guidance must be a number between 0 and"),
+    (["--guidance", "inf"], "Guidance must be a number between 0 and"),
+    (["--guidance", "1e308"], f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308."),
     (["--json", "{tmp}/" + "r" * 300 + ".json"], f"The report file name {'r' * 20}… is 305 bytes long; use at most"),
     (["--save-images", "{tmp}/" + "s" * 300], "(a name in it is too long)."),
-    (["--seed", "-3"], "--seed must be at least 0"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--seed", "-3"], f"The seed must be an integer between 0 and {SEED_MAX}, got -3."),
+    (["--batch-size", "0"], "Batch must be an integer between 1 and 64, got 0."),
+    (["--batch-size", "65"], "Batch must be an integer between 1 and 64, got 65."),
     (["--sampler", "euler"], "invalid choice"),
     (["--json", "{tmp}/missing/r.json"], "does not exist"),
     (["--save-images", "{tmp}/file.txt"], "is not a folder"),

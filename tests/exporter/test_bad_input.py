@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_studio.core.bundle import MAX_GUIDANCE
+from diffusion_studio.core.params import GUIDANCE_MAX
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -112,10 +112,10 @@ def test_output_inside_the_run_is_refused(run_cli, run_copy):
     [
         (["--opset", "5"], "Opset 5 is not supported"),
         (["--weights", "best"], "invalid choice"),
-        (["--sampler", "euler"], "unknown sampler"),
-        (["--steps", "0"], "--steps must be at least 1"),
-        (["--steps", "101"], "more than the model's T=100"),
-        (["--guidance", "nan"], "--guidance must be a non-negative number"),
+        (["--sampler", "euler"], "Argument --sampler: invalid choice: 'euler' (choose from 'ddpm', 'ddim', 'dpmpp-2m')."),
+        (["--steps", "0"], "Steps must be an integer between 1 and 100 (the model's T), got 0."),
+        (["--steps", "101"], "Steps must be an integer between 1 and 100 (the model's T), got 101."),
+        (["--guidance", "nan"], "Guidance must be a number between 0 and 100, got nan."),
         (["--name", "a/b"], "The name 'a/b'"),
         (["--opset", "eighteen"], "invalid int value"),
         ([], "arguments are required: --out"),
@@ -173,10 +173,11 @@ def test_run_guidance_beyond_the_app_limit_needs_an_explicit_one(run_cli, run_co
     data["config"]["sample_guidance"] = 1e308
     sidecar.write_text(json.dumps(data))
     result = run_cli(run_copy, "--out", tmp_path / "bundle", "--no-validate")
-    _assert_usage_error(result, f"guidance 1e+308 is outside the app's range 0 to {MAX_GUIDANCE:g}", "--guidance W")
+    _assert_usage_error(result, f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308 (the run's guidance)",
+                        "pass --guidance W")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     _assert_usage_error(run_cli(run_copy, "--out", tmp_path / "bundle", "--guidance", "1e308"),
-                        f"--guidance must be a non-negative number up to {MAX_GUIDANCE:g}")
+                        f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308.")
 
 
 def _fail_with(monkeypatch, exc: BaseException) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core import png_meta
-from diffusion_studio.core.bundle import MAX_GUIDANCE
+from diffusion_studio.core.params import GUIDANCE_MAX
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import to_uint8
 from diffusion_studio.core.sampling import sample
@@ -112,11 +112,11 @@ def test_unconditional_embedding_is_cached(pipeline):
         ({"steps": 0}, "Steps must be an integer between 1 and 50"),
         ({"steps": 51}, "Steps must be an integer between 1 and 50"),
         ({"steps": 2.5}, "Steps must be an integer"),
-        ({"guidance": -0.5}, f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got -0.5."),
+        ({"guidance": -0.5}, f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got -0.5."),
         ({"guidance": float("nan")}, "Guidance must be a number between 0 and"),
         ({"guidance": float("inf")}, "Guidance must be a number between 0 and"),
-        ({"guidance": 1e308}, f"Guidance must be a number between 0 and {MAX_GUIDANCE:g}, got 1e+308."),
-        ({"guidance": MAX_GUIDANCE + 0.5}, "Guidance must be a number between 0 and"),
+        ({"guidance": 1e308}, f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308."),
+        ({"guidance": GUIDANCE_MAX + 0.5}, "Guidance must be a number between 0 and"),
         ({"batch": 0}, "Batch must be an integer between 1 and 64"),
         ({"batch": 65}, "Batch must be an integer between 1 and 64"),
         ({"sampler": "euler"}, "Unknown sampler 'euler'; choose one of ddpm, ddim, dpmpp-2m"),
@@ -142,8 +142,8 @@ def test_long_prompt_is_truncated_with_a_note(pipeline):
 
 
 def test_guidance_bound_is_inclusive(pipeline):
-    request = pipeline.resolve(GenerationRequest("a circle", guidance=MAX_GUIDANCE, seed=1))
-    assert request.guidance == MAX_GUIDANCE
+    request = pipeline.resolve(GenerationRequest("a circle", guidance=GUIDANCE_MAX, seed=1))
+    assert request.guidance == GUIDANCE_MAX
 
 
 def test_undecodable_bytes_in_prompts_become_u_fffd_in_the_request_and_metadata(pipeline):
@@ -165,12 +165,32 @@ def test_emoji_and_right_to_left_prompts_work(pipeline, prompt):
 
 
 def test_iterate_yields_every_step_and_preview_false_reports_only_the_last(pipeline):
-    steps = list(pipeline.iterate(GenerationRequest("x", seed=1, steps=5, sampler="ddim")))
+    run = pipeline.iterate(GenerationRequest("x", seed=1, steps=5, sampler="ddim"))
+    assert (run.request.seed, run.request.steps, run.request.guidance, run.notes) == (1, 5, 2.0, [])
+    steps = list(run.steps)
     assert [s.index for s in steps] == [0, 1, 2, 3, 4] and {s.count for s in steps} == {5}
     assert steps[0].x_t.shape == (1, 3, 8, 8) and steps[0].t > steps[-1].t
     seen = []
     pipeline.generate(GenerationRequest("x", seed=1, steps=5, preview=False), on_step=seen.append)
     assert [s.index for s in seen] == [4]
+
+
+def test_one_prompt_per_image_equals_each_prompt_alone(pipeline):
+    prompts = ("a red circle", "a blue square")
+    batch = _gen(pipeline, prompts, seed=20, batch=2, steps=4)
+    assert [m["prompt"] for m in batch.metadata] == list(prompts) and batch.request.prompt == prompts
+    for i, prompt in enumerate(prompts):
+        alone = _gen(pipeline, prompt, seed=20 + i, steps=4)
+        assert np.abs(batch.images[i].astype(int) - alone.images[0].astype(int)).max() <= 1
+    with pytest.raises(UsageError, match=r"one prompt per image \(3\), got 2 prompts"):
+        pipeline.iterate(GenerationRequest(prompts, seed=1, batch=3))
+
+
+def test_iterate_returns_the_run_and_keeps_nothing_on_the_pipeline(pipeline):
+    run = pipeline.iterate(GenerationRequest("a red circle " * 20, seed=None, eta=0.5))
+    assert isinstance(run.request.seed, int) and run.request.sampler == "ddim"
+    assert run.notes and "longer than 8 tokens" in run.notes[0]
+    assert not hasattr(pipeline, "last_request") and not hasattr(pipeline, "notes")
 
 
 def test_should_stop_and_cancel_raise_cancelled(pipeline):
@@ -205,7 +225,7 @@ def test_nan_model_output_raises_model_output_error(nan_bundle):
     from diffusion_studio.errors import ModelOutputError
 
     nan_pipeline = Pipeline(load_bundle(nan_bundle, device="cpu"))
-    steps = list(nan_pipeline.iterate(GenerationRequest("a red circle", seed=1, steps=3)))
+    steps = list(nan_pipeline.iterate(GenerationRequest("a red circle", seed=1, steps=3)).steps)
     assert len(steps) == 3 and np.isnan(steps[-1].x_t).all()  # the graph really outputs NaN
     with pytest.raises(ModelOutputError) as info:
         nan_pipeline.generate(GenerationRequest("a red circle", seed=1, steps=3))
