@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ema-decay", type=float, metavar="D",
                    help="decay of the weights' exponential moving average, 0 <= D < 1 "
                    "(default: the preset's, 0.999; cpu-quick 0.995)")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start a new run from the EMA weights of a run folder or .safetensors checkpoint with "
+                   "the same U-Net (fine-tuning, e.g. on a new data mix); the optimizer starts fresh")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -65,7 +68,7 @@ _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset")
               ("seed", "--seed"), ("device", "--device"), ("threads", "--threads"),
               ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
               ("two_shape_share", "--two-shape-share"), ("p_uncond", "--p-uncond"),
-              ("ema_decay", "--ema-decay"))
+              ("ema_decay", "--ema-decay"), ("init_from", "--init-from"))
 _FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"))
 
 
@@ -82,10 +85,16 @@ def build_config(args: argparse.Namespace) -> Any:
                  "num_threads": args.threads, "sample_every": args.sample_every,
                  "checkpoint_every": args.checkpoint_every, "hflip": getattr(args, "hflip", None),
                  "two_shape_share": getattr(args, "two_shape_share", None),
-                 "p_uncond": getattr(args, "p_uncond", None), "ema_decay": getattr(args, "ema_decay", None)}
+                 "p_uncond": getattr(args, "p_uncond", None), "ema_decay": getattr(args, "ema_decay", None),
+                 "init_from": _absolute(getattr(args, "init_from", None))}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.validate()
     return config
+
+
+def _absolute(path: str | None) -> str | None:
+    """A path made absolute, so the saved config names the same file from any folder."""
+    return None if path is None else str(Path(path).expanduser().resolve())
 
 
 def normalize_dataset(dataset: str | None) -> str | None:

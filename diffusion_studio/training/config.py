@@ -60,6 +60,9 @@ class TrainConfig:
     num_threads: int = 0  # 0: leave torch's default
     log_every: int = 10
     unet: UNetConfig = field(default_factory=UNetConfig)
+    # A checkpoint (run folder or .safetensors) whose EMA weights start this run at step 0 with a
+    # fresh optimizer (fine-tuning, e.g. on a new data mix); "" trains from a random init.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         self.sample_prompts = tuple(self.sample_prompts)
@@ -72,7 +75,7 @@ class TrainConfig:
         Everything a run needs is checked here, so a run that starts never fails on its config
         after it has written to RUN_DIR.
         """
-        for name in ("dataset", "schedule", "lr_schedule", "device"):
+        for name in ("dataset", "schedule", "lr_schedule", "device", "init_from"):
             if not isinstance(getattr(self, name), str):
                 raise UsageError(f"{name} must be a string, got {getattr(self, name)!r}.")
         for name in ("hflip", "bf16"):

@@ -33,7 +33,8 @@ from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import Cancelled, UsageError
 from diffusion_studio.training.captions import CaptionCache, PromptEncoder
 from diffusion_studio.training import ddp
-from diffusion_studio.training.checkpoints import Checkpoint, optimizer_from_flat, restore_rng, save_checkpoint
+from diffusion_studio.training.checkpoints import (
+    Checkpoint, load_checkpoint, optimizer_from_flat, restore_rng, save_checkpoint)
 from diffusion_studio.training.config import TrainConfig
 from diffusion_studio.training.datasets import describe_stream, make_stream
 from diffusion_studio.training.ema import EMA
@@ -107,6 +108,8 @@ class Trainer:
         # Everything is checked before the first byte is written to RUN_DIR.
         start: RunStart | None = _on_main(ctx, lambda: plan_run(self.run_dir, config, resume))
         checkpoint = start.checkpoint if start is not None else None
+        # A new run may start from another run's weights (fine-tuning); checked before RUN_DIR is written.
+        init = _on_main(ctx, lambda: load_init_weights(config)) if checkpoint is None else None
         self.notes: list[str] = [start.note] if start is not None and start.note else []
         if ctx.distributed:
             config = TrainConfig.from_dict(ddp.broadcast_json(ctx, config.to_dict()))
@@ -130,6 +133,10 @@ class Trainer:
         checkpoint = share_checkpoint(ctx, checkpoint)
         if checkpoint is not None:
             self._restore(checkpoint)
+        elif init is not None:  # rank 0 only; DDP broadcasts rank 0's weights to the others
+            self.model.load_state_dict(init.ema)
+            self.ema.load_state_dict(init.ema)
+            self.notes.append(f"started from the EMA weights of {init.path} (step {init.step}).")
         self.net: nn.Module = self.model  # what the forward pass runs: the DDP wrapper under DDP
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -337,6 +344,18 @@ class Trainer:
     def _restore_signals(previous: dict) -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def load_init_weights(config: TrainConfig) -> Checkpoint | None:
+    """The checkpoint named by `config.init_from` (None when empty); UsageError unless its
+    U-Net has exactly the configured architecture."""
+    if not config.init_from:
+        return None
+    ck = load_checkpoint(Path(config.init_from).expanduser())
+    if ck.unet_config != config.unet:
+        raise UsageError(f"--init-from {config.init_from}: its U-Net differs from the configured one "
+                         "(the architecture must match to start from its weights).")
+    return ck
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
