@@ -197,7 +197,7 @@ def _conditioning(spec: GraphSpec, conditioning: dict[str, Any]) -> tuple[np.nda
 def _final_image(denoiser: Any, schedule: Any, shape: tuple[int, ...], cond: tuple, w: float,
                  sampler: str, steps: int) -> np.ndarray:
     from diffusion_studio.core.guidance import guided_eps_fn
-    from diffusion_studio.core.sampling import run_to_end, sample
+    from diffusion_studio.core.sampling_loop import run_to_end, sample
 
     eps_fn = guided_eps_fn(denoiser, cond[0], cond[1], cond[2], cond[3], w)
     steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(SAMPLING_SEED))

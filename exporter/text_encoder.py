@@ -35,7 +35,7 @@ OPSET = 17
 def _export_fp32(path: Path, max_tokens: int) -> None:
     import torch
 
-    from diffusion_studio.training.text_encoder import MiniLMTokens
+    from diffusion_studio.training.minilm import MiniLMTokens
 
     model = MiniLMTokens().eval()
     ids = torch.ones(2, max_tokens, dtype=torch.int64)
@@ -91,7 +91,7 @@ def _parity(onnx_dir: Path, max_tokens: int) -> dict:
     import torch
 
     from diffusion_studio.inference.text import TextEncoder
-    from diffusion_studio.training.text_encoder import MiniLMTokens
+    from diffusion_studio.training.minilm import MiniLMTokens
 
     encoder = TextEncoder(onnx_dir, max_tokens=max_tokens)
     ids, mask = encoder.tokenize(PROBE_PROMPTS)
@@ -124,7 +124,7 @@ def check_out(out: Path, force: bool) -> None:
 
 def export_text_encoder(out: Path, precision: str = "fp16", max_tokens: int = 32, force: bool = False) -> dict:
     """Export into a temp sibling folder, check parity, then swap it into place."""
-    from diffusion_studio.training.text_encoder import minilm_dir
+    from diffusion_studio.training.minilm import minilm_dir
 
     out = out.absolute()
     tidy_leftovers(out)  # restore a folder an interrupted replace left aside; drop dead temp folders

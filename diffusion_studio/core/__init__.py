@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from diffusion_studio.core.images import from_uint8, make_grid, to_uint8
     from diffusion_studio.core.params import DdpmVariance, SamplerKind, parse_sampler
     from diffusion_studio.core.sampler_steps import make_timesteps
-    from diffusion_studio.core.sampling import Denoiser, EpsFn, Step, sample
+    from diffusion_studio.core.sampling_loop import Denoiser, EpsFn, Step, sample
     from diffusion_studio.core.schedule import Schedule, ScheduleKind, make_schedule
 
 _MODULES: dict[str, tuple[str, ...]] = {
@@ -41,7 +41,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "images": ("from_uint8", "make_grid", "to_uint8"),
     "params": ("DdpmVariance", "SamplerKind", "parse_sampler"),
     "samplers": ("make_timesteps",),
-    "sampling": ("Denoiser", "EpsFn", "Step", "sample"),
+    "sampling_loop": ("Denoiser", "EpsFn", "Step", "sample"),
     "schedule": ("Schedule", "ScheduleKind", "make_schedule"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}

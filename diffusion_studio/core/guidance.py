@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from diffusion_studio.core.params import check_guidance
-from diffusion_studio.core.sampling import Denoiser, EpsFn
+from diffusion_studio.core.sampling_loop import Denoiser, EpsFn
 from diffusion_studio.errors import UsageError
 
 __all__ = ["guided_eps_fn", "combine_guidance"]

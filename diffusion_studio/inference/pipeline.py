@@ -31,7 +31,7 @@ from diffusion_studio.core.params import (
     parse_sampler,
     random_seed,
 )
-from diffusion_studio.core.sampling import Step, run_to_end, sample
+from diffusion_studio.core.sampling_loop import Step, run_to_end, sample
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.providers import ProviderInfo
 from diffusion_studio.inference.seeds import batch_rng

@@ -1,6 +1,6 @@
 """TorchDenoiser: the core `Denoiser` protocol over a PyTorch U-Net (numpy in, numpy out).
 
-Training draws its sample grids through it with `core.sampling.sample()` — the same loop
+Training draws its sample grids through it with `core.sampling_loop.sample()` — the same loop
 the app runs over ONNX Runtime — and the exporter uses it for torch-vs-ONNX parity.
 """
 

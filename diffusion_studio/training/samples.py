@@ -1,4 +1,4 @@
-"""Sample grids during training: core.sampling.sample() through a TorchDenoiser (the app's loop)."""
+"""Sample grids during training: core.sampling_loop.sample() through a TorchDenoiser (the app's loop)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 from diffusion_studio.core.files import atomic_write_bytes
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import make_grid, to_uint8
-from diffusion_studio.core.sampling import sample
+from diffusion_studio.core.sampling_loop import sample
 from diffusion_studio.core.schedule import Schedule
 from diffusion_studio.errors import UsageError
 from diffusion_studio.training.denoiser import TorchDenoiser

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core.guidance import combine_guidance, guided_eps_fn
-from diffusion_studio.core.sampling import sample
+from diffusion_studio.core.sampling_loop import sample
 from diffusion_studio.core.schedule import make_schedule
 from diffusion_studio.errors import UsageError
 

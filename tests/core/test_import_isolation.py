@@ -36,7 +36,7 @@ def core_modules() -> list[str]:
 
 def test_every_core_module_imports_without_torch_onnxruntime_or_qt() -> None:
     modules = core_modules()
-    assert {"diffusion_studio.core.schedule", "diffusion_studio.core.sampling",
+    assert {"diffusion_studio.core.schedule", "diffusion_studio.core.sampling_loop",
             "diffusion_studio.core.png_meta", "diffusion_studio.core.bundle"} <= set(modules)
     proc = subprocess.run(
         [sys.executable, "-c", BLOCKER, *modules],

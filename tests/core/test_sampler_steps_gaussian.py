@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core.sampler_steps import make_timesteps
-from diffusion_studio.core.sampling import sample
+from diffusion_studio.core.sampling_loop import sample
 from diffusion_studio.core.schedule import Schedule, make_schedule
 
 N = 8000

@@ -7,7 +7,7 @@ import pytest
 
 from diffusion_studio.core.forward import q_sample
 from diffusion_studio.core.sampler_steps import make_timesteps
-from diffusion_studio.core.sampling import Step, sample
+from diffusion_studio.core.sampling_loop import Step, sample
 from diffusion_studio.core.schedule import make_schedule
 from diffusion_studio.errors import Cancelled, UsageError
 

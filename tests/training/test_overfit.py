@@ -1,5 +1,5 @@
 """Overfitting one image: Algorithm 1 on a single (image, caption) pair, then the app's sampler
-(core.sampling through TorchDenoiser) must draw that image back from pure noise.
+(core.sampling_loop through TorchDenoiser) must draw that image back from pure noise.
 
 With one training image the optimal ε-predictor is known in closed form,
 ε*(x_t, t) = (x_t − √ᾱ_t x_0) / √(1−ᾱ_t), so a net that learned it turns every seed into x_0.
@@ -47,7 +47,7 @@ def test_overfitting_one_image_makes_the_sampler_reproduce_it(tmp_path, text_enc
     trainer = Trainer(cfg, tmp_path / "run", text_encoder=text_encoder)
 
     def draw(model) -> np.ndarray:
-        # the training sample-grid path: core.sampling.sample + TorchDenoiser, DDIM, 20 steps
+        # the training sample-grid path: core.sampling_loop.sample + TorchDenoiser, DDIM, 20 steps
         return sample_images(model, trainer.schedule, trainer.text.encode, [CAPTION] * 4, image_size=8,
                              steps=20, guidance=1.0, seed=1, sampler="ddim")
 

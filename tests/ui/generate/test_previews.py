@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusion_studio.core.sampling import Step
+from diffusion_studio.core.sampling_loop import Step
 from diffusion_studio.ui.generate.previews import (
     EPS_RANGE,
     Frame,
