@@ -201,7 +201,7 @@ def _final_image(denoiser: Any, schedule: Any, shape: tuple[int, ...], cond: tup
 
     eps_fn = guided_eps_fn(denoiser, cond[0], cond[1], cond[2], cond[3], w)
     steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(SAMPLING_SEED))
-    return run_to_end(steps_run).x_t
+    return run_to_end(steps_run).x_prev
 
 
 def sampling_parity(model: Any, session: ort.InferenceSession, spec: GraphSpec, T: int, schedule_kind: str,

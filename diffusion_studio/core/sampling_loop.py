@@ -33,17 +33,17 @@ EpsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x_t, t[N]) -> eps
 
 @dataclass(frozen=True)
 class Step:
-    """One finished sampler step.
+    """One finished sampler step: from x_t at timestep t to x_prev at t_prev.
 
     index: 0-based step number; count: number of steps in this run; t: the timestep the
-    network saw; x_t: the sample after the step (at timestep t_prev; the final x_0 after
-    the last step); x0_pred: the step's x̂_0; eps: the ε it used; t_prev: the timestep of x_t.
+    network saw; x_prev: the sample the step produced, at timestep t_prev (the final x_0
+    after the last step); x0_pred: the step's x̂_0; eps: the ε it used.
     """
 
     index: int
     count: int
     t: int
-    x_t: np.ndarray
+    x_prev: np.ndarray
     x0_pred: np.ndarray
     eps: np.ndarray
     t_prev: int = 0
@@ -146,14 +146,14 @@ def _run(
             raise UsageError(f"the denoiser returned eps of shape {eps.shape} for x of shape {x.shape}.")
         result = step_fn(schedule, x, eps.astype(np.float32, copy=False), t, t_prev, state, rng, options)
         x, state = result.x_prev, result.state
-        yield Step(index=i, count=count, t=t, x_t=x, x0_pred=result.x0_pred, eps=result.eps, t_prev=t_prev)
+        yield Step(index=i, count=count, t=t, x_prev=x, x0_pred=result.x0_pred, eps=result.eps, t_prev=t_prev)
 
 
 def run_to_end(steps: Iterable[Step], on_step: Callable[[Step], None] | None = None) -> Step:
     """Drive a `sample()` run to its last step (`on_step` sees every step) and check its x_0.
 
     The one run-to-the-end for every denoiser (ONNX pipeline, torch training samples, export
-    parity). Returns the last Step, whose `x_t` is the final sample x_0; raises
+    parity). Returns the last Step, whose `x_prev` is the final sample x_0; raises
     `ModelOutputError` when x_0 holds NaN or infinite values (there is no image then).
     """
     last: Step | None = None
@@ -162,6 +162,6 @@ def run_to_end(steps: Iterable[Step], on_step: Callable[[Step], None] | None = N
             on_step(last)
     if last is None:  # sample() validates steps >= 1, so only an empty iterable gets here
         raise ValueError("run_to_end needs at least one step.")
-    if not np.all(np.isfinite(last.x_t)):
+    if not np.all(np.isfinite(last.x_prev)):
         raise ModelOutputError("The model produced NaN or infinite values, so there is no image.")
     return last

@@ -255,7 +255,7 @@ class Pipeline:
         last = run_to_end(run.steps, report)
         seconds = time.perf_counter() - start
         return GenerationResult(
-            images=to_uint8(last.x_t),
+            images=to_uint8(last.x_prev),
             metadata=[self.image_metadata(req, i, seconds) for i in range(req.batch)],
             seconds=seconds,
             steps_per_s=last.count / seconds if seconds > 0 else float("inf"),

@@ -36,7 +36,7 @@ def sample_images(model: nn.Module, schedule: Schedule, encode: Encode, prompts:
         pass
     if last is None:
         raise RuntimeError("the sampler produced no step")
-    return to_uint8(last.x_t)
+    return to_uint8(last.x_prev)
 
 
 def write_grid(path: Path, images: np.ndarray, scale: int = 2) -> Path:

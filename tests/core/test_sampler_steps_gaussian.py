@@ -60,7 +60,7 @@ def run(schedule: Schedule, sampler: str, steps: int, seed: int = 0, **kw) -> np
                        rng=np.random.default_rng(seed), clip_x0=False, **kw):
         pass
     assert last is not None and last.index == steps - 1 and last.t_prev == 0
-    return last.x_t.astype(np.float64)
+    return last.x_prev.astype(np.float64)
 
 
 def stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,7 +31,7 @@ def final(sampler: str, steps: int, seed: int = 1234, **kw) -> np.ndarray:
                        rng=np.random.default_rng(seed), **kw):
         pass
     assert last is not None
-    return last.x_t
+    return last.x_prev
 
 
 def fingerprint(x: np.ndarray) -> list[float]:
@@ -82,11 +82,11 @@ def test_step_records() -> None:
     for s, t in zip(steps, seen_t):
         assert isinstance(s, Step)
         assert t.dtype == np.int64 and t.shape == (2,) and np.all(t == s.t)
-        for a in (s.x_t, s.x0_pred, s.eps):
+        for a in (s.x_prev, s.x0_pred, s.eps):
             assert a.shape == SHAPE and a.dtype == np.float32
         assert np.all(np.abs(s.x0_pred) <= 1.0)  # clip_x0 defaults to True
     # the last step of DDIM lands on x̂_0 of t = 1: x_0 = √ᾱ_0 x̂_0 with ᾱ_0 = 1
-    np.testing.assert_allclose(steps[-1].x_t, steps[-1].x0_pred, atol=1e-6)
+    np.testing.assert_allclose(steps[-1].x_prev, steps[-1].x0_pred, atol=1e-6)
 
 
 def test_make_timesteps() -> None:

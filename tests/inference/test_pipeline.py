@@ -47,7 +47,7 @@ def test_pipeline_matches_a_torch_reference_loop(pipeline, tiny_unet):
     negative, negative_mask = encoder.encode(["blurry"])
     eps_fn = guided_eps_fn(torch_denoiser, context, mask, negative, negative_mask, 2.5)
     reference = list(sample(eps_fn, pipeline.bundle.schedule, (1, 3, 8, 8), sampler="dpmpp-2m", steps=6,
-                            rng=np.random.default_rng(99)))[-1].x_t
+                            rng=np.random.default_rng(99)))[-1].x_prev
 
     seen = []
     result = pipeline.generate(
@@ -56,7 +56,7 @@ def test_pipeline_matches_a_torch_reference_loop(pipeline, tiny_unet):
         on_step=seen.append,
     )
     assert len(seen) == 6
-    np.testing.assert_allclose(seen[-1].x_t, reference, atol=1e-4)
+    np.testing.assert_allclose(seen[-1].x_prev, reference, atol=1e-4)
     assert np.abs(result.images.astype(int) - to_uint8(reference).astype(int)).max() <= 1
     assert np.abs(reference).max() > 0.1  # a real image, not all zeros
 
@@ -169,7 +169,7 @@ def test_iterate_yields_every_step_and_preview_false_reports_only_the_last(pipel
     assert (run.request.seed, run.request.steps, run.request.guidance, run.notes) == (1, 5, 2.0, [])
     steps = list(run.steps)
     assert [s.index for s in steps] == [0, 1, 2, 3, 4] and {s.count for s in steps} == {5}
-    assert steps[0].x_t.shape == (1, 3, 8, 8) and steps[0].t > steps[-1].t
+    assert steps[0].x_prev.shape == (1, 3, 8, 8) and steps[0].t > steps[-1].t
     seen = []
     pipeline.generate(GenerationRequest("x", seed=1, steps=5, preview=False), on_step=seen.append)
     assert [s.index for s in seen] == [4]
@@ -226,7 +226,7 @@ def test_nan_model_output_raises_model_output_error(nan_bundle):
 
     nan_pipeline = Pipeline(load_bundle(nan_bundle, device="cpu"))
     steps = list(nan_pipeline.iterate(GenerationRequest("a red circle", seed=1, steps=3)).steps)
-    assert len(steps) == 3 and np.isnan(steps[-1].x_t).all()  # the graph really outputs NaN
+    assert len(steps) == 3 and np.isnan(steps[-1].x_prev).all()  # the graph really outputs NaN
     with pytest.raises(ModelOutputError) as info:
         nan_pipeline.generate(GenerationRequest("a red circle", seed=1, steps=3))
     assert isinstance(info.value, RuntimeError) and not isinstance(info.value, UsageError)
@@ -249,7 +249,7 @@ def test_sampler_options_are_passed_to_the_core_loop(pipeline, fields, core_opti
     eps_fn = guided_eps_fn(bundle.denoiser, context, mask, uncond, uncond_mask, 2.0)
     steps = list(sample(eps_fn, bundle.schedule, (1, 3, 8, 8), sampler=fields["sampler"], steps=7,
                         rng=np.random.default_rng(31), **core_options))
-    reference = steps[-1].x_t
+    reference = steps[-1].x_prev
     result = _gen(pipeline, "a blue square", steps=7, guidance=2.0, seed=31, **fields)
     np.testing.assert_array_equal(result.images, to_uint8(reference))
     default = _gen(pipeline, "a blue square", steps=7, guidance=2.0, seed=31, sampler=fields["sampler"])

@@ -24,7 +24,7 @@ def _step(n: int = 1, index: int = 11, count: int = 50, t: int = 731) -> Step:
     x0 = np.full(shape, 1.0, np.float32)  # white
     eps = np.full(shape, EPS_RANGE, np.float32)  # +3σ -> white
     eps[:, 0] = -EPS_RANGE  # red channel at -3σ -> 0
-    return Step(index=index, count=count, t=t, x_t=x_t, x0_pred=x0, eps=eps)
+    return Step(index=index, count=count, t=t, x_prev=x_t, x0_pred=x0, eps=eps)
 
 
 def test_frame_from_step_decodes_each_picture_and_captions_it() -> None:
@@ -37,7 +37,7 @@ def test_frame_from_step_decodes_each_picture_and_captions_it() -> None:
 
 def test_out_of_range_values_are_clipped_not_wrapped() -> None:
     step = _step()
-    step = Step(index=0, count=2, t=1, x_t=step.x_t * 7, x0_pred=step.x0_pred * 3, eps=step.eps * 10)
+    step = Step(index=0, count=2, t=1, x_prev=step.x_prev * 7, x0_pred=step.x0_pred * 3, eps=step.eps * 10)
     frame = frame_from_step(step)
     assert (frame.x_t == 0).all() and (frame.x0_pred == 255).all()
 
