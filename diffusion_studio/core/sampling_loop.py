@@ -149,12 +149,15 @@ def _run(
         yield Step(index=i, count=count, t=t, x_prev=x, x0_pred=result.x0_pred, eps=result.eps, t_prev=t_prev)
 
 
-def run_to_end(steps: Iterable[Step], on_step: Callable[[Step], None] | None = None) -> Step:
+def run_to_end(
+    steps: Iterable[Step], on_step: Callable[[Step], None] | None = None, *, check_finite: bool = True
+) -> Step:
     """Drive a `sample()` run to its last step (`on_step` sees every step) and check its x_0.
 
     The one run-to-the-end for every denoiser (ONNX pipeline, torch training samples, export
     parity). Returns the last Step, whose `x_prev` is the final sample x_0; raises
-    `ModelOutputError` when x_0 holds NaN or infinite values (there is no image then).
+    `ModelOutputError` when x_0 holds NaN or infinite values (there is no image then),
+    unless `check_finite` is False.
     """
     last: Step | None = None
     for last in steps:
@@ -162,6 +165,6 @@ def run_to_end(steps: Iterable[Step], on_step: Callable[[Step], None] | None = N
             on_step(last)
     if last is None:  # sample() validates steps >= 1, so only an empty iterable gets here
         raise ValueError("run_to_end needs at least one step.")
-    if not np.all(np.isfinite(last.x_prev)):
+    if check_finite and not np.all(np.isfinite(last.x_prev)):
         raise ModelOutputError("The model produced NaN or infinite values, so there is no image.")
     return last

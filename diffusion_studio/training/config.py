@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE_MAX, SEED_MAX
 from diffusion_studio.errors import UsageError
 from diffusion_studio.training.unet import UNetConfig
 
@@ -26,7 +27,6 @@ METADATA_KEYS = {"text_encoder", "parameters", "flops_per_forward"}
 RESUMABLE_FIELDS = {"steps", "checkpoint_every", "keep_last", "sample_every", "sample_prompts",
                     "sample_steps", "sample_guidance", "device", "bf16", "num_threads", "log_every"}
 LR_SCHEDULES = ("constant", "cosine")
-SEED_MAX = 2**63 - 1  # as for generate: any non-negative int64 (numpy, torch and JSON all hold it)
 MAX_SAMPLE_PROMPTS = 64
 
 
@@ -51,8 +51,8 @@ class TrainConfig:
     keep_last: int = 3
     sample_every: int = 1000
     sample_prompts: tuple[str, ...] = DEFAULT_SAMPLE_PROMPTS
-    sample_steps: int = 20
-    sample_guidance: float = 3.0
+    sample_steps: int = DEFAULT_STEPS
+    sample_guidance: float = DEFAULT_GUIDANCE
     seed: int = 0
     device: str = "auto"
     bf16: bool = True  # autocast where supported (CUDA with bf16); always off on CPU
@@ -109,7 +109,7 @@ class TrainConfig:
                   ("ema_decay", self.ema_decay, 0.0, 1.0, True, False),
                   ("p_uncond", self.p_uncond, 0.0, 1.0, True, False),
                   ("two_shape_share", self.two_shape_share, 0.0, 1.0, True, True),
-                  ("sample_guidance", self.sample_guidance, 0.0, 100.0, True, True)]
+                  ("sample_guidance", self.sample_guidance, 0.0, GUIDANCE_MAX, True, True)]
         for name, value, lo, hi, lo_ok, hi_ok in floats:
             ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
                   and (lo <= value if lo_ok else lo < value) and (value <= hi if hi_ok else value < hi))

@@ -13,7 +13,8 @@ from torch import nn
 from diffusion_studio.core.files import atomic_write_bytes
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import make_grid, to_uint8
-from diffusion_studio.core.sampling_loop import sample
+from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
+from diffusion_studio.core.sampling_loop import run_to_end, sample
 from diffusion_studio.core.schedule import Schedule
 from diffusion_studio.errors import UsageError
 from diffusion_studio.training.denoiser import TorchDenoiser
@@ -22,21 +23,19 @@ Encode = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 
 
 def sample_images(model: nn.Module, schedule: Schedule, encode: Encode, prompts: Sequence[str], *,
-                  image_size: int, channels: int = 3, steps: int = 20, guidance: float = 3.0,
-                  seed: int = 0, sampler: str = "dpmpp-2m", bf16: bool = False,
+                  image_size: int, channels: int = 3, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
+                  seed: int = 0, sampler: str = DEFAULT_SAMPLER.value, bf16: bool = False,
                   should_stop: Callable[[], bool] | None = None) -> np.ndarray:
     """uint8 [N, H, W, C] samples for the prompts (DPM-Solver++ by default, classifier-free guidance)."""
     context, mask = encode(list(prompts))
     uncond_context, uncond_mask = encode([""])
     eps_fn = guided_eps_fn(TorchDenoiser(model, bf16=bf16), context, mask, uncond_context, uncond_mask, guidance)
     shape = (len(prompts), channels, image_size, image_size)
-    last = None
-    for last in sample(eps_fn, schedule, shape, sampler=sampler, steps=steps,
-                       rng=np.random.default_rng(seed), should_stop=should_stop):
-        pass
-    if last is None:
-        raise RuntimeError("the sampler produced no step")
-    return to_uint8(last.x_prev)
+    steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(seed),
+                       should_stop=should_stop)
+    # A grid is written even if a sample is not finite (black pixels): the trainer's loss check,
+    # not a preview, decides whether a run has diverged.
+    return to_uint8(run_to_end(steps_run, check_finite=False).x_prev)
 
 
 def write_grid(path: Path, images: np.ndarray, scale: int = 2) -> Path:
