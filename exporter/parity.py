@@ -174,7 +174,7 @@ def _conditioning(spec: GraphSpec, conditioning: dict[str, Any]) -> tuple[np.nda
     The shared MiniLM encoder when it is the one the bundle pins; else a seeded random context.
     """
     try:
-        from diffusion_studio.inference.text import TextEncoder
+        from diffusion_studio.inference.text_encoder import TextEncoder
 
         encoder = TextEncoder(max_tokens=spec.max_tokens)
         pinned = conditioning.get("text_encoder_sha256")

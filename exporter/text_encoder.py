@@ -90,7 +90,7 @@ def _parity(onnx_dir: Path, max_tokens: int) -> dict:
     """Cosine similarity and max |Δ| of the ONNX file's embeddings against PyTorch fp32."""
     import torch
 
-    from diffusion_studio.inference.text import TextEncoder
+    from diffusion_studio.inference.text_encoder import TextEncoder
     from diffusion_studio.training.minilm import MiniLMTokens
 
     encoder = TextEncoder(onnx_dir, max_tokens=max_tokens)

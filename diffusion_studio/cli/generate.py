@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     from diffusion_studio.core.png_meta import write_png
     from diffusion_studio.inference.bundle_loader import load_bundle
     from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
-    from diffusion_studio.inference.text import replace_undecodable
+    from diffusion_studio.inference.text_encoder import replace_undecodable
 
     check_batch(args.batch)  # before the model loads: it decides the file names
     paths = output_paths(Path(args.output), args.batch, args.grid)

@@ -27,7 +27,7 @@ from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session, cuda_unusable_reason
 from diffusion_studio.inference.session import INPUT_NAMES, OUTPUT_NAME, OrtDenoiser
-from diffusion_studio.inference.text import ENCODER_FILE, INFO_FILE, TOKENIZER_FILE, TextEncoder
+from diffusion_studio.inference.text_encoder import ENCODER_FILE, INFO_FILE, TOKENIZER_FILE, TextEncoder
 from diffusion_studio import paths
 from diffusion_studio.paths import text_encoder_dir
 

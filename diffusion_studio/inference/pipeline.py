@@ -35,7 +35,7 @@ from diffusion_studio.core.sampling_loop import Step, run_to_end, sample
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.providers import ProviderInfo
 from diffusion_studio.inference.seeds import batch_rng
-from diffusion_studio.inference.text import replace_undecodable
+from diffusion_studio.inference.text_encoder import replace_undecodable
 
 if TYPE_CHECKING:
     from diffusion_studio.inference.bundle_loader import LoadedBundle

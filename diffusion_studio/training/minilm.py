@@ -2,7 +2,7 @@
 
 Used for two things only: exporting the shared ONNX encoder (`python -m exporter
 text-encoder`) and checking that export's parity. Training itself embeds captions with
-the exported ONNX file (`diffusion_studio.inference.text.TextEncoder`), the very encoder
+the exported ONNX file (`diffusion_studio.inference.text_encoder.TextEncoder`), the very encoder
 the app runs, so the U-Net never sees embeddings the app cannot reproduce.
 """
 

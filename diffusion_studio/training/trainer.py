@@ -145,7 +145,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
         if text_encoder is None:
-            from diffusion_studio.inference.text import TextEncoder
+            from diffusion_studio.inference.text_encoder import TextEncoder
 
             text_encoder = TextEncoder(max_tokens=cfg.max_tokens, cache_size=256)  # CaptionCache keeps them
         if int(text_encoder.max_tokens) != cfg.max_tokens:

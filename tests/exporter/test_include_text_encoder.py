@@ -46,7 +46,7 @@ def test_bundle_holds_the_shared_encoder_with_its_pinned_hashes(bundled):
 def test_loader_uses_the_bundle_copy_even_without_the_shared_encoder(bundled, tmp_path, monkeypatch):
     import diffusion_studio.inference.bundle_loader as bundle_loader
     from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
-    from diffusion_studio.inference.text import TextEncoder
+    from diffusion_studio.inference.text_encoder import TextEncoder
 
     moved = tmp_path / "elsewhere"
     shutil.copytree(bundled, moved)

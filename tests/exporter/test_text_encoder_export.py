@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffusion_studio.inference.text import TextEncoder
+from diffusion_studio.inference.text_encoder import TextEncoder
 from exporter.cli import main
 
 PROMPTS = ["", "a large red circle in the top left on a white background", "a blue triangle"]

@@ -19,7 +19,7 @@ def _one_thread():
 
 @pytest.fixture(scope="session")
 def text_encoder():
-    from diffusion_studio.inference.text import TextEncoder
+    from diffusion_studio.inference.text_encoder import TextEncoder
 
     return TextEncoder(max_tokens=32, cache_size=4096)
 

@@ -328,7 +328,7 @@ def test_unet_config_sidecar_types(tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    from diffusion_studio.inference.text import TextEncoder
+    from diffusion_studio.inference.text_encoder import TextEncoder
 
     run = tmp_path_factory.mktemp("finished") / "run"
     Trainer(tiny_config(steps=2, checkpoint_every=2), run, text_encoder=TextEncoder(max_tokens=32)).run()

@@ -1,7 +1,7 @@
 """One text encoder for training and the app.
 
 1. The torch MiniLM (training.minilm.MiniLMTokens, fp32) and its shared ONNX export
-   (inference.text.TextEncoder; weights stored in fp16, computed in fp32) agree on every real
+   (inference.text_encoder.TextEncoder; weights stored in fp16, computed in fp32) agree on every real
    token: measured max |Δ| 1.2e-3–1.3e-3 and min token cosine 0.9999996; asserted < 3e-3 and
    > 0.99999. Padding positions are not compared: the U-Net masks them out.
 2. Training's CaptionCache returns exactly what TextEncoder returns (bit for bit on the real

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.errors import BundleError
-from diffusion_studio.inference.text import TextEncoder, replace_undecodable
+from diffusion_studio.inference.text_encoder import TextEncoder, replace_undecodable
 
 
 @pytest.fixture(scope="module")
