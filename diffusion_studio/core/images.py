@@ -11,7 +11,7 @@ import numpy as np
 
 from diffusion_studio.errors import UsageError
 
-__all__ = ["to_uint8", "from_uint8", "make_grid"]
+__all__ = ["to_uint8", "from_uint8", "make_grid", "upscale"]
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -61,3 +61,16 @@ def make_grid(images_uint8: np.ndarray, cols: int | None = None, padding: int = 
         y, x = r * (h + padding), k * (w + padding)
         grid[y : y + h, x : x + w] = images[i]
     return grid
+
+
+def upscale(images_uint8: np.ndarray, factor: int) -> np.ndarray:
+    """Enlarge uint8 [H, W, C] (or [N, H, W, C]) images by a whole `factor`, nearest neighbour:
+    every pixel becomes a factor × factor square (tiny model images stay crisp in files)."""
+    images = np.asarray(images_uint8)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise UsageError(f"upscale needs uint8 [H, W, C] or [N, H, W, C] images, got {images.dtype} {images.shape}.")
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise UsageError(f"The scale must be a whole number of at least 1, got {factor!r}.")
+    if factor == 1:
+        return images
+    return np.repeat(np.repeat(images, int(factor), axis=-3), int(factor), axis=-2)

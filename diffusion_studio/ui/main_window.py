@@ -8,9 +8,8 @@ window geometry, recent bundles) persist in QSettings.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import onnxruntime
@@ -24,9 +23,12 @@ from diffusion_studio.core import png_meta
 from diffusion_studio.errors import UsageError
 from diffusion_studio.paths import default_model_dir
 from diffusion_studio.ui.drop import PngDropFilter, png_paths
+from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.forward.workspace import ForwardWorkspace
-from diffusion_studio.ui.generate.workspace import GenerateWorkspace
 from diffusion_studio.ui.generate.history import HistoryStore
+from diffusion_studio.ui.generate.previews import PreviewMode
+from diffusion_studio.ui.generate.worker import RunResult
+from diffusion_studio.ui.generate.workspace import GenerateWorkspace
 from diffusion_studio.ui.models import (
     LoadedModel,
     device_text,
@@ -36,10 +38,7 @@ from diffusion_studio.ui.models import (
     missing_default_message,
 )
 from diffusion_studio.ui.persistence import AppSettings, data_dir, ensure_identity, history_dir
-from diffusion_studio.ui.formatting import format_seconds
-from diffusion_studio.ui.generate.previews import PreviewMode
 from diffusion_studio.ui.train.workspace import TrainWorkspace
-from diffusion_studio.ui.generate.worker import RunResult
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QSettings, QStandardPaths
 
-from diffusion_studio.ui.generate.state import GenerationSettings
 from diffusion_studio.ui.generate.previews import PreviewMode
+from diffusion_studio.ui.generate.settings import GenerationSettings
 
 ORGANIZATION = "DiffusionStudio"
 APPLICATION = "Diffusion Studio"

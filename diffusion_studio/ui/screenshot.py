@@ -88,6 +88,21 @@ def isolated_window(model: str | None, size: str, dark: bool) -> tuple[object, o
     return app, window, scratch
 
 
+def save_grab(widget: object, out: Path) -> bool:
+    """Write a picture of `widget` as PNG atomically (core.files); False if Qt cannot encode it."""
+    from PySide6.QtCore import QBuffer, QIODevice
+
+    from diffusion_studio.core.files import atomic_write_bytes
+
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    if not widget.grab().save(buffer, "PNG"):  # type: ignore[attr-defined]
+        return False
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, bytes(buffer.data().data()))
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     app, window, scratch = isolated_window(args.model, args.size, args.dark)
@@ -126,11 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(5):  # let the latest preview and progress text paint
         app.processEvents()
         time.sleep(0.01)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f"{args.out.name}.tmp-{os.getpid()}")
-    ok = window.grab().save(str(tmp), "PNG")
-    if ok:
-        os.replace(tmp, args.out)
+    ok = save_grab(window, args.out)
     ws.cancel()
     window.close()
     print(f"wrote {args.out}" if ok else f"error: could not write {args.out}")

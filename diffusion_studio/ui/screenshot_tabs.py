@@ -14,7 +14,6 @@ the run is stopped and the window closed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -48,18 +47,9 @@ def _wait(app: object, until: object, timeout_s: float) -> bool:
     return False
 
 
-def _save(window: object, out: Path) -> bool:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    ok = bool(window.grab().save(str(tmp), "PNG"))  # type: ignore[attr-defined]
-    if ok:
-        os.replace(tmp, out)
-    return ok
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from diffusion_studio.ui.screenshot import isolated_window
+    from diffusion_studio.ui.screenshot import isolated_window, save_grab
 
     app, window, scratch = isolated_window(args.model, args.size, args.dark)
     from diffusion_studio.ui.train.state import TrainForm
@@ -70,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         ws = window.forwardWorkspace
         window.tabs.setCurrentWidget(ws)
         ws.set_schedule(args.schedule)
-        ws.markovCheck.setChecked(True)
+        ws.controls.markovCheck.setChecked(True)
         ws.set_t(args.t)
         _wait(app, lambda: not ws.markov_pending(), 60)
         _wait(app, lambda: False, 0.2)  # let it paint
-        ok = _save(window, args.out)
+        ok = save_grab(window, args.out)
     else:
         tw = window.trainWorkspace
         window.tabs.setCurrentWidget(tw)
@@ -93,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             window.close()
             return 2
         _wait(app, lambda: False, 0.2)
-        ok = _save(window, args.out)
+        ok = save_grab(window, args.out)
         tw.shutdown()
     window.close()
     print(f"wrote {args.out}" if ok else f"error: could not write {args.out}")

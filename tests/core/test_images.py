@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from diffusion_studio.core.images import from_uint8, make_grid, to_uint8
+from diffusion_studio.core.images import from_uint8, make_grid, to_uint8, upscale
 from diffusion_studio.errors import UsageError
 
 
@@ -54,3 +54,18 @@ def test_bad_image_arrays() -> None:
         from_uint8(np.zeros((2, 2, 3), np.float32))
     with pytest.raises(UsageError):
         make_grid(np.zeros((2, 2, 2, 3), np.uint8), cols=0)
+
+
+def test_upscale_makes_every_pixel_a_square() -> None:
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    big = upscale(image, 3)
+    assert big.shape == (6, 6, 3)
+    assert (big[:3, :3] == image[0, 0]).all() and (big[3:, 3:] == image[1, 1]).all()
+    assert (big[:3, 3:] == image[0, 1]).all() and (big[3:, :3] == image[1, 0]).all()
+    assert upscale(np.stack([image, image]), 2).shape == (2, 4, 4, 3)  # a batch keeps N
+    assert upscale(image, 1) is image
+    for bad_factor in (0, 1.5, True):
+        with pytest.raises(UsageError, match="scale"):
+            upscale(image, bad_factor)  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        upscale(image.astype(np.float32), 2)

@@ -140,29 +140,6 @@ def busy_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return folder
 
 
-@pytest.fixture(scope="session")
-def nan_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny U-Net with its eps multiplied by NaN (a real ONNX graph whose output is NaN)."""
-    import shutil
-
-    import onnx
-    from onnx import TensorProto, helper
-
-    folder = tmp_path_factory.mktemp("nan") / "tiny-nan"
-    shutil.copytree(tiny_bundle, folder)
-    model = onnx.load(str(folder / "unet.onnx"))
-    graph = model.graph
-    for node in graph.node:
-        node.output[:] = ["eps_raw" if name == "eps" else name for name in node.output]
-    graph.node.append(helper.make_node("Constant", [], ["nan"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [float("nan")])))
-    graph.node.append(helper.make_node("Mul", ["eps_raw", "nan"], ["eps"]))
-    onnx.save(model, str(folder / "unet.onnx"))
-    _rewrite_model_json(folder)
-    json_text = (folder / "model.json").read_text().replace('"name": "tiny"', '"name": "tiny-nan"')
-    (folder / "model.json").write_text(json_text)
-    return folder
-
-
 @pytest.fixture
 def make_window(qtbot, tiny_bundle: Path):
     """Build a MainWindow on a bundle (tiny by default), registered with qtbot for closing."""

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
 
 from diffusion_studio.core import png_meta
 from diffusion_studio.inference.providers import cuda_unusable_reason
-from diffusion_studio.ui.generate.state import Device
 from diffusion_studio.ui.generate.previews import PreviewMode
+from diffusion_studio.ui.generate.settings import Device
 
 
 @pytest.fixture
@@ -247,13 +247,18 @@ def test_nan_output_is_a_dialog_and_saves_nothing(qtbot, make_window, nan_bundle
     assert ws.settingsPanel.generateButton.isEnabled()
 
 
-def test_bad_form_values_are_dialogs_not_exceptions(qtbot, make_window, dialogs) -> None:
-    window = make_window()  # the tiny model has T = 50
-    panel = window.generateWorkspace.settingsPanel
+def test_the_steps_box_ends_at_the_models_T(qtbot, make_window, long_bundle, tiny_bundle, dialogs) -> None:
+    window = make_window(long_bundle)  # T = 1000
+    ws = window.generateWorkspace
+    panel = ws.settingsPanel
     panel.stepsSpin.setValue(500)
-    window.generateWorkspace.generate()
-    assert dialogs and dialogs[-1][1] == "Cannot generate" and "50" in dialogs[-1][2]
-    assert not window.generateWorkspace.is_running()
+    assert panel.stepsSpin.maximum() == 1000 and ws.state.settings.steps == 500
+    assert window.open_model(tiny_bundle)  # T = 50
+    panel.stepsSpin.setValue(500)
+    assert panel.stepsSpin.maximum() == 50 and ws.state.settings.steps == 50
+    ws.state.update(steps=500)  # a value the box cannot show: clamped there, and the state follows
+    assert panel.stepsSpin.value() == 50 and ws.state.settings.steps == 50
+    assert dialogs == []
 
 
 def test_history_delete_asks_first_save_as_and_copy(qtbot, make_window, isolated_state, tmp_path, monkeypatch) -> None:

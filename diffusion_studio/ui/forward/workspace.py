@@ -1,11 +1,12 @@
 """The Forward process workspace: slide t and watch x_0 dissolve into noise, with the exact
 DDPM coefficients of that t on screen.
 
-A Qt view over `ForwardState` (numpy only): the source x_0, x_t in closed form and, when
-"Markov chain" is checked, x_t reached by t single steps q(x_t | x_{t−1}), the coefficient
-table, the formula with numbers, and a plot of the schedule with a marker at t. Long
-Markov chains of large images are walked in short slices on the event loop, so the
-slider never freezes.
+A Qt view over `ForwardState` (state.py): the controls column (controls.py), the source x_0,
+x_t in closed form and, when "Markov chain" is checked, x_t reached by t single steps
+q(x_t | x_{t−1}), the coefficient table, the formula with numbers, and a plot of the
+schedule with a marker at t. Every picture and number is redrawn from the state when one of
+its signals says an input changed. Long Markov chains of large images are walked in short
+slices on the event loop, so the slider never freezes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QHideEvent
 from PySide6.QtWidgets import (
-    QCheckBox,
-    QComboBox,
     QFileDialog,
-    QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -35,26 +33,15 @@ from PySide6.QtWidgets import (
 )
 
 from diffusion_studio.errors import UsageError
-from diffusion_studio.ui.forward.state import (
-    DEFAULT_SIZE,
-    SOURCE_SIZES,
-    T_MAX,
-    ForwardState,
-    array_image,
-    coefficient_rows,
-    correlation,
-    formula_html,
-    load_image,
-    markov_html,
-    save_png,
-    shapes_example,
-)
+from diffusion_studio.ui.forward.coefficients import coefficient_rows, correlation, formula_html, markov_html
+from diffusion_studio.ui.forward.controls import ForwardControls
+from diffusion_studio.ui.forward.sources import ArrayOrigin, FileOrigin, Origin
+from diffusion_studio.ui.forward.state import ForwardState, save_png
 from diffusion_studio.ui.widgets.image_view import ImageView
 from diffusion_studio.ui.widgets.schedule_plot import SchedulePlot
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = (("linear", "Linear (DDPM)"), ("cosine", "Cosine (Improved DDPM)"))
 MARKOV_SLICE_S = 0.015  # GUI-thread time per slice of a long Markov chain
 PLAY_FRAMES = 120  # frames of one play-through from t = 1 to T
 PLAY_INTERVAL_MS = 33
@@ -84,13 +71,11 @@ class ForwardWorkspace(QWidget):
     ) -> None:
         super().__init__(parent)
         self.setObjectName("forwardWorkspace")
-        self.state = state or ForwardState()
+        self.state = state or ForwardState(parent=self)
         self._image_source = image_source
-        self._origin: tuple[str, object] = ("shapes", self.state.seed)  # how to rebuild x_0 at a new size
-        self._shapes_seed = self.state.seed
         self._markov_target: int | None = None
 
-        self._build_controls()
+        self.controls = ForwardControls(self.state, from_generate=image_source is not None)
         self._build_views()
         layout = QHBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
@@ -101,83 +86,20 @@ class ForwardWorkspace(QWidget):
         self.markovTimer.timeout.connect(self._continue_markov)
         self.playTimer = QTimer(self, objectName="playTimer", interval=PLAY_INTERVAL_MS)
         self.playTimer.timeout.connect(self._play_tick)
+
+        c = self.controls
+        c.errorOccurred.connect(self.errorOccurred)
+        c.openImageRequested.connect(self.open_image_dialog)
+        c.useGenerateImageRequested.connect(self.use_generate_image)
+        c.filmstripRequested.connect(self.export_filmstrip_dialog)
+        c.markovCheck.toggled.connect(self._on_markov_toggled)
+        st = self.state
+        st.sourceChanged.connect(self._on_source_changed)
+        st.scheduleChanged.connect(self._on_schedule_changed)
+        st.tChanged.connect(self._on_t_changed)
+        st.noiseChanged.connect(self._refresh)
         self._sync_t_range()
-        self._refresh_source()
-        self._refresh()
-
-    # --- construction ----------------------------------------------------------------------
-    def _build_controls(self) -> None:
-        self.controls = QWidget(objectName="forwardControls")
-        self.controls.setFixedWidth(290)
-        source = QGroupBox("Source image x₀")
-        self.sourceLabel = QLabel(objectName="sourceLabel", wordWrap=True)
-        self.sourceLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.shapesButton = QPushButton("New Shapes example", objectName="shapesExampleButton")
-        self.shapesButton.setToolTip("A random image from the Shapes training set")
-        self.shapesButton.clicked.connect(self.new_shapes_example)
-        self.fromGenerateButton = QPushButton("Use the Generate image", objectName="fromGenerateButton")
-        self.fromGenerateButton.setToolTip("Noise the image shown in the Generate tab")
-        self.fromGenerateButton.clicked.connect(self.use_generate_image)
-        self.fromGenerateButton.setVisible(self._image_source is not None)
-        self.openImageButton = QPushButton("Open image…", objectName="openImageButton")
-        self.openImageButton.setToolTip("Any PNG or JPEG, resized and centre-cropped to the size below")
-        self.openImageButton.clicked.connect(self.open_image_dialog)
-        self.sizeCombo = QComboBox(objectName="sourceSizeCombo")
-        for size in SOURCE_SIZES:
-            self.sizeCombo.addItem(f"{size} × {size}", size)
-        self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(self.state.source.shape[0])
-                                       if self.state.source.shape[0] in SOURCE_SIZES else 1)
-        self.sizeCombo.currentIndexChanged.connect(self._on_size_changed)
-        size_row = QFormLayout()
-        size_row.addRow("Size", self.sizeCombo)
-        source_layout = QVBoxLayout(source)
-        source_layout.addWidget(self.sourceLabel)
-        for button in (self.shapesButton, self.fromGenerateButton, self.openImageButton):
-            source_layout.addWidget(button)
-        source_layout.addLayout(size_row)
-
-        schedule = QGroupBox("Noise schedule")
-        self.scheduleCombo = QComboBox(objectName="scheduleCombo")
-        for value, label in SCHEDULES:
-            self.scheduleCombo.addItem(label, value)
-        self.scheduleCombo.setCurrentIndex(self.scheduleCombo.findData(self.state.kind.value))
-        self.scheduleCombo.setToolTip("β_t linear from 1e-4 to 0.02 (DDPM) or from a cosine ᾱ_t (Improved DDPM)")
-        self.scheduleCombo.currentIndexChanged.connect(self._on_schedule_changed)
-        self.stepsSpin = QSpinBox(objectName="diffusionStepsSpin", minimum=2, maximum=T_MAX)
-        self.stepsSpin.setValue(self.state.T)
-        self.stepsSpin.setToolTip("T, the number of diffusion steps")
-        self.stepsSpin.setKeyboardTracking(False)
-        self.stepsSpin.valueChanged.connect(self._on_schedule_changed)
-        form = QFormLayout(schedule)
-        form.addRow("Schedule", self.scheduleCombo)
-        form.addRow("T", self.stepsSpin)
-
-        noise = QGroupBox("Noise ε ~ N(0, I)")
-        self.seedLabel = QLabel(objectName="noiseSeedLabel")
-        self.newNoiseButton = QPushButton("New noise", objectName="newNoiseButton")
-        self.newNoiseButton.setToolTip("Draw another ε (the same ε is used for every t, so scrubbing is smooth)")
-        self.newNoiseButton.clicked.connect(self.new_noise)
-        self.markovCheck = QCheckBox("Markov chain: t single steps", objectName="markovCheck")
-        self.markovCheck.setToolTip("Also show x_t reached by t steps of q(x_t | x_{t−1}); same distribution, "
-                                    "other noise")
-        self.markovCheck.toggled.connect(self._on_markov_toggled)
-        noise_layout = QVBoxLayout(noise)
-        noise_row = QHBoxLayout()
-        noise_row.addWidget(self.seedLabel, 1)
-        noise_row.addWidget(self.newNoiseButton)
-        noise_layout.addLayout(noise_row)
-        noise_layout.addWidget(self.markovCheck)
-
-        self.filmstripButton = QPushButton("Export filmstrip…", objectName="filmstripButton")
-        self.filmstripButton.setToolTip("A PNG of x₀ and x_t at 8 evenly spaced t")
-        self.filmstripButton.clicked.connect(self.export_filmstrip_dialog)
-
-        layout = QVBoxLayout(self.controls)
-        layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (source, schedule, noise):
-            layout.addWidget(widget)
-        layout.addWidget(self.filmstripButton)
-        layout.addStretch(1)
+        self._on_source_changed()
 
     def _build_views(self) -> None:
         self.sourceView = ImageView(placeholder="x₀")
@@ -255,16 +177,16 @@ class ForwardWorkspace(QWidget):
         return self.state.t
 
     def set_t(self, t: int) -> None:
-        """Show x_t for this t (clamped to 1..T); slider and spin box follow."""
-        t = max(1, min(int(t), self.state.T))
+        """Show x_t for this t (clamped to 1..T); slider and spin box follow the state."""
+        self.state.set_t(max(1, min(int(t), self.state.T)))
+
+    def _on_t_changed(self, t: int) -> None:
         for widget in (self.timestepSlider, self.timestepSpin):
             if widget.value() != t:
                 widget.blockSignals(True)
                 widget.setValue(t)
                 widget.blockSignals(False)
-        if t != self.state.t or self.forwardImageView.image_array() is None:
-            self.state.set_t(t)
-            self._refresh()
+        self._refresh()
 
     def _sync_t_range(self) -> None:
         T = self.state.T
@@ -276,22 +198,9 @@ class ForwardWorkspace(QWidget):
         self.timestepSlider.setPageStep(max(1, T // 20))
 
     # --- source ----------------------------------------------------------------------------
-    def source_size(self) -> int:
-        return int(self.sizeCombo.currentData() or DEFAULT_SIZE)
-
-    def set_source(self, image: np.ndarray, name: str, origin: tuple[str, object]) -> None:
-        self.state.set_source(image, name)
-        self._origin = origin
-        self._refresh_source()
-        self._refresh()
-
-    def new_shapes_example(self) -> None:
-        self._shapes_seed += 1
-        self._load_origin(("shapes", self._shapes_seed))
-
     def open_image(self, path: Path | str) -> bool:
         """Use an image file as x_0; a dialog (errorOccurred) if it cannot be read."""
-        return self._load_origin(("file", Path(path)))
+        return self._load(FileOrigin(Path(path)))
 
     def open_image_dialog(self) -> None:
         target, _ = QFileDialog.getOpenFileName(
@@ -305,71 +214,39 @@ class ForwardWorkspace(QWidget):
         if image is None:
             self.statusMessage.emit("The Generate tab shows no image yet; generate one first.")
             return False
-        return self._load_origin(("array", np.array(image, copy=True)))
+        return self._load(ArrayOrigin(np.array(image, copy=True)))
 
-    def _load_origin(self, origin: tuple[str, object]) -> bool:
-        kind, value = origin
-        size = self.source_size()
+    def _load(self, origin: Origin) -> bool:
         try:
-            if kind == "shapes":
-                image, caption = shapes_example(int(value), size)  # type: ignore[arg-type]
-                name = f"Shapes: {caption}"
-            elif kind == "file":
-                image, name = load_image(value, size), Path(str(value)).name  # type: ignore[arg-type]
-            else:
-                image, name = array_image(value, size), "Image from the Generate tab"  # type: ignore[arg-type]
+            self.state.load(origin, self.controls.source_size())
         except UsageError as exc:
             self.errorOccurred.emit("Cannot use this image", str(exc))
             return False
-        self.set_source(image, name, origin)
         return True
 
-    def _on_size_changed(self, _index: int) -> None:
-        if self.state.source.shape[0] != self.source_size():
-            self._load_origin(self._origin)
-
-    def _refresh_source(self) -> None:
-        h, w = self.state.source.shape[:2]
-        self.sourceLabel.setText(f"{self.state.source_name}\n{w} × {h} pixels")
+    def _on_source_changed(self) -> None:
         self.sourceView.set_image(self.state.source)
+        self._refresh()
 
     # --- schedule and noise ----------------------------------------------------------------
-    def _on_schedule_changed(self, *_args: object) -> None:
-        kind, T = str(self.scheduleCombo.currentData()), int(self.stepsSpin.value())
-        try:
-            self.state.set_schedule(kind, T)
-        except UsageError as exc:
-            self.errorOccurred.emit("Noise schedule", str(exc))
-            return
+    def set_schedule(self, kind: str, T: int | None = None) -> None:
+        """Pick a schedule (and T) as the user would in the form."""
+        self.controls.set_schedule(kind, T)
+
+    def _on_schedule_changed(self) -> None:
         self.schedulePlot.set_schedule(self.state.schedule)
         self._sync_t_range()
         self._refresh()
 
-    def set_schedule(self, kind: str, T: int | None = None) -> None:
-        """Pick a schedule (and T) as the user would in the form."""
-        if T is not None:
-            self.stepsSpin.blockSignals(True)
-            self.stepsSpin.setValue(T)
-            self.stepsSpin.blockSignals(False)
-        index = self.scheduleCombo.findData(kind)
-        if index < 0:
-            self.errorOccurred.emit("Noise schedule", f"Unknown schedule '{kind}'; use linear or cosine.")
-            return
-        if index == self.scheduleCombo.currentIndex():
-            self._on_schedule_changed()
-        else:
-            self.scheduleCombo.setCurrentIndex(index)
-
     def new_noise(self) -> None:
         self.state.new_noise()
-        self._refresh()
 
     def _on_markov_toggled(self, on: bool) -> None:
         self.markovPanel.setVisible(on)
         self._refresh()
 
     def markov_enabled(self) -> bool:
-        return self.markovCheck.isChecked()
+        return self.controls.markovCheck.isChecked()
 
     def markov_pending(self) -> bool:
         """True while a long Markov chain is still being walked to the current t."""
@@ -391,8 +268,7 @@ class ForwardWorkspace(QWidget):
         self.formulaLabel.setText(formula_html(c))
         self.markovFormulaLabel.setText(markov_html(c))
         self.schedulePlot.set_t(c.t)
-        self.seedLabel.setText(f"seed {state.seed}")
-        if self.markovCheck.isChecked():
+        if self.markov_enabled():
             self._markov_target = c.t
             self._continue_markov()
         else:

@@ -15,16 +15,8 @@ from typing import Any
 import numpy as np
 
 from diffusion_studio.core import png_meta
-from diffusion_studio.core.params import SAMPLER_LABELS, parse_sampler
+from diffusion_studio.core.params import sampler_label
 from diffusion_studio.errors import UsageError
-
-
-def sampler_label(name: object) -> str:
-    """The display name of a sampler id ("dpmpp-2m" -> "DPM++ 2M"); unknown names as they are."""
-    try:
-        return SAMPLER_LABELS[parse_sampler(str(name))]
-    except UsageError:
-        return str(name)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ Delete) work on the selected entry. Dialogs are the only blocking calls.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from diffusion_studio.core.files import atomic_write_bytes
+from diffusion_studio.core.params import sampler_label
 from diffusion_studio.errors import UsageError
-from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore, sampler_label
+from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore
 
 THUMBNAIL = 64
 MAX_LISTED = 500
@@ -104,13 +104,12 @@ def reveal_in_folder(path: Path) -> None:
 
 
 def copy_file_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    """Copy a history PNG (a few kB) to `target` atomically; UsageError with one sentence."""
     try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        data = source.read_bytes()
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"Cannot write {target} ({exc.strerror or exc}).") from exc
+        raise UsageError(f"Cannot read {source} ({exc.strerror or exc}).") from None
+    atomic_write_bytes(target, data)
 
 
 class HistoryPanel(QWidget):

@@ -23,10 +23,10 @@ from PySide6.QtWidgets import (
 )
 
 from diffusion_studio.ui.formatting import format_seconds
-from diffusion_studio.ui.widgets.image_view import ImageView
 from diffusion_studio.ui.generate.previews import Frame, PreviewMode, render
 from diffusion_studio.ui.generate.trajectory import Trajectory
 from diffusion_studio.ui.generate.worker import Progress
+from diffusion_studio.ui.widgets.image_view import ImageView
 
 
 def progress_text(progress: Progress) -> str:
@@ -38,7 +38,7 @@ def progress_text(progress: Progress) -> str:
 
 
 def caption_field() -> QLineEdit:
-    """The "t = 731 · step 12/50" caption: read-only, selectable, centred, no frame.
+    """The "x̂₀ predicted at t = 731 · step 12/50" caption: read-only, selectable, centred, no frame.
 
     A QLabel would do, but every QLabel.setText asks for a new layout, and a layout pass
     climbs to the main window: at 30 previews per second that was most of a preview's
@@ -120,7 +120,7 @@ class PreviewArea(QWidget):
 
     def _on_mode_changed(self, _index: int) -> None:
         if self._frame is not None:
-            self.previewView.set_image(render(self._frame, self.mode()))
+            self.show_frame(self._frame)  # the picture and its caption's timestep follow the mode
         self.modeChanged.emit(self.mode())
 
     def _on_smooth_toggled(self, smooth: bool) -> None:
@@ -134,8 +134,9 @@ class PreviewArea(QWidget):
     def show_frame(self, frame: Frame) -> None:
         """Show one step of a run in the current mode, with its caption."""
         self._frame = frame
-        self.previewView.set_image(render(frame, self.mode()))
-        self.captionLabel.setText(frame.caption)
+        mode = self.mode()
+        self.previewView.set_image(render(frame, mode))
+        self.captionLabel.setText(frame.caption(mode))
 
     def show_image(self, image: np.ndarray | None, caption: str = "") -> None:
         """Show a still image (a history entry), or nothing."""

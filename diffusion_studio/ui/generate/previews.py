@@ -1,6 +1,6 @@
 """What the preview shows for one sampling step: x̂₀, x_t, ε̂ or all three side by side.
 
-Headless (numpy only). The worker thread turns every `core.sampling.Step` into a
+Headless (numpy only). The worker thread turns every `core.sampling_loop.Step` into a
 `Frame` of uint8 pictures; the GUI thread renders a frame for the chosen mode into an
 RGBA array (gaps between tiles are transparent so the window's palette shows through)
 and only then builds a QImage.
@@ -15,7 +15,7 @@ from enum import Enum
 import numpy as np
 
 from diffusion_studio.core.images import make_grid, to_uint8
-from diffusion_studio.core.sampling import Step
+from diffusion_studio.core.sampling_loop import Step
 
 # ε ~ N(0, I): show ±EPS_RANGE standard deviations over the full grey range.
 EPS_RANGE = 3.0
@@ -44,18 +44,37 @@ _LABELS = {
 
 @dataclass(frozen=True)
 class Frame:
-    """One recorded step as display-ready uint8 images [N, H, W, C] (C = 1 or 3)."""
+    """One recorded step as display-ready uint8 images [N, H, W, C] (C = 1 or 3).
+
+    A step runs the network on the sample at `t` and moves it to `t_prev`: `x_prev` is the
+    sample at t_prev (x_0 after the last step), `x0_pred` and `eps` are what the network
+    predicted at t. Each picture is captioned with its own timestep (`caption`).
+    """
 
     index: int  # 0-based step index
     count: int  # number of steps in the run
-    t: int  # the paper's timestep of x_t
-    x_t: np.ndarray
+    t: int  # the paper's timestep the network saw (of x0_pred and eps)
+    t_prev: int  # the timestep of x_prev, the sample after this step (0: the final x_0)
+    x_prev: np.ndarray
     x0_pred: np.ndarray
     eps: np.ndarray
 
     @property
-    def caption(self) -> str:
-        return f"t = {self.t} · step {self.index + 1}/{self.count}"
+    def is_last(self) -> bool:
+        return self.index == self.count - 1
+
+    def caption(self, mode: PreviewMode = PreviewMode.X0) -> str:
+        """"x̂₀ predicted at t = 731 · step 12/50": what `mode` shows, at its timestep."""
+        step = f"step {self.index + 1}/{self.count}"
+        sample = f"x_t at t = {self.t_prev}" if self.t_prev else "x₀ at t = 0"
+        predicted = f"predicted at t = {self.t}"
+        if mode is PreviewMode.XT:
+            return f"{sample} · {step}"
+        if mode is PreviewMode.EPS:
+            return f"ε̂ {predicted} · {step}"
+        if mode is PreviewMode.X0:  # the last frame shows the final sample itself as x̂₀
+            return f"{sample if self.is_last else 'x̂₀ ' + predicted} · {step}"
+        return f"{sample} · {'ε̂' if self.is_last else 'x̂₀, ε̂'} {predicted} · {step}"
 
 
 def eps_to_uint8(eps: np.ndarray) -> np.ndarray:
@@ -64,19 +83,20 @@ def eps_to_uint8(eps: np.ndarray) -> np.ndarray:
 
 
 def frame_from_step(step: Step) -> Frame:
-    """A `core.sampling.Step` (x_t, x0_pred, eps in [-1, 1] float32 NCHW) -> Frame.
+    """A `core.sampling_loop.Step` (x_prev, x0_pred, eps in [-1, 1] float32 NCHW) -> Frame.
 
-    After the last step x_t *is* the final sample x_0, so the last frame shows it as x̂₀
+    After the last step x_prev *is* the final sample x_0, so the last frame shows it as x̂₀
     too: the view then shows exactly the image that is saved.
     """
-    x_t = to_uint8(np.clip(step.x_t, -1.0, 1.0))
+    x_prev = to_uint8(np.clip(step.x_prev, -1.0, 1.0))
     last = step.index == step.count - 1
     return Frame(
         index=int(step.index),
         count=int(step.count),
         t=int(step.t),
-        x_t=x_t,
-        x0_pred=x_t if last else to_uint8(np.clip(step.x0_pred, -1.0, 1.0)),
+        t_prev=int(step.t_prev),
+        x_prev=x_prev,
+        x0_pred=x_prev if last else to_uint8(np.clip(step.x0_pred, -1.0, 1.0)),
         eps=eps_to_uint8(step.eps),
     )
 
@@ -107,15 +127,8 @@ def tile(images: np.ndarray, columns: int | None = None, gap: int = TILE_GAP) ->
 
 
 def hstack(panels: list[np.ndarray], gap: int = PANEL_GAP) -> np.ndarray:
-    """Place RGBA panels of equal height left to right with transparent gaps."""
-    height = max(p.shape[0] for p in panels)
-    spacer = np.zeros((height, gap, 4), np.uint8)
-    parts: list[np.ndarray] = []
-    for i, panel in enumerate(panels):
-        if i:
-            parts.append(spacer)
-        parts.append(panel)
-    return np.concatenate(parts, axis=1)
+    """Place equal-size RGBA panels left to right with transparent gaps."""
+    return make_grid(np.stack(panels), cols=len(panels), padding=gap, fill=0)
 
 
 def render(frame: Frame, mode: PreviewMode) -> np.ndarray:
@@ -123,10 +136,10 @@ def render(frame: Frame, mode: PreviewMode) -> np.ndarray:
     if mode is PreviewMode.X0:
         return tile(frame.x0_pred)
     if mode is PreviewMode.XT:
-        return tile(frame.x_t)
+        return tile(frame.x_prev)
     if mode is PreviewMode.EPS:
         return tile(frame.eps)
-    return hstack([tile(frame.x_t), tile(frame.x0_pred), tile(frame.eps)])
+    return hstack([tile(frame.x_prev), tile(frame.x0_pred), tile(frame.eps)])
 
 
 def flatten_rgb(rgba: np.ndarray, background: tuple[int, int, int] = (32, 32, 32)) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The settings column of the Generate workspace: model, prompt, sampler, seed, batch.
 
-A view over `GenerationSettings`: `settings()` reads the form, `set_settings()` fills
-it. It never loads models or starts runs itself; it emits signals the window handles.
+A view over `GenerateState`: it shows `state.settings` whenever `settingsChanged` says they
+changed and writes every edit back with `state.set_settings`, so the state always holds what
+the form shows. The steps box ends at the model's T and the buttons follow the model and the
+run. It never loads models or starts runs itself; it emits signals the window handles.
 """
 
 from __future__ import annotations
@@ -24,16 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX, SAMPLER_LABELS, random_seed
+from diffusion_studio.ui.generate.settings import Device, GenerationSettings, steps_limit
+from diffusion_studio.ui.generate.state import GenerateState
 from diffusion_studio.ui.widgets import icons
-from diffusion_studio.ui.generate.state import (
-    BATCH_MAX,
-    GUIDANCE_MAX,
-    SAMPLERS,
-    STEPS_MAX,
-    Device,
-    GenerationSettings,
-    random_seed,
-)
 from diffusion_studio.ui.widgets.seed_edit import SeedEdit
 
 
@@ -56,11 +52,13 @@ class SettingsPanel(QWidget):
     modelChosen = Signal(str)  # a bundle folder picked in the model combo
     deviceChanged = Signal(str)  # Device value
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: GenerateState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("settingsPanel")
+        self.state = state
         self._model_paths: list[str] = []
         self._current_model_index = -1
+        self._showing = False  # filling the widgets from the state: their signals are not edits
 
         # --- model -----------------------------------------------------------------------
         self.modelCombo = QComboBox(objectName="modelCombo")
@@ -76,7 +74,7 @@ class SettingsPanel(QWidget):
         for device in Device:
             self.deviceCombo.addItem(device.label, device.value)
         self.deviceCombo.setToolTip("Where ONNX Runtime runs the model; Auto prefers CUDA when available")
-        self.deviceCombo.activated.connect(lambda _i: self.deviceChanged.emit(self.device().value))
+        self.deviceCombo.activated.connect(lambda _i: self.deviceChanged.emit(str(self.deviceCombo.currentData())))
         model_row = QHBoxLayout()
         model_row.addWidget(self.modelCombo, 1)
         model_row.addWidget(self.openModelButton)
@@ -97,10 +95,10 @@ class SettingsPanel(QWidget):
 
         # --- sampling --------------------------------------------------------------------
         self.samplerCombo = QComboBox(objectName="samplerCombo")
-        for value, label in SAMPLERS:
-            self.samplerCombo.addItem(label, value)
-        self.stepsSpin = QSpinBox(objectName="stepsSpin", minimum=1, maximum=STEPS_MAX, value=20)
-        self.stepsSpin.setToolTip("Network evaluations of the reverse process")
+        for kind, label in SAMPLER_LABELS.items():
+            self.samplerCombo.addItem(label, kind.value)
+        self.stepsSpin = QSpinBox(objectName="stepsSpin", minimum=1, maximum=steps_limit(None), value=20)
+        self.stepsSpin.setToolTip("Network evaluations of the reverse process (at most the model's T)")
         self.guidanceSpin = QDoubleSpinBox(objectName="guidanceSpin", minimum=0.0, maximum=GUIDANCE_MAX)
         self.guidanceSpin.setSingleStep(0.5)
         self.guidanceSpin.setDecimals(2)
@@ -153,8 +151,20 @@ class SettingsPanel(QWidget):
         self._refresh_icons()
         self.setMinimumWidth(280)
 
-    # --- the form <-> GenerationSettings ---------------------------------------------------
-    def settings(self) -> GenerationSettings:
+        self._show(state.settings)
+        for signal in (self.promptEdit.textChanged, self.negativePromptEdit.textChanged,
+                       self.samplerCombo.currentIndexChanged, self.stepsSpin.valueChanged,
+                       self.guidanceSpin.valueChanged, self.seedSpin.valueChanged, self.seedLockButton.toggled,
+                       self.batchSpin.valueChanged, self.deviceCombo.currentIndexChanged):
+            signal.connect(self._push)
+        state.settingsChanged.connect(self._show)
+        state.modelChanged.connect(self._on_model_changed)
+        state.runningChanged.connect(self._update_buttons)
+        self._on_model_changed(state.model)
+
+    # --- the form <-> GenerateState -------------------------------------------------------
+    def _read(self) -> GenerationSettings:
+        """The settings the widgets show."""
         return GenerationSettings(
             prompt=self.promptEdit.toPlainText().strip(),
             negative_prompt=self.negativePromptEdit.toPlainText().strip(),
@@ -164,32 +174,50 @@ class SettingsPanel(QWidget):
             seed=self.seedSpin.value(),
             seed_locked=self.seedLockButton.isChecked(),
             batch=self.batchSpin.value(),
-            device=self.device(),
+            device=Device(self.deviceCombo.currentData() or Device.AUTO.value),
         )
 
+    def _push(self, *_args: object) -> None:
+        """An edit: the state takes what the form now shows."""
+        if not self._showing:
+            self.state.set_settings(self._read())
+
+    def _show(self, settings: GenerationSettings) -> None:
+        """Fill the widgets from the state; a value a widget cannot hold (steps beyond the
+        model's T) is clamped there and the state follows."""
+        self._showing = True
+        try:
+            if self.promptEdit.toPlainText().strip() != settings.prompt:
+                self.promptEdit.setPlainText(settings.prompt)
+            if self.negativePromptEdit.toPlainText().strip() != settings.negative_prompt:
+                self.negativePromptEdit.setPlainText(settings.negative_prompt)
+            index = self.samplerCombo.findData(settings.sampler)
+            if index >= 0:
+                self.samplerCombo.setCurrentIndex(index)
+            self.stepsSpin.setValue(settings.steps)
+            self.guidanceSpin.setValue(settings.guidance)
+            self.seedSpin.setValue(settings.seed)
+            self.seedLockButton.setChecked(settings.seed_locked)
+            self.batchSpin.setValue(settings.batch)
+            self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device.value)))
+        finally:
+            self._showing = False
+        self._push()
+
+    def settings(self) -> GenerationSettings:
+        return self.state.settings
+
     def set_settings(self, settings: GenerationSettings) -> None:
-        if self.promptEdit.toPlainText() != settings.prompt:
-            self.promptEdit.setPlainText(settings.prompt)
-        if self.negativePromptEdit.toPlainText() != settings.negative_prompt:
-            self.negativePromptEdit.setPlainText(settings.negative_prompt)
-        index = self.samplerCombo.findData(settings.sampler)
-        if index >= 0:
-            self.samplerCombo.setCurrentIndex(index)
-        self.stepsSpin.setValue(settings.steps)
-        self.guidanceSpin.setValue(settings.guidance)
-        self.seedSpin.setValue(settings.seed)
-        self.seedLockButton.setChecked(settings.seed_locked)
-        self.batchSpin.setValue(settings.batch)
-        self.set_device(settings.device)
+        self.state.set_settings(settings)
 
     def device(self) -> Device:
-        return Device(self.deviceCombo.currentData() or Device.AUTO.value)
+        return self.state.settings.device
 
     def set_device(self, device: Device) -> None:
-        self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(device.value)))
+        self.state.update(device=device)
 
     def set_seed(self, seed: int) -> None:
-        self.seedSpin.setValue(seed)
+        self.state.update(seed=seed)
 
     # --- models ----------------------------------------------------------------------------
     def set_models(self, entries: list[tuple[str, str, str]], current: str | None) -> None:
@@ -222,10 +250,16 @@ class SettingsPanel(QWidget):
         self.modelCombo.setCurrentIndex(self._current_model_index)
         self.modelChosen.emit(self._model_paths[index])
 
-    # --- run state -------------------------------------------------------------------------
-    def set_running(self, running: bool, can_generate: bool = True) -> None:
+    # --- model and run state ---------------------------------------------------------------
+    def _on_model_changed(self, model: object) -> None:
+        """Steps end at the new model's T (a larger value is clamped, and the state follows)."""
+        self.stepsSpin.setMaximum(steps_limit(self.state.T))
+        self._update_buttons()
+
+    def _update_buttons(self, *_args: object) -> None:
         """Buttons and model controls while a run is (not) in flight."""
-        self.generateButton.setEnabled(not running and can_generate)
+        running = self.state.is_running
+        self.generateButton.setEnabled(not running and self.state.model is not None)
         self.cancelButton.setEnabled(running)
         for widget in (self.modelCombo, self.openModelButton, self.deviceCombo):
             widget.setEnabled(not running)

@@ -7,12 +7,14 @@ first and the final step.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from diffusion_studio.core.files import atomic_write_bytes
+from diffusion_studio.core.images import make_grid, upscale
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.generate.previews import Frame, PreviewMode, flatten_rgb, render
 
@@ -58,23 +60,22 @@ class Trajectory:
 
 
 def _upscaled(rgba: np.ndarray, scale: int) -> np.ndarray:
-    rgb = flatten_rgb(rgba)
-    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    return upscale(flatten_rgb(rgba), scale)
 
 
-def _atomic_save(image_or_frames: list[Image.Image], path: Path, **params: object) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+def _save(images: list[Image.Image], path: Path, **params: object) -> None:
+    """Encode one image (PNG) or an animation (GIF) in memory, then write the file atomically."""
     fmt = "GIF" if path.suffix.lower() == ".gif" else "PNG"
+    buffer = io.BytesIO()
     try:
-        first, rest = image_or_frames[0], image_or_frames[1:]
+        first, rest = images[0], images[1:]
         if rest:
-            first.save(tmp, format=fmt, save_all=True, append_images=rest, **params)
+            first.save(buffer, format=fmt, save_all=True, append_images=rest, **params)
         else:
-            first.save(tmp, format=fmt, **params)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"Cannot write {path} ({exc.strerror or exc}).") from exc
+            first.save(buffer, format=fmt, **params)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"Cannot encode {path.name} as {fmt} ({exc}).") from None
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def export_gif(
@@ -94,7 +95,8 @@ def export_gif(
         raise UsageError(f"The export scale must be at least 1, got {scale}.")
     images = [Image.fromarray(_upscaled(render(f, mode), scale)) for f in trajectory.frames]
     durations = [frame_ms] * (len(images) - 1) + [hold_last_ms]
-    _atomic_save(images, path, duration=durations, loop=0, disposal=1)
+    # Pillow takes a list of durations for an animation, a single number for one frame.
+    _save(images, path, duration=durations if len(images) > 1 else hold_last_ms, loop=0, disposal=1)
     return path
 
 
@@ -111,15 +113,8 @@ def filmstrip(
         raise UsageError("There is no trajectory to export yet; generate an image first.")
     count = min(max_frames, len(trajectory))
     picks = np.unique(np.round(np.linspace(0, len(trajectory) - 1, count)).astype(int))
-    tiles = [_upscaled(render(trajectory[int(i)], mode), scale) for i in picks]
-    height = max(t.shape[0] for t in tiles)
-    spacer = np.full((height, gap, 3), 255, np.uint8)
-    parts: list[np.ndarray] = []
-    for i, t in enumerate(tiles):
-        if i:
-            parts.append(spacer)
-        parts.append(t)
-    return np.concatenate(parts, axis=1)
+    tiles = np.stack([_upscaled(render(trajectory[int(i)], mode), scale) for i in picks])
+    return make_grid(tiles, cols=len(tiles), padding=gap, fill=255)
 
 
 def export_filmstrip(
@@ -127,7 +122,7 @@ def export_filmstrip(
 ) -> Path:
     """Write `filmstrip(...)` as a PNG."""
     path = Path(path)
-    _atomic_save([Image.fromarray(filmstrip(trajectory, mode, **kwargs))], path)
+    _save([Image.fromarray(filmstrip(trajectory, mode, **kwargs))], path)
     return path
 
 

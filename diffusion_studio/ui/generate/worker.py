@@ -1,8 +1,10 @@
-"""Generation off the GUI thread: a QObject worker in a QThread over `Pipeline.iterate`.
+"""Generation off the GUI thread: a QObject worker in a QThread (superqt's generator worker).
 
-The worker checks a cancel flag before every network call (the pipeline's
-`should_stop`) and `Pipeline.cancel()` terminates the call in flight
-(`RunOptions.terminate`), so Cancel takes effect within one network call. Previews are
+The GUI thread calls `Pipeline.iterate` (the request is resolved and checked there, once)
+and hands the `SamplingRun` to the worker, which drives its steps with
+`core.sampling_loop.run_to_end` (the one run-to-the-end, with its NaN check). Cancel sets a
+flag checked before every network call, and `Pipeline.cancel()` terminates the call in
+flight (`RunOptions.terminate`), so it takes effect within one network call. Previews are
 coalesced: at most `max_preview_hz` per second, and never while the GUI thread has not
 yet taken the previous one; the final step is always delivered. The GUI thread turns
 the numpy frames into QImages.
@@ -15,14 +17,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from diffusion_studio.errors import Cancelled, UsageError
+from diffusion_studio.core.sampling_loop import Step, run_to_end
+from diffusion_studio.errors import Cancelled, ModelOutputError, UsageError
 from diffusion_studio.ui.generate.previews import Frame, frame_from_step
 from diffusion_studio.ui.generate.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from diffusion_studio.inference.pipeline import Pipeline, SamplingRun
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +89,8 @@ class RunResult:
     trajectory: Trajectory
     elapsed_s: float
     steps: int
+    request: Any = None  # the resolved GenerationRequest (seed filled in), from `Pipeline.iterate`
+    notes: list[str] = field(default_factory=list)  # the run's notes (e.g. prompt truncation)
     saved: list[Any] = field(default_factory=list)  # what `finish` returned (history entries)
     save_error: str | None = None  # why `finish` failed (the image exists, it was not saved)
 
@@ -92,7 +100,7 @@ class RunResult:
 
 
 class GenerationWorker(QObject):
-    """Iterates `pipeline.iterate(request, should_stop)`; lives in its own QThread."""
+    """Runs the steps of a `SamplingRun` (from `Pipeline.iterate`) to the end; lives in its own QThread."""
 
     started = Signal()
     preview = Signal(object)  # Frame
@@ -103,8 +111,8 @@ class GenerationWorker(QObject):
 
     def __init__(
         self,
-        pipeline: Any,
-        request: Any,
+        pipeline: Pipeline,
+        sampling: SamplingRun,
         max_preview_hz: float = MAX_PREVIEW_HZ,
         finish: Callable[[RunResult], list[Any]] | None = None,
     ) -> None:
@@ -112,19 +120,16 @@ class GenerationWorker(QObject):
         GUI thread never waits on disk); a cancelled or failed run never reaches it."""
         super().__init__()
         self._pipeline = pipeline
-        self._request = request
+        self._sampling = sampling
         self._finish = finish
         self._cancel = threading.Event()
         self.throttle = PreviewThrottle(max_preview_hz)
-
-    def should_stop(self) -> bool:
-        return self._cancel.is_set()
 
     def cancel(self) -> None:
         """Thread-safe: stop before the next step and terminate the call in flight."""
         self._cancel.set()
         try:
-            self._pipeline.cancel()
+            self._pipeline.cancel()  # the run's steps check the pipeline's stop flag before each call
         except Exception:  # cancelling must never raise into the GUI
             log.exception("Pipeline.cancel() failed")
 
@@ -134,25 +139,30 @@ class GenerationWorker(QObject):
         trajectory = Trajectory()
         start = time.perf_counter()
         last_progress = -float("inf")
-        last_step = None
+
+        def on_step(step: Step) -> None:
+            nonlocal last_progress
+            if self._cancel.is_set():
+                raise Cancelled()
+            frame = frame_from_step(step)
+            trajectory.record(frame)
+            is_last = step.index == step.count - 1
+            now = time.perf_counter()
+            if is_last or now - last_progress >= PROGRESS_INTERVAL_S:
+                last_progress = now
+                self.progress.emit(Progress(step.index + 1, step.count, now - start))
+            if self.throttle.should_emit(is_last):
+                self.preview.emit(frame)
+
         try:
-            for step in self._pipeline.iterate(self._request, should_stop=self.should_stop):
-                if self._cancel.is_set():
-                    raise Cancelled()
-                frame = frame_from_step(step)
-                trajectory.record(frame)
-                last_step = step
-                is_last = step.index == step.count - 1
-                now = time.perf_counter()
-                if is_last or now - last_progress >= PROGRESS_INTERVAL_S:
-                    last_progress = now
-                    self.progress.emit(Progress(step.index + 1, step.count, now - start))
-                if self.throttle.should_emit(is_last):
-                    self.preview.emit(frame)
+            last = run_to_end(self._sampling.steps, on_step)
             if self._cancel.is_set():
                 raise Cancelled()
         except Cancelled:
             self.cancelled.emit()
+            return
+        except ModelOutputError as exc:
+            self.failed.emit(f"{exc} Try another seed, a lower guidance or the CPU device.")
             return
         except UsageError as exc:
             self.failed.emit(str(exc))
@@ -165,17 +175,9 @@ class GenerationWorker(QObject):
             self.failed.emit(f"Generation failed: {exc}")
             return
         elapsed = time.perf_counter() - start
-        if last_step is None:
-            self.failed.emit("The sampler produced no steps.")
-            return
-        x_0 = np.asarray(last_step.x_t, np.float32)
-        if not np.isfinite(x_0).all():
-            self.failed.emit(
-                "The model produced NaN or infinite values, so there is no image; "
-                "try another seed, fewer guidance or the CPU device."
-            )
-            return
-        result = RunResult(x_0, trajectory, elapsed, int(last_step.count))
+        x_0 = np.asarray(last.x_prev, np.float32)
+        sampling = self._sampling
+        result = RunResult(x_0, trajectory, elapsed, int(last.count), sampling.request, list(sampling.notes))
         if self._finish is not None:
             try:
                 result.saved = list(self._finish(result))
@@ -209,16 +211,17 @@ class GenerationController(QObject):
 
     def start(
         self,
-        pipeline: Any,
-        request: Any,
+        pipeline: Pipeline,
+        sampling: SamplingRun,
         max_preview_hz: float = MAX_PREVIEW_HZ,
         finish: Callable[[RunResult], list[Any]] | None = None,
     ) -> None:
+        """Run `sampling` (from `pipeline.iterate`) in a new thread; `finish` saves its result there."""
         if self._thread is not None:
             raise UsageError("A generation is already running; cancel it first.")
         thread = QThread()
         thread.setObjectName("generationThread")
-        worker = GenerationWorker(pipeline, request, max_preview_hz, finish)
+        worker = GenerationWorker(pipeline, sampling, max_preview_hz, finish)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.started.connect(self.started)

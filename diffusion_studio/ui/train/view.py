@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -23,10 +21,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from diffusion_studio.ui.widgets.image_view import ImageView
-from diffusion_studio.ui.widgets.loss_plot import LossPlot
+from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.train.state import TrainRun
+from diffusion_studio.ui.widgets.image_view import ImageView, read_image_array
+from diffusion_studio.ui.widgets.loss_plot import LossPlot
 
 LOG_LINES = 2000  # lines the log view keeps
 ERROR_STYLE = "color: #d9534f; font-weight: bold;"  # readable on light and dark palettes
@@ -151,10 +150,9 @@ class TrainView(QWidget):
     def show_sample(self, path: Path, step: int, prompts: list[str] | None = None) -> str | None:
         """Show a sample grid PNG; returns an error sentence if it cannot be read."""
         try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            return f"Cannot show the sample grid {path} ({exc})."
+            image = read_image_array(path, "The sample grid", alpha=False)
+        except UsageError as exc:
+            return str(exc)
         self.sampleView.set_image(image)
         count = f" · {len(prompts)} prompts" if prompts else ""
         self.sampleCaption.setText(f"Step {step} · EMA weights{count}")

@@ -10,11 +10,14 @@ follows the light or dark theme; the placeholder text uses the palette too.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from PySide6.QtCore import QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPaintEvent, QPalette, QPixmap, QRegion
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from diffusion_studio.core import png_meta
 
 
 def qimage_from_array(image: np.ndarray) -> QImage:
@@ -34,6 +37,17 @@ def qimage_from_array(image: np.ndarray) -> QImage:
     image = np.ascontiguousarray(image)
     h, w = image.shape[:2]
     return QImage(image.data, w, h, w * channels, fmt).copy()
+
+
+def read_image_array(path: str | os.PathLike[str], what: str = "The image", alpha: bool = True) -> np.ndarray:
+    """An image file as uint8 [H, W, 3] (or [H, W, 4] when it has transparency and `alpha`).
+
+    Decoding goes through `core.png_meta.read_image`, so every failure (missing, not an
+    image, a decompression bomb) is a UsageError with one sentence starting with `what`.
+    """
+    image = png_meta.read_image(path, what)
+    transparent = image.mode in ("RGBA", "LA", "P") or "transparency" in image.info
+    return np.asarray(image.convert("RGBA" if alpha and transparent else "RGB"))
 
 
 def fit_rect(image_size: QSize, area: QSize, dpr: float, smooth: bool) -> QRectF:

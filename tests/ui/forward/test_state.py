@@ -8,8 +8,11 @@ from PIL import Image
 
 from diffusion_studio.core.schedule import make_schedule
 from diffusion_studio.errors import UsageError
+from diffusion_studio.ui.forward import coefficients as fc
+from diffusion_studio.ui.forward import sources
 from diffusion_studio.ui.forward import state as fs
-from diffusion_studio.ui.forward.state import Coefficients, ForwardState
+from diffusion_studio.ui.forward.coefficients import Coefficients
+from diffusion_studio.ui.forward.state import ForwardState
 
 
 def _gray(size: int = 32, level: int = 200) -> np.ndarray:
@@ -35,12 +38,12 @@ def test_coefficients_are_the_schedule_values_and_obey_the_ddpm_identities() -> 
 
 def test_displayed_values_parse_back_to_seven_significant_digits() -> None:
     c = Coefficients.at(make_schedule("linear", 1000), 731)
-    rows = {key: float(text) for key, _sym, text, _m in fs.coefficient_rows(c)}
+    rows = {key: float(text) for key, _sym, text, _m in fc.coefficient_rows(c)}
     assert rows["beta"] == pytest.approx(c.beta, rel=1e-6)
     assert rows["snr"] == pytest.approx(c.snr, rel=1e-6)
     assert rows.keys() == {"beta", "alpha", "alpha_bar", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "snr",
                            "beta_tilde"}
-    assert f"{c.sqrt_alpha_bar:.4f} · x<sub>0</sub>" in fs.formula_html(c)
+    assert f"{c.sqrt_alpha_bar:.4f} · x<sub>0</sub>" in fc.formula_html(c)
 
 
 def test_closed_form_is_sqrt_alpha_bar_x0_plus_noise_with_one_fixed_eps() -> None:
@@ -67,7 +70,7 @@ def test_markov_chain_matches_the_closed_form_marginal() -> None:
         assert float(x.mean()) == pytest.approx(c.sqrt_alpha_bar * x0, abs=0.02)
         assert float(x.std()) == pytest.approx(c.sqrt_one_minus_alpha_bar, rel=0.03)
     # ...with its own noise: the same distribution, not the same picture as the closed form.
-    assert abs(fs.correlation(state.markov_x_t(300), state.x_t(300))) < 0.1
+    assert abs(fc.correlation(state.markov_x_t(300), state.x_t(300))) < 0.1
 
 
 def test_markov_chain_does_not_depend_on_the_slider_path() -> None:
@@ -113,9 +116,9 @@ def test_schedule_switch_changes_the_numbers_and_clamps_t() -> None:
 
 def test_correlation_with_the_source_falls_from_one_to_zero() -> None:
     state = ForwardState(T=1000)  # the default Shapes example
-    assert fs.correlation(state.x_t(1), state.x_0) > 0.99
-    assert abs(fs.correlation(state.x_t(1000), state.x_0)) < 0.05
-    assert fs.correlation(np.ones(4), np.arange(4)) == 0.0
+    assert fc.correlation(state.x_t(1), state.x_0) > 0.99
+    assert abs(fc.correlation(state.x_t(1000), state.x_0)) < 0.05
+    assert fc.correlation(np.ones(4), np.arange(4)) == 0.0
 
 
 def test_sources_are_resized_and_centre_cropped(tmp_path) -> None:
@@ -123,16 +126,16 @@ def test_sources_are_resized_and_centre_cropped(tmp_path) -> None:
     wide[:, 20:60] = 255  # the centre square is white, the sides black
     path = tmp_path / "wide.png"
     Image.fromarray(wide).save(path)
-    image = fs.load_image(path, 32)
+    image = sources.load_image(path, 32)
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8
     assert image[:, 2:-2].min() > 240  # the black sides were cropped away
     rgba = np.zeros((10, 10, 4), np.uint8)  # fully transparent -> white
-    assert fs.array_image(rgba, 16).min() == 255
+    assert sources.array_image(rgba, 16).min() == 255
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(UsageError, match="bad.png"):
-        fs.load_image(tmp_path / "bad.png", 32)
-    with pytest.raises(UsageError, match="no image file"):
-        fs.load_image(tmp_path / "missing.png", 32)
+        sources.load_image(tmp_path / "bad.png", 32)
+    with pytest.raises(UsageError, match="missing.png does not exist"):
+        sources.load_image(tmp_path / "missing.png", 32)
 
 
 def test_filmstrip_shows_x0_then_x_t_at_evenly_spaced_t(tmp_path) -> None:
@@ -148,3 +151,38 @@ def test_filmstrip_shows_x0_then_x_t_at_evenly_spaced_t(tmp_path) -> None:
     assert not list(tmp_path.glob("*.tmp-*"))
     with pytest.raises(UsageError):
         fs.save_png(strip, tmp_path / "strip.jpg")
+
+
+def test_each_input_change_is_signalled_once() -> None:
+    state = ForwardState(_gray(16), T=100, t=80)
+    seen: list[tuple[object, ...]] = []
+    state.tChanged.connect(lambda t: seen.append(("t", t)))
+    state.scheduleChanged.connect(lambda: seen.append(("schedule", state.T, state.t)))
+    state.sourceChanged.connect(lambda: seen.append(("source", state.source_size)))
+    state.noiseChanged.connect(lambda seed: seen.append(("noise", seed)))
+    state.set_t(80)  # unchanged: no signal
+    state.set_t(90)
+    state.set_schedule("linear", 100)  # unchanged
+    state.set_schedule("cosine", 50)  # t is clamped before anyone hears of the new schedule
+    state.new_noise(7)
+    state.set_source(_gray(8), "gray")
+    assert seen == [("t", 90), ("schedule", 50, 50), ("t", 50), ("noise", 7), ("source", 8)]
+
+
+def test_a_source_is_rebuilt_from_its_origin_at_another_size(tmp_path) -> None:
+    state = ForwardState()  # Shapes example 0 at 64 px
+    assert state.origin == sources.ShapesOrigin(0) and state.source_size == 64
+    state.set_source_size(32)
+    np.testing.assert_array_equal(state.source, sources.shapes_example(0, 32)[0])
+    state.new_shapes_example()
+    assert state.origin == sources.ShapesOrigin(1) and state.source_size == 32
+    wide = np.zeros((40, 80, 3), np.uint8)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    state.load(sources.FileOrigin(tmp_path / "wide.png"), 16)
+    assert (state.source_name, state.source_size) == ("wide.png", 16)
+    with pytest.raises(UsageError, match="missing.png"):
+        state.load(sources.FileOrigin(tmp_path / "missing.png"))
+    assert state.origin == sources.FileOrigin(tmp_path / "wide.png")  # a failed load changes nothing
+    state.set_source(_gray(8), "plain")  # no origin: another size resizes the array itself
+    state.set_source_size(16)
+    assert state.source_size == 16 and (state.source == 200).all()

@@ -12,7 +12,8 @@ from PySide6.QtWidgets import QLabel
 
 from diffusion_studio.core.images import from_uint8
 from diffusion_studio.core.schedule import make_schedule
-from diffusion_studio.ui.forward.state import ForwardState, correlation
+from diffusion_studio.ui.forward.coefficients import correlation
+from diffusion_studio.ui.forward.state import ForwardState
 from diffusion_studio.ui.forward.workspace import ForwardWorkspace
 
 
@@ -53,9 +54,9 @@ def test_objectnames_and_defaults(workspace) -> None:
     for name in ("forwardImageView", "timestepSlider", "scheduleCombo"):
         assert ws.findChild(object, name) is not None, name
     assert (ws.timestepSlider.minimum(), ws.timestepSlider.maximum()) == (1, 1000)
-    assert ws.scheduleCombo.currentData() == "linear"
+    assert ws.controls.scheduleCombo.currentData() == "linear"
     assert ws.sourceView.image_array().shape == (64, 64, 3)  # the default Shapes example
-    assert ws.sourceLabel.text().startswith("Shapes: ")
+    assert ws.controls.sourceLabel.text().startswith("Shapes: ")
 
 
 def test_moving_the_slider_updates_view_coefficients_and_plot(qtbot, workspace) -> None:
@@ -102,13 +103,13 @@ def test_schedule_switch_changes_the_numbers(qtbot, workspace) -> None:
     ws.set_t(500)
     linear = _shown_coefficients(ws)
     image = ws.forwardImageView.image_array()
-    ws.scheduleCombo.setCurrentIndex(ws.scheduleCombo.findData("cosine"))
+    ws.controls.scheduleCombo.setCurrentIndex(ws.controls.scheduleCombo.findData("cosine"))
     cosine = _shown_coefficients(ws)
     ref = make_schedule("cosine", 1000)
     assert cosine["alpha_bar"] == pytest.approx(ref.alphas_cumprod[499], rel=1e-6)
     assert cosine["alpha_bar"] > 2 * linear["alpha_bar"]  # cosine keeps more signal mid-way
     assert not np.array_equal(image, ws.forwardImageView.image_array())
-    ws.stepsSpin.setValue(250)  # T below the current t clamps t
+    ws.controls.stepsSpin.setValue(250)  # T below the current t clamps t
     assert ws.t() == 250 and ws.timestepSlider.maximum() == 250
     assert _shown_coefficients(ws)["alpha_bar"] == pytest.approx(make_schedule("cosine", 250).alphas_cumprod[-1],
                                                                  rel=1e-6)
@@ -118,8 +119,8 @@ def test_new_noise_redraws_eps_and_keeps_t(workspace) -> None:
     ws = workspace()
     ws.set_t(300)
     before = ws.forwardImageView.image_array()
-    ws.newNoiseButton.click()
-    assert ws.t() == 300 and ws.seedLabel.text() == "seed 1"
+    ws.controls.newNoiseButton.click()
+    assert ws.t() == 300 and ws.controls.seedLabel.text() == "seed 1"
     after = ws.forwardImageView.image_array()
     assert not np.array_equal(before, after)
     # the same signal part, independent noise parts
@@ -131,7 +132,7 @@ def test_new_noise_redraws_eps_and_keeps_t(workspace) -> None:
 def test_markov_view_follows_the_slider_in_slices(qtbot, workspace) -> None:
     state = ForwardState(np.full((32, 32, 3), 220, np.uint8), T=1000)
     ws = workspace(state=state)
-    ws.markovCheck.setChecked(True)
+    ws.controls.markovCheck.setChecked(True)
     assert ws.markovPanel.isVisible()
     ws.set_t(1000)
     qtbot.waitUntil(lambda: not ws.markov_pending(), timeout=20000)
@@ -147,7 +148,7 @@ def test_markov_view_follows_the_slider_in_slices(qtbot, workspace) -> None:
     ws.set_t(999)  # one step back: from the cache, no waiting
     assert not ws.markov_pending()
     np.testing.assert_array_equal(ws.markovView.image_array(), state.markov_image(999))
-    ws.markovCheck.setChecked(False)
+    ws.controls.markovCheck.setChecked(False)
     assert not ws.markovPanel.isVisible()
 
 
@@ -157,11 +158,11 @@ def test_open_image_and_size_change(workspace, tmp_path) -> None:
     picture[..., 2] = 255
     Image.fromarray(picture).save(tmp_path / "blue.jpg")
     assert ws.open_image(tmp_path / "blue.jpg")
-    assert ws.sourceLabel.text().startswith("blue.jpg")
+    assert ws.controls.sourceLabel.text().startswith("blue.jpg")
     ws.set_t(1)
     assert ws.sourceView.image_array().shape == (64, 64, 3)
     assert ws.forwardImageView.image_array()[..., 2].mean() > 240
-    ws.sizeCombo.setCurrentIndex(ws.sizeCombo.findData(32))
+    ws.controls.sizeCombo.setCurrentIndex(ws.controls.sizeCombo.findData(32))
     assert ws.state.source.shape == (32, 32, 3) and ws.forwardImageView.image_array().shape == (32, 32, 3)
 
 
@@ -181,14 +182,14 @@ def test_generate_image_becomes_the_source(qtbot, workspace) -> None:
     with qtbot.waitSignal(ws.statusMessage):
         assert not ws.use_generate_image()  # nothing generated yet: a status message
     shown[0] = np.full((8, 8, 4), (255, 0, 0, 255), np.uint8)
-    ws.fromGenerateButton.click()
-    assert ws.sourceLabel.text().startswith("Image from the Generate tab")
+    ws.controls.fromGenerateButton.click()
+    assert ws.controls.sourceLabel.text().startswith("Image from the Generate tab")
     assert (ws.state.source == (255, 0, 0)).all()
 
 
 def test_play_runs_to_T_and_stops(qtbot, workspace) -> None:
     ws = workspace()
-    ws.stepsSpin.setValue(25)
+    ws.controls.stepsSpin.setValue(25)
     ws.playButton.click()
     assert ws.playTimer.isActive() and ws.t() == 1
     qtbot.waitUntil(lambda: ws.t() == 25, timeout=10000)
@@ -213,3 +214,19 @@ def test_window_has_the_forward_tab(qtbot, make_window) -> None:
     ws.timestepSlider.setValue(10)
     assert float(ws.coefficientLabels["alpha_bar"].text()) == pytest.approx(
         make_schedule("linear", 1000).alphas_cumprod[9], rel=1e-6)
+
+
+def test_the_view_follows_a_state_changed_elsewhere(workspace) -> None:
+    state = ForwardState(T=500, t=10)
+    ws = workspace(state=state)
+    state.set_t(123)
+    assert (ws.timestepSlider.value(), ws.timestepSpin.value(), ws.schedulePlot.t()) == (123, 123, 123)
+    assert "t = 123" in ws.forwardTitle.text()
+    state.set_schedule("cosine", 100)
+    assert ws.controls.scheduleCombo.currentData() == "cosine" and ws.controls.stepsSpin.value() == 100
+    assert ws.timestepSlider.maximum() == 100 and ws.timestepSlider.value() == 100
+    state.new_noise(42)
+    assert ws.controls.seedLabel.text() == "seed 42"
+    state.set_source(np.full((32, 32, 3), 7, np.uint8), "dark")
+    assert (ws.sourceView.image_array() == 7).all() and ws.controls.sourceLabel.text().startswith("dark")
+    assert ws.controls.sizeCombo.currentData() == 32

@@ -54,6 +54,6 @@ def test_details_list_known_fields_first(tmp_path: Path) -> None:
         "prompt": "a", "negative_prompt": "b", "sampler": "dpmpp-2m", "steps": 20,
         "guidance": 3.0, "seed": 9, "width": 32, "height": 32, "batch_size": 4, "batch_index": 1, "extra": 1})
     lines = format_details(entry).splitlines()
-    assert lines[:6] == ["Prompt: a", "Negative prompt: b", "Sampler: DPM++ 2M", "Steps: 20", "Guidance: 3", "Seed: 9"]
+    assert lines[:6] == ["Prompt: a", "Negative prompt: b", "Sampler: DPM-Solver++ (2M)", "Steps: 20", "Guidance: 3", "Seed: 9"]
     assert "Size: 32×32" in lines and "Batch: image 2 of 4" in lines and "extra: 1" in lines
     assert lines[-1] == f"File: {entry.path}"

@@ -18,33 +18,45 @@ from diffusion_studio.ui.generate.previews import (
 )
 
 
-def _step(n: int = 1, index: int = 11, count: int = 50, t: int = 731) -> Step:
+def _step(n: int = 1, index: int = 11, count: int = 50, t: int = 731, t_prev: int = 711) -> Step:
     shape = (n, 3, 4, 4)
     x_t = np.full(shape, -1.0, np.float32)  # black
     x0 = np.full(shape, 1.0, np.float32)  # white
     eps = np.full(shape, EPS_RANGE, np.float32)  # +3σ -> white
     eps[:, 0] = -EPS_RANGE  # red channel at -3σ -> 0
-    return Step(index=index, count=count, t=t, x_prev=x_t, x0_pred=x0, eps=eps)
+    return Step(index=index, count=count, t=t, x_prev=x_t, x0_pred=x0, eps=eps, t_prev=t_prev)
 
 
 def test_frame_from_step_decodes_each_picture_and_captions_it() -> None:
     frame = frame_from_step(_step())
-    assert frame.caption == "t = 731 · step 12/50"
-    assert frame.x_t.shape == (1, 4, 4, 3) and frame.x_t.dtype == np.uint8
-    assert (frame.x_t == 0).all() and (frame.x0_pred == 255).all()
+    assert (frame.t, frame.t_prev) == (731, 711)
+    assert frame.x_prev.shape == (1, 4, 4, 3) and frame.x_prev.dtype == np.uint8
+    assert (frame.x_prev == 0).all() and (frame.x0_pred == 255).all()
     assert (frame.eps[..., 0] == 0).all() and (frame.eps[..., 1:] == 255).all()
+
+
+def test_each_picture_is_captioned_with_its_own_timestep() -> None:
+    """The sample after a step is at t_prev; x̂₀ and ε̂ were predicted at t (the network's t)."""
+    frame = frame_from_step(_step())  # the network saw t = 731; the new sample is at t = 711
+    assert frame.caption(PreviewMode.XT) == "x_t at t = 711 · step 12/50"
+    assert frame.caption(PreviewMode.X0) == "x̂₀ predicted at t = 731 · step 12/50"
+    assert frame.caption(PreviewMode.EPS) == "ε̂ predicted at t = 731 · step 12/50"
+    assert frame.caption(PreviewMode.SIDE) == "x_t at t = 711 · x̂₀, ε̂ predicted at t = 731 · step 12/50"
+    last = frame_from_step(_step(index=49, count=50, t=20, t_prev=0))  # the final sample x_0
+    assert last.caption(PreviewMode.X0) == last.caption(PreviewMode.XT) == "x₀ at t = 0 · step 50/50"
+    assert last.caption(PreviewMode.SIDE) == "x₀ at t = 0 · ε̂ predicted at t = 20 · step 50/50"
 
 
 def test_out_of_range_values_are_clipped_not_wrapped() -> None:
     step = _step()
     step = Step(index=0, count=2, t=1, x_prev=step.x_prev * 7, x0_pred=step.x0_pred * 3, eps=step.eps * 10)
     frame = frame_from_step(step)
-    assert (frame.x_t == 0).all() and (frame.x0_pred == 255).all()
+    assert (frame.x_prev == 0).all() and (frame.x0_pred == 255).all()
 
 
 def test_last_frame_shows_the_final_sample_as_x0() -> None:
-    frame = frame_from_step(_step(index=49, count=50, t=1))
-    assert (frame.x0_pred == frame.x_t).all() and (frame.x0_pred == 0).all()
+    frame = frame_from_step(_step(index=49, count=50, t=1, t_prev=0))
+    assert (frame.x0_pred == frame.x_prev).all() and (frame.x0_pred == 0).all()
 
 
 @pytest.mark.parametrize(("n", "cols"), [(1, 1), (2, 2), (4, 2), (5, 3), (9, 3), (16, 4)])
@@ -84,6 +96,6 @@ def test_flatten_rgb_composites_over_background() -> None:
 
 def test_grayscale_frames_render_as_grey_rgba() -> None:
     gray = np.arange(16, dtype=np.uint8).reshape(1, 4, 4, 1)
-    frame = Frame(index=0, count=1, t=1, x_t=gray, x0_pred=gray, eps=gray)
+    frame = Frame(index=0, count=1, t=1, t_prev=0, x_prev=gray, x0_pred=gray, eps=gray)
     rgba = render(frame, PreviewMode.X0)
     assert (rgba[..., 0] == gray[0, ..., 0]).all() and (rgba[..., 2] == gray[0, ..., 0]).all()

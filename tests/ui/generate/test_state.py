@@ -1,115 +1,78 @@
-"""GenerationSettings: validation, persistence round trip, metadata -> form."""
+"""GenerateState headless (settings, model, a real run on the tiny bundle), and the settings
+panel following it (napari's pattern: build the state, wrap it in the view, check the view)."""
 
 from __future__ import annotations
 
-import random
+from pathlib import Path
 
 import pytest
 
-from diffusion_studio.errors import UsageError
-from diffusion_studio.ui.generate.state import Device, GenerationSettings, closest_sampler, normalise_sampler
+from diffusion_studio.core.bundle import MAX_T
+from diffusion_studio.ui.generate.history import HistoryStore
+from diffusion_studio.ui.generate.settings import Device, GenerationSettings
+from diffusion_studio.ui.generate.settings_panel import SettingsPanel
+from diffusion_studio.ui.generate.state import GenerateState
+from diffusion_studio.ui.models import load_model
 
 
-def test_defaults_are_valid_and_round_trip_through_dict() -> None:
-    s = GenerationSettings(prompt="a red circle", steps=12, guidance=4.5, seed=99, batch=4, device=Device.CPU)
-    assert s.validated() is s
-    assert GenerationSettings.from_dict(s.to_dict()) == s
-    assert s.to_dict()["device"] == "cpu"
+@pytest.fixture
+def state(tmp_path: Path) -> GenerateState:
+    return GenerateState(HistoryStore(tmp_path / "history"))
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "words"),
-    [("steps", 0, "Steps"), ("steps", 1001, "Steps"), ("guidance", -1.0, "Guidance"),
-     ("batch", 0, "Batch"), ("seed", -5, "seed"), ("sampler", "euler", "sampler")],
-)
-def test_out_of_range_fields_raise_one_sentence(field: str, value: object, words: str) -> None:
-    with pytest.raises(UsageError, match=words):
-        GenerationSettings(**{field: value}).validated()
+def test_settings_changes_are_signalled_once(state: GenerateState) -> None:
+    seen: list[GenerationSettings] = []
+    state.settingsChanged.connect(seen.append)
+    state.update(prompt="a red circle", steps=7)
+    state.update(steps=7)  # no change, no signal
+    state.set_settings(state.settings)
+    assert [(s.prompt, s.steps) for s in seen] == [("a red circle", 7)]
+    assert state.restore({"prompt": "a cat", "steps": 80}) == []  # no model: steps up to any bundle's T
+    assert (state.settings.prompt, state.settings.steps, state.settings.seed_locked) == ("a cat", 80, True)
 
 
-def test_from_dict_ignores_garbage_and_falls_back_to_defaults() -> None:
-    s = GenerationSettings.from_dict({"prompt": "x", "steps": "not a number", "device": "tpu", "seed_locked": "true"})
-    assert (s.prompt, s.steps, s.device, s.seed_locked) == ("x", 20, Device.AUTO, True)
-    assert GenerationSettings.from_dict({"steps": 0}) == GenerationSettings()  # invalid -> defaults
+def test_generate_is_refused_with_a_sentence(state: GenerateState, tiny_bundle: Path) -> None:
+    refused: list[tuple[str, str]] = []
+    state.refused.connect(lambda title, message: refused.append((title, message)))
+    assert not state.generate()
+    assert refused == [("No model", "Open a model bundle before generating.")]
+    state.set_model(load_model(tiny_bundle, "cpu"))  # T = 50
+    state.update(steps=500)
+    assert not state.generate() and not state.is_running
+    assert refused[-1][0] == "Cannot generate" and "between 1 and 50" in refused[-1][1]
 
 
-def test_unlocked_seed_is_rerolled_locked_seed_kept() -> None:
-    rng = random.Random(3)
-    expected = random.Random(3).randint(0, 2**31 - 1)
-    assert GenerationSettings(seed=7).for_next_run(rng).seed == expected
-    assert GenerationSettings(seed=7, seed_locked=True).for_next_run(rng).seed == 7
+def test_a_run_end_to_end_without_widgets(qtbot, state: GenerateState, tiny_bundle: Path) -> None:
+    state.set_model(load_model(tiny_bundle, "cpu"))
+    state.update(prompt="a red circle", steps=4, batch=2, seed=11, seed_locked=True)
+    running: list[bool] = []
+    finished: list[object] = []
+    state.runningChanged.connect(running.append)
+    state.finished.connect(finished.append)
+    with qtbot.waitSignal(state.idle, timeout=20_000):
+        assert state.generate()
+    assert running == [True, False] and not state.is_running
+    (result,) = finished
+    assert result.steps == 4 and result.request.seed == 11 and len(result.saved) == 2
+    assert sorted(e.metadata["seed"] for e in state.store.entries()) == [11, 12]  # image i: seed + i
 
 
-def test_metadata_fills_form_and_locks_seed() -> None:
-    base = GenerationSettings(batch=3, device=Device.CPU)
-    meta = {"prompt": "a blue square", "negative_prompt": "red", "sampler": "DPM++ 2M", "steps": "30",
-            "guidance": 5.5, "seed": 1234}
-    s = base.with_metadata(meta)
-    assert (s.prompt, s.negative_prompt, s.sampler, s.steps, s.guidance, s.seed) == (
-        "a blue square", "red", "dpmpp-2m", 30, 5.5, 1234)
-    assert s.seed_locked and s.batch == 3 and s.device is Device.CPU  # untouched fields stay
-
-
-def test_metadata_without_prompt_is_a_usage_error_bad_numbers_keep_the_current_values() -> None:
-    with pytest.raises(UsageError, match="no generation parameters"):
-        GenerationSettings().with_metadata({"Software": "GIMP"})
-    base = GenerationSettings(steps=25, guidance=4.0, seed=11)
-    s, notes = base.restore({"prompt": "x", "steps": "many", "guidance": "lots", "seed": "3.5", "sampler": "DDIM"})
-    assert (s.prompt, s.steps, s.guidance, s.seed, s.sampler) == ("x", 25, 4.0, 11, "ddim")
-    assert notes == ["steps 'many' is not a number; kept 25", "guidance 'lots' is not a number; kept 4",
-                     f"seed '3.5' is not an integer between 0 and {2**63 - 1}; kept 11"]
-    assert normalise_sampler(" DDIM ") == "ddim"
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [("DPM++ 2M", "dpmpp-2m"), ("DPM++ 2M Karras", "dpmpp-2m"), ("DPM++ 2M SDE Karras", "dpmpp-2m"),
-     ("dpmpp_2m_sde_gpu", "dpmpp-2m"), ("DDIM", "ddim"), ("ddim", "ddim"), ("DDPM", "ddpm"),
-     ("Euler a", None), ("Euler", None), ("DPM++ SDE Karras", None), ("DPM++ 2S a Karras", None),
-     ("UniPC", None), ("LMS", None)],
-)
-def test_samplers_of_other_tools_map_to_the_closest_or_none(name: str, expected: str | None) -> None:
-    assert closest_sampler(name) == expected
-
-
-def test_a1111_sampler_names_fill_the_form_with_a_note_never_an_error() -> None:
-    base = GenerationSettings(sampler="ddim", steps=20)
-    meta = {"prompt": "a cat", "sampler": "Euler a", "steps": 30, "guidance": 7.0, "seed": 3_000_000_000}
-    s, notes = base.restore(meta)
-    assert (s.prompt, s.sampler, s.steps, s.guidance, s.seed, s.seed_locked) == (
-        "a cat", "ddim", 30, 7.0, 3_000_000_000, True)
-    assert notes == ["sampler 'Euler a' is not available; kept DDIM"]
-    s, notes = base.restore({**meta, "sampler": "DPM++ 2M Karras"})
-    assert s.sampler == "dpmpp-2m" and notes == ["sampler 'DPM++ 2M Karras' runs as DPM-Solver++ (2M)"]
-    s, notes = base.restore({**meta, "sampler": "DPM++ 2M"})  # our own label: no note
-    assert s.sampler == "dpmpp-2m" and notes == []
-
-
-@pytest.mark.parametrize(
-    ("steps", "T", "expected", "note"),
-    [(150, 50, 50, "150 steps is outside the model's T = 50; using 50"),
-     (1500, None, 1000, "1500 steps is outside the range 1–1000; using 1000"),
-     (1500, 4000, 1000, "1500 steps is outside the range 1–1000; using 1000"),
-     (0, 50, 1, "0 steps is outside the range 1–50; using 1"),
-     (50, 50, 50, None)],
-)
-def test_steps_beyond_the_model_or_the_form_are_clamped_with_a_note(
-    steps: int, T: int | None, expected: int, note: str | None
-) -> None:
-    s, notes = GenerationSettings().restore({"prompt": "p", "steps": steps}, T)
-    assert s.steps == expected
-    assert notes == ([note] if note else [])
-
-
-def test_guidance_out_of_range_is_clamped_and_seeds_use_the_pipelines_full_range() -> None:
-    s, notes = GenerationSettings().restore({"prompt": "p", "guidance": 45})
-    assert s.guidance == 30.0 and notes == ["guidance 45 is outside 0–30; using 30"]
-    for seed in (3_000_000_000, 2**62, 2**63 - 1, "4611686018427387904"):
-        assert GenerationSettings().with_metadata({"prompt": "p", "seed": seed}).seed == int(seed)
-    for bad in (2**63, -1):
-        s, notes = GenerationSettings(seed=5).restore({"prompt": "p", "seed": bad})
-        assert s.seed == 5 and notes == [f"seed '{bad}' is not an integer between 0 and {2**63 - 1}; kept 5"]
-    assert GenerationSettings(seed=2**63 - 1).validated().seed == 2**63 - 1
-    with pytest.raises(UsageError, match="seed"):
-        GenerationSettings(seed=2**63).validated()
-    assert GenerationSettings.from_dict(GenerationSettings(seed=2**62).to_dict()).seed == 2**62
+def test_the_settings_panel_follows_the_state(qtbot, state: GenerateState, tiny_bundle: Path) -> None:
+    panel = SettingsPanel(state)
+    qtbot.addWidget(panel)
+    assert panel.stepsSpin.maximum() == MAX_T and not panel.generateButton.isEnabled()
+    state.update(prompt="a blue square", sampler="ddim", steps=33, guidance=6.5, seed=2**62, batch=3,
+                 device=Device.CPU)
+    assert panel.promptEdit.toPlainText() == "a blue square" and panel.samplerCombo.currentData() == "ddim"
+    assert (panel.stepsSpin.value(), panel.guidanceSpin.value(), panel.batchSpin.value()) == (33, 6.5, 3)
+    assert panel.seedSpin.text() == str(2**62) and panel.deviceCombo.currentData() == "cpu"
+    panel.stepsSpin.setValue(12)  # an edit goes into the state
+    panel.promptEdit.setPlainText("  a green circle ")
+    assert (state.settings.steps, state.settings.prompt) == (12, "a green circle")
+    assert panel.promptEdit.toPlainText() == "  a green circle "  # the text being typed is left alone
+    state.set_model(load_model(tiny_bundle, "cpu"))  # T = 50: the box ends there
+    assert panel.stepsSpin.maximum() == 50 and panel.generateButton.isEnabled()
+    state.update(steps=80)
+    assert panel.stepsSpin.value() == 50 and state.settings.steps == 50  # clamped, and the state follows
+    state.set_model(None)
+    assert not panel.generateButton.isEnabled() and panel.stepsSpin.maximum() == MAX_T

@@ -15,7 +15,8 @@ from diffusion_studio.ui.generate.trajectory import Trajectory, export_trajector
 
 def _frame(index: int, count: int, size: int = 4) -> Frame:
     value = np.full((1, size, size, 3), index % 256, np.uint8)
-    return Frame(index=index, count=count, t=count - index, x_t=value, x0_pred=255 - value, eps=value)
+    return Frame(index=index, count=count, t=count - index, t_prev=count - index - 1, x_prev=value,
+                 x0_pred=255 - value, eps=value)
 
 
 def test_short_runs_keep_every_step() -> None:
@@ -71,5 +72,7 @@ def test_export_errors_are_usage_errors(tmp_path: Path) -> None:
     traj.record(_frame(0, 1))
     with pytest.raises(UsageError, match=".gif or .png"):
         export_trajectory(traj, tmp_path / "a.jpg", PreviewMode.X0)
-    with pytest.raises(UsageError, match="Cannot write"):
+    with pytest.raises(UsageError, match="(?i)cannot write"):
         export_trajectory(traj, tmp_path / "missing" / "a.gif", PreviewMode.X0)
+    one = export_trajectory(traj, tmp_path / "one.gif", PreviewMode.X0)  # a one-step run: a still GIF
+    assert Image.open(one).size == (16, 16)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 
-
 from diffusion_studio.ui.generate.worker import MAX_PREVIEW_HZ, PreviewThrottle, Progress
 
 

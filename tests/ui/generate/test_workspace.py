@@ -65,7 +65,7 @@ def test_prompt_and_generate_previews_saves_history_with_metadata(
 
     assert len(frames) >= 3  # the preview really updated during the run
     assert [f.index for f in frames] == sorted({f.index for f in frames})
-    assert frames[-1].index == 99 and frames[-1].caption.endswith("step 100/100")
+    assert frames[-1].index == 99 and frames[-1].caption().endswith("step 100/100")
     assert progress[-1].done == progress[-1].count == 100
     files = _history_files(isolated_state)
     assert len(files) == 1
@@ -206,10 +206,12 @@ def test_trajectory_scrubber_and_export(qtbot, make_window, monkeypatch, tmp_pat
     assert area.trajectorySlider.isEnabled() and area.trajectorySlider.maximum() == 11
     area.trajectorySlider.setValue(3)
     frame = area.trajectory()[3]
-    assert area.captionLabel.text() == f"t = {frame.t} · step 4/12"
+    assert area.captionLabel.text() == f"x̂₀ predicted at t = {frame.t} · step 4/12"
     assert np.array_equal(area.previewView.image_array(), render(frame, PreviewMode.X0))
     area.set_mode(PreviewMode.SIDE)  # re-renders the scrubbed frame in the new mode
     assert np.array_equal(area.previewView.image_array(), render(frame, PreviewMode.SIDE))
+    area.set_mode(PreviewMode.XT)  # the noisy sample is one step further: its own timestep
+    assert frame.t_prev < frame.t and area.captionLabel.text() == f"x_t at t = {frame.t_prev} · step 4/12"
     target = tmp_path / "run.gif"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "Animated GIF (*.gif)"))
     qtbot.mouseClick(area.exportTrajectoryButton, Qt.MouseButton.LeftButton)

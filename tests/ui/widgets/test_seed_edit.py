@@ -6,8 +6,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QValidator
 
 from diffusion_studio.core.params import SEED_MAX, check_seed
-from diffusion_studio.ui.widgets.seed_edit import SeedEdit, SeedValidator
+from diffusion_studio.ui.generate.history import HistoryStore
 from diffusion_studio.ui.generate.settings_panel import SettingsPanel
+from diffusion_studio.ui.generate.state import GenerateState
+from diffusion_studio.ui.widgets.seed_edit import SeedEdit, SeedValidator
 
 
 def test_validator_accepts_exactly_the_pipelines_seed_range() -> None:
@@ -47,8 +49,8 @@ def test_typing_a_64_bit_seed_sets_the_value_and_garbage_is_refused(qtbot) -> No
     assert edit.value() == 0
 
 
-def test_panel_seed_field_with_dice_and_lock(qtbot) -> None:
-    panel = SettingsPanel()
+def test_panel_seed_field_with_dice_and_lock(qtbot, tmp_path) -> None:
+    panel = SettingsPanel(GenerateState(HistoryStore(tmp_path)))
     qtbot.addWidget(panel)
     assert panel.findChild(SeedEdit, "seedSpin") is panel.seedSpin
     panel.seedSpin.setValue(3_000_000_000)
