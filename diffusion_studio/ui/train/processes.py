@@ -13,7 +13,7 @@ import sys
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from diffusion_studio.ui.train.state import child_environment, project_root
+from diffusion_studio.ui.train.run import child_environment, project_root
 
 log = logging.getLogger(__name__)
 

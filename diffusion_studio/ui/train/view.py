@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.formatting import format_seconds
-from diffusion_studio.ui.train.state import TrainRun
+from diffusion_studio.ui.train.run import TrainRun
 from diffusion_studio.ui.widgets.image_view import ImageView, read_image_array
 from diffusion_studio.ui.widgets.loss_plot import LossPlot
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QHBoxLayout, QMessageBox, QScrollArea, QWidget
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.train.form_panel import TrainFormPanel
 from diffusion_studio.ui.train.processes import STOP_TIMEOUT_MS, PythonProcess
-from diffusion_studio.ui.train.state import (
+from diffusion_studio.ui.train.run import (
     ExportSummary,
     TrainForm,
     TrainRun,

@@ -16,7 +16,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from diffusion_studio.ui.train.state import TrainForm, checkpoints_in
+from diffusion_studio.ui.train.run import TrainForm, checkpoints_in
 from diffusion_studio.ui.train.workspace import TrainWorkspace
 
 RUN_TIMEOUT_MS = 120_000

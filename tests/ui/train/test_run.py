@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from diffusion_studio.errors import UsageError
-from diffusion_studio.ui.train import state as ts
-from diffusion_studio.ui.train.state import ExportSummary, TrainForm, TrainRun
+from diffusion_studio.ui.train import run as ts
+from diffusion_studio.ui.train.run import ExportSummary, TrainForm, TrainRun
 
 START = {"event": "start", "time": 1.0, "step": 0, "steps": 12, "run_dir": "/r", "parameters": 343683,
          "flops_per_forward": 43079680, "device": "cpu", "bf16": False, "resumed": False}
