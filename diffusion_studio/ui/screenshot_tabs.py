@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusion_studio.ui.screenshot import isolated_window, save_grab
 
     app, window, scratch = isolated_window(args.model, args.size, args.dark)
-    from diffusion_studio.ui.train.run import TrainForm
+    from diffusion_studio.ui.train.settings import TrainForm
 
     window.statusBar().clearMessage()
     ok = False

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from diffusion_studio.ui.train.run import (
+from diffusion_studio.ui.train.settings import (
     DATASETS,
     DEVICES,
     PRESETS,

@@ -9,15 +9,33 @@ after a timeout; `shutdown()` does the same synchronously when the window closes
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from diffusion_studio.ui.train.run import child_environment, project_root
+import diffusion_studio
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_MS = 30_000  # time for a SIGTERM'd trainer to finish its update and write a checkpoint
+
+
+def project_root() -> Path:
+    """The folder holding the `diffusion_studio` and `exporter` packages (for PYTHONPATH)."""
+    return Path(diffusion_studio.__file__).resolve().parent.parent
+
+
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the child processes: passive OpenMP waits, unbuffered output, our packages importable."""
+    env = dict(os.environ if base is None else base)
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # spinning OpenMP threads slow a busy machine (and the GUI) down
+    env["PYTHONUNBUFFERED"] = "1"
+    root = str(project_root())
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in paths if p != root])
+    return env
 
 
 class _LineBuffer:

@@ -16,7 +16,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from diffusion_studio.ui.train.run import TrainForm, checkpoints_in
+from diffusion_studio.ui.train.settings import TrainForm, checkpoints_in
 from diffusion_studio.ui.train.workspace import TrainWorkspace
 
 RUN_TIMEOUT_MS = 120_000
@@ -130,7 +130,7 @@ def test_bad_input_shows_the_one_line_error(qtbot, workspace, tmp_path) -> None:
     with qtbot.waitSignal(ws.errorOccurred, timeout=RUN_TIMEOUT_MS) as error:
         assert ws.start_training()  # the form is fine; the trainer refuses the dataset
     title, message = error.args
-    stderr = [line for line in ws.stderr_lines if line.strip()]
+    stderr = [line for line in ws.state.stderr_lines if line.strip()]
     assert stderr and stderr[-1] == f"error: {message}"  # exactly the CLI's line (exit code 2)
     assert "\n" not in message and "Traceback" not in message and "folder" in message.lower()
     assert ws.view.message() == message and "font-weight: bold" in ws.view.messageLabel.styleSheet()
