@@ -1,15 +1,14 @@
-"""`MainWindow`: workspaces in tabs, menus and shortcuts, status bar, model loading, settings.
+"""`MainWindow`: the workspaces in tabs, menus and shortcuts, the status bar, dialogs, settings.
 
-`MainWindow(model_path=None)` opens the default model; a missing or broken bundle never
-stops the window from opening (the view says why and offers "Open model bundle…").
-Loading another bundle that fails keeps the current model. Settings (form, view options,
-window geometry, recent bundles) persist in QSettings.
+`MainWindow(model_path=None)` opens the default model. Which bundle is loaded when (start-up,
+the model picker, recent bundles, failures, the CUDA fallback) is `models.ModelLibrary`'s
+policy; the window shows what it says. Settings (form, view options, window geometry,
+recent bundles) persist in QSettings (`persistence.AppSettings`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import onnxruntime
@@ -21,7 +20,6 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QTa
 from diffusion_studio import __version__
 from diffusion_studio.core import png_meta
 from diffusion_studio.errors import UsageError
-from diffusion_studio.paths import default_model_dir
 from diffusion_studio.ui.drop import PngDropFilter, png_paths
 from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.forward.workspace import ForwardWorkspace
@@ -29,14 +27,7 @@ from diffusion_studio.ui.generate.history import HistoryStore
 from diffusion_studio.ui.generate.previews import PreviewMode
 from diffusion_studio.ui.generate.worker import RunResult
 from diffusion_studio.ui.generate.workspace import GenerateWorkspace
-from diffusion_studio.ui.models import (
-    LoadedModel,
-    device_text,
-    fallback_message,
-    is_default_model,
-    load_model,
-    missing_default_message,
-)
+from diffusion_studio.ui.models import LoadedModel, ModelEntry, ModelLibrary, device_text
 from diffusion_studio.ui.persistence import AppSettings, data_dir, ensure_identity, history_dir
 from diffusion_studio.ui.train.workspace import TrainWorkspace
 
@@ -59,7 +50,7 @@ class MainWindow(QMainWindow):
         ensure_identity()
         self.setObjectName("mainWindow")
         self.app_settings = settings or AppSettings()
-        self._model: LoadedModel | None = None
+        self.models = ModelLibrary(self.app_settings, self)
         self._closing = False
 
         self.store = HistoryStore(history_folder or history_dir())
@@ -85,10 +76,8 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(960, 620)
         self.resize(1280, 800)
 
-        # First launch (nothing saved yet): the form takes the model's own sampler defaults.
-        self._apply_model_defaults = not self.app_settings.qsettings.contains("generate/form")
         self._restore_settings()
-        self.open_model(Path(model_path) if model_path else default_model_dir(), startup=True)
+        self.open_model(self.models.startup_folder(model_path), startup=True)
 
     # --- construction ----------------------------------------------------------------------
     def _build_status_bar(self) -> None:
@@ -188,12 +177,19 @@ class MainWindow(QMainWindow):
             workspace.errorOccurred.connect(self.show_error)
             workspace.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.trainWorkspace.openBundleRequested.connect(self.open_exported_bundle)
+        m = self.models
+        m.modelChanged.connect(self._on_model_changed)
+        m.entriesChanged.connect(self._show_models)
+        m.unavailable.connect(self._on_no_model)
+        m.loadFailed.connect(self.show_error)
+        m.warning.connect(self.show_warning)
+        m.status.connect(lambda text: self.statusBar().showMessage(text))
 
     # --- settings --------------------------------------------------------------------------
     def _restore_settings(self) -> None:
         s = self.app_settings
         ws = self.generateWorkspace
-        ws.settingsPanel.set_settings(s.form())
+        ws.state.set_settings(s.form())
         ws.previewArea.set_mode(s.preview_mode())
         ws.previewArea.set_smooth(s.smooth_zoom())
         self._on_mode_changed(s.preview_mode())
@@ -209,7 +205,7 @@ class MainWindow(QMainWindow):
     def save_settings(self, sync: bool = True) -> None:
         s = self.app_settings
         ws = self.generateWorkspace
-        s.set_form(ws.settingsPanel.settings())
+        s.set_form(ws.state.settings)
         s.set_preview_mode(ws.previewArea.mode())
         s.set_smooth_zoom(ws.previewArea.smoothCheck.isChecked())
         s.set_window_state("geometry", self.saveGeometry())
@@ -227,64 +223,31 @@ class MainWindow(QMainWindow):
 
     # --- models ----------------------------------------------------------------------------
     def model(self) -> LoadedModel | None:
-        return self._model
+        return self.models.current
 
     def open_model_dialog(self) -> None:
-        start = str(self._model.folder.parent if self._model else Path.home())
+        current = self.models.current
+        start = str(current.folder.parent if current else Path.home())
         folder = QFileDialog.getExistingDirectory(self, "Open model bundle (a folder with model.json)", start)
         if folder:
             self.open_model(Path(folder))
 
     def open_model(self, folder: Path, *, startup: bool = False) -> bool:
-        """Load a bundle; on failure keep the current model and say why (a dialog, or the
-        view's message at start-up). True if the bundle is now the active model."""
+        """Load a bundle on the form's device (see `ModelLibrary.open`); True if it is now the
+        active model. Not while a run is in flight."""
         if self.generateWorkspace.is_running():
             self.show_error("Model", "Wait for the run to finish (or cancel it) before switching models.")
             return False
-        device = self.generateWorkspace.settingsPanel.device().value
-        try:
-            model = load_model(folder, device)
-        except UsageError as exc:
-            log.warning("Could not load %s: %s", folder, exc)
-            if startup:
-                message = missing_default_message() if is_default_model(folder) and not folder.exists() else str(exc)
-                self.generateWorkspace.set_model(None, message)
-                self.statusBar().showMessage(message)
-                self._refresh_models()
-            else:
-                if not folder.exists():  # a recent bundle that was moved or deleted
-                    self.app_settings.remove_recent_bundle(folder)
-                    self._refresh_models()
-                self.show_error("Could not open the model", str(exc))
-            return False
-        previous = self._model.folder if self._model is not None else None
-        self._set_model(model)
-        if self._apply_model_defaults or (previous is not None and previous != model.folder):
-            self.use_model_defaults()  # a different model: its sampler, steps and guidance
-        self._apply_model_defaults = False
-        if not model.is_default:
-            self.app_settings.add_recent_bundle(model.folder)
-        self._refresh_models()
-        fallback = fallback_message(model.provider_info)
-        if fallback and startup:  # no modal dialog before the window is even shown
-            self.statusBar().showMessage(fallback)
-        elif fallback:
-            self.show_warning("CUDA unavailable", fallback)
-        return True
+        return self.models.open(folder, self.generateWorkspace.state.settings.device.value, startup=startup)
 
     def use_model_defaults(self) -> None:
         """Sampler, steps and guidance from the loaded bundle's model.json sampler_defaults."""
-        if self._model is None:
-            return
-        spec = self._model.bundle.spec
-        panel = self.generateWorkspace.settingsPanel
-        current = panel.settings()
-        sampler = getattr(spec.sampler, "value", spec.sampler)
-        panel.set_settings(replace(current, sampler=str(sampler), steps=spec.steps, guidance=spec.guidance))
+        self.generateWorkspace.state.use_model_defaults()
 
-    def _set_model(self, model: LoadedModel) -> None:
-        self._model = model
+    def _on_model_changed(self, model: LoadedModel, take_defaults: bool) -> None:
         self.generateWorkspace.set_model(model)
+        if take_defaults:  # the first launch, or another model: its sampler, steps and guidance
+            self.generateWorkspace.state.use_model_defaults()
         info = model.provider_info
         self.deviceLabel.setText(device_text(info))
         self.deviceLabel.setToolTip(info.describe())
@@ -297,26 +260,19 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{model.name} — {APP_TITLE}")
         self.statusBar().showMessage(f"Loaded {model.name} from {model.folder}", 6000)
 
-    def _refresh_models(self) -> None:
-        default = default_model_dir()
-        entries: list[tuple[str, str, str]] = []
-        default_label = "Default model" + ("" if default.exists() else " (missing)")
-        if self._model is not None and self._model.is_default:
-            default_label = f"{self._model.name} (default)"
-        entries.append((default_label, str(default), str(default)))
-        current = str(self._model.folder) if self._model else None
-        for folder in self.app_settings.recent_bundles():
-            if not is_default_model(folder):
-                label = self._model.name if self._model and folder == current else Path(folder).name
-                entries.append((label, folder, folder))
-        self.generateWorkspace.settingsPanel.set_models(entries, current)
+    def _on_no_model(self, message: str) -> None:
+        self.generateWorkspace.set_model(None, message)
+        self.statusBar().showMessage(message)
+
+    def _show_models(self, entries: list[ModelEntry], current: str | None) -> None:
+        self.generateWorkspace.settingsPanel.set_models([(e.label, e.folder, e.tooltip) for e in entries], current)
         self.recentMenu.clear()
-        for label, folder, _ in entries[1:]:
-            action = self.recentMenu.addAction(label)
-            action.setToolTip(folder)
-            action.triggered.connect(lambda _checked=False, f=folder: self.open_model(Path(f)))
+        for entry in entries[1:]:
+            action = self.recentMenu.addAction(entry.label)
+            action.setToolTip(entry.folder)
+            action.triggered.connect(lambda _checked=False, f=entry.folder: self.open_model(Path(f)))
         self.recentMenu.setEnabled(len(entries) > 1)
-        if self._model is None:
+        if self.models.current is None:
             self.setWindowTitle(f"{APP_TITLE} — no model")
             self.deviceLabel.setText("No model")
             self.modelLabel.setText("")
@@ -329,14 +285,14 @@ class MainWindow(QMainWindow):
 
     def _on_device_changed(self, device: str) -> None:
         """Reload the current model on the chosen device (the old session stays if that fails)."""
-        if self._model is not None:
-            self.open_model(self._model.folder)
+        if self.models.current is not None:
+            self.open_model(self.models.current.folder)
 
     # --- runs ------------------------------------------------------------------------------
     def _sync_actions(self) -> None:
         ws = self.generateWorkspace
         running = ws.is_running()
-        self.generateAction.setEnabled(not running and self._model is not None)
+        self.generateAction.setEnabled(not running and self.models.current is not None)
         self.cancelAction.setEnabled(running)
         self.openAction.setEnabled(not running)
         self.recentMenu.setEnabled(not running and bool(self.recentMenu.actions()))
@@ -349,8 +305,8 @@ class MainWindow(QMainWindow):
         self.lastRunLabel.setText(
             f"Last run: {format_seconds(result.elapsed_s)} · {result.steps_per_s:.1f} steps/s"
         )
-        if self._model is not None:  # an fp16 -> fp32 switch shows up in the provider info
-            self.deviceLabel.setToolTip(self._model.provider_info.describe())
+        if self.models.current is not None:  # an fp16 -> fp32 switch shows up in the provider info
+            self.deviceLabel.setToolTip(self.models.current.provider_info.describe())
         self.save_settings(sync=False)
         self._sync_actions()
 
@@ -394,7 +350,8 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, title, message)
 
     def show_about(self) -> None:
-        provider = self._model.provider_info.describe() if self._model else "no model loaded"
+        model = self.models.current
+        provider = model.provider_info.describe() if model else "no model loaded"
         QMessageBox.about(
             self,
             f"About {APP_TITLE}",

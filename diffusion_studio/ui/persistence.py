@@ -61,6 +61,10 @@ class AppSettings:
         self.qsettings.sync()
 
     # --- the form --------------------------------------------------------------------------
+    def has_form(self) -> bool:
+        """Whether a Generate form was saved (False on the first launch)."""
+        return self.qsettings.contains("generate/form")
+
     def form(self) -> GenerationSettings:
         raw = self.qsettings.value("generate/form", "")
         try:

@@ -198,11 +198,9 @@ def test_settings_persist_across_windows(qtbot, make_window) -> None:
 
 
 def test_missing_default_model_still_opens_with_a_message(qtbot, make_window, tiny_bundle, tmp_path, monkeypatch, dialogs) -> None:
-    import diffusion_studio.ui.main_window as main_window
     import diffusion_studio.ui.models as models
 
     missing = tmp_path / "resources" / "models" / "shapes"
-    monkeypatch.setattr(main_window, "default_model_dir", lambda: missing)
     monkeypatch.setattr(models, "default_model_dir", lambda: missing)
     window = make_window(None)
     ws = window.generateWorkspace
@@ -345,14 +343,12 @@ def test_any_prompt_text_generates_without_errors(qtbot, make_window, isolated_s
 def test_default_model_at_start_names_itself_and_its_provider(qtbot, make_window, bundle_copy, monkeypatch, dialogs) -> None:
     """With a bundle at resources/models/shapes, the window opens on it and says which model
     runs on which execution provider (title, status bar, model picker)."""
-    import diffusion_studio.ui.main_window as main_window
     import diffusion_studio.ui.models as models
 
     default = bundle_copy("shapes")
     spec = json.loads((default / "model.json").read_text())
     spec["name"] = "shapes"
     (default / "model.json").write_text(json.dumps(spec))
-    monkeypatch.setattr(main_window, "default_model_dir", lambda: default)
     monkeypatch.setattr(models, "default_model_dir", lambda: default)
     window = make_window(None)
     model = window.model()
