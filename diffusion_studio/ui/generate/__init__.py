@@ -1,7 +1,8 @@
 """The Generate workspace: prompt and settings in, reverse diffusion watched step by step, images out.
 
-Headless: `state` (the form's `GenerationSettings` and `GenerateState`, the run's state with
-change signals), `history` (the PNG folder), `previews` (step -> display frames),
-`trajectory` (the recorded run and its export) and `worker` (the generation thread).
-Views: `settings_panel`, `preview_area`, `history_panel`, put together by `workspace`.
+Headless: `settings` (`GenerationSettings`, the form's values), `state` (`GenerateState`:
+settings, model and run, with change signals), `worker` (the generation thread), `history`
+(the PNG folder), `previews` (a step as display frames), `trajectory` (the recorded run and
+its export). Views over the state: `settings_panel`, `preview_area`, `history_panel`, laid
+out by `workspace`.
 """

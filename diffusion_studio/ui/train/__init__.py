@@ -1,6 +1,7 @@
 """The Train workspace: train a U-Net and export it, each in a child process (the GUI never imports torch).
 
-Headless: `state` (the form, the command lines, the run folded from the trainer's JSON
-events, outcomes), `processes` (a QProcess read line by line). Views: `form_panel`, `view`,
-put together by `workspace`.
+Headless: `settings` (`TrainForm` and the command lines it runs), `run` (the trainer's events
+folded into `TrainRun`, outcomes as one sentence), `processes` (a QProcess read line by line),
+`state` (`TrainState`: the two processes and what they said, with signals). Views over the
+state: `form_panel`, `view`, laid out by `workspace`.
 """
