@@ -109,7 +109,8 @@ class Trainer:
         start: RunStart | None = _on_main(ctx, lambda: plan_run(self.run_dir, config, resume))
         checkpoint = start.checkpoint if start is not None else None
         # A new run may start from another run's weights (fine-tuning); checked before RUN_DIR is written.
-        init = _on_main(ctx, lambda: load_init_weights(config)) if checkpoint is None else None
+        # Every rank joins the call (only rank 0 knows whether a checkpoint resumes the run).
+        init = _on_main(ctx, lambda: load_init_weights(config) if checkpoint is None else None)
         self.notes: list[str] = [start.note] if start is not None and start.note else []
         if ctx.distributed:
             config = TrainConfig.from_dict(ddp.broadcast_json(ctx, config.to_dict()))
