@@ -58,7 +58,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget(objectName="workspaceTabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.generateWorkspace, "Generate")
-        self.forwardWorkspace = ForwardWorkspace(image_source=self.generateWorkspace.previewArea.previewView.image_array)
+        generated_image = self.generateWorkspace.previewArea.previewView.image_array
+        self.forwardWorkspace = ForwardWorkspace(image_source=generated_image)
         self.add_workspace(self.forwardWorkspace, "Forward process")
         self.trainWorkspace = TrainWorkspace(data_dir() / "runs")
         self.add_workspace(self.trainWorkspace, "Train")

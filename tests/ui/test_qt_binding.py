@@ -35,7 +35,7 @@ def _run(call: Callable[[], object], calls: int, tolerance: int = TOLERANCE) -> 
         for _ in range(BATCH):
             call()
         done += BATCH
-        delta = [after - start for after, start in zip(_counts(), before)]
+        delta = [after - start for after, start in zip(_counts(), before, strict=True)]
         if max(map(abs, delta)) >= tolerance:
             break
     return done, delta

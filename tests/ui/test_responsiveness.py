@@ -104,7 +104,7 @@ def test_previews_cost_under_5_percent_of_the_loop(qtbot, make_window, busy_bund
     print(f"\nworker loop, 300 steps: previews on {[round(t, 3) for t in on]} s ({counts} previews), "
           f"off {[round(t, 3) for t in off]} s; median ratio {ratio:.3f} (bound {1.05 + NOISE_TOLERANCE:.2f})")
     assert min(counts) >= 5  # ~30 per second really were drawn
-    assert max(c / t for c, t in zip(counts, on)) <= MAX_PREVIEW_HZ + 3
+    assert max(c / t for c, t in zip(counts, on, strict=True)) <= MAX_PREVIEW_HZ + 3
     assert ratio < 1.05 + NOISE_TOLERANCE, f"previews cost {100 * (ratio - 1):.1f}% of the loop"
 
 

@@ -26,7 +26,8 @@ def dialogs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     shown: list[tuple[str, str, str]] = []
     for kind in ("critical", "warning", "about"):
         monkeypatch.setattr(
-            QMessageBox, kind, staticmethod(lambda parent, title, text, *a, _k=kind, **kw: shown.append((_k, title, text)))
+            QMessageBox, kind,
+            staticmethod(lambda parent, title, text, *a, _k=kind, **kw: shown.append((_k, title, text))),
         )
     return shown
 
@@ -121,8 +122,8 @@ def test_dropping_a1111_pngs_with_foreign_samplers_and_big_seeds_fills_the_form(
     assert message == "Settings restored from euler.png; sampler 'Euler a' is not available; kept DPM-Solver++ (2M)."
 
     panel.samplerCombo.setCurrentIndex(panel.samplerCombo.findData("ddpm"))
-    karras = _a1111_png(tmp_path / "karras.png", f"Steps: 150, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: {2**62}, "
-                        "Size: 512x512")
+    karras = _a1111_png(tmp_path / "karras.png",
+                        f"Steps: 150, Sampler: DPM++ 2M Karras, CFG scale: 4.5, Seed: {2**62}, Size: 512x512")
     _drop(panel.promptEdit.viewport(), karras)
     s = panel.settings()
     assert (s.sampler, s.steps, s.guidance, s.seed) == ("dpmpp-2m", 50, 4.5, 2**62)
@@ -197,7 +198,9 @@ def test_settings_persist_across_windows(qtbot, make_window) -> None:
     assert checked == [PreviewMode.SIDE.value]
 
 
-def test_missing_default_model_still_opens_with_a_message(qtbot, make_window, tiny_bundle, tmp_path, monkeypatch, dialogs) -> None:
+def test_missing_default_model_still_opens_with_a_message(
+    qtbot, make_window, tiny_bundle, tmp_path, monkeypatch, dialogs
+) -> None:
     import diffusion_studio.ui.models as models
 
     missing = tmp_path / "resources" / "models" / "shapes"
@@ -279,7 +282,8 @@ def test_history_delete_asks_first_save_as_and_copy(qtbot, make_window, isolated
 
     answers = [QMessageBox.StandardButton.Cancel, QMessageBox.StandardButton.Yes]
     asked: list[str] = []
-    monkeypatch.setattr(QMessageBox, "question", staticmethod(lambda p, t, text, *a: (asked.append(text), answers.pop(0))[1]))
+    monkeypatch.setattr(QMessageBox, "question",
+                        staticmethod(lambda p, t, text, *a: (asked.append(text), answers.pop(0))[1]))
     qtbot.mouseClick(panel.deleteButton, Qt.MouseButton.LeftButton)
     assert (history / "one.png").exists() and panel.historyList.count() == 1  # cancelled
     qtbot.mouseClick(panel.deleteButton, Qt.MouseButton.LeftButton)
@@ -340,7 +344,9 @@ def test_any_prompt_text_generates_without_errors(qtbot, make_window, isolated_s
     assert len(files) == 1 and png_meta.read_metadata(files[0])["prompt"] == prompt.strip()
 
 
-def test_default_model_at_start_names_itself_and_its_provider(qtbot, make_window, bundle_copy, monkeypatch, dialogs) -> None:
+def test_default_model_at_start_names_itself_and_its_provider(
+    qtbot, make_window, bundle_copy, monkeypatch, dialogs
+) -> None:
     """With a bundle at resources/models/shapes, the window opens on it and says which model
     runs on which execution provider (title, status bar, model picker)."""
     import diffusion_studio.ui.models as models
@@ -367,7 +373,9 @@ def test_default_model_at_start_names_itself_and_its_provider(qtbot, make_window
     assert window.app_settings.recent_bundles() == []  # the default model is not a "recent" bundle
 
 
-def test_first_launch_and_model_switch_take_the_models_sampler_defaults(qtbot, make_window, tiny_bundle, long_bundle) -> None:
+def test_first_launch_and_model_switch_take_the_models_sampler_defaults(
+    qtbot, make_window, tiny_bundle, long_bundle
+) -> None:
     from diffusion_studio.core.bundle import read_model_json
 
     tiny, long = read_model_json(tiny_bundle), read_model_json(long_bundle)

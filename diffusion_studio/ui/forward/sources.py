@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -69,7 +68,7 @@ class ArrayOrigin:
     name: str = "Image from the Generate tab"
 
 
-Origin = Union[ShapesOrigin, FileOrigin, ArrayOrigin]
+Origin = ShapesOrigin | FileOrigin | ArrayOrigin
 
 
 def load_origin(origin: Origin, size: int) -> tuple[np.ndarray, str]:

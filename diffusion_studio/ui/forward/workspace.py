@@ -146,7 +146,8 @@ class ForwardWorkspace(QWidget):
         self.coefficientLabels: dict[str, QLabel] = {}
         for row, (key, symbol, _value, meaning) in enumerate(coefficient_rows(self.state.coefficients())):
             name = QLabel(symbol, textFormat=Qt.TextFormat.RichText)
-            value = QLabel(objectName=f"{key}Value", alignment=Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+            value = QLabel(objectName=f"{key}Value", alignment=right)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             value.setMinimumWidth(value.fontMetrics().horizontalAdvance("0.00000000e-00"))
             hint = QLabel(meaning, textFormat=Qt.TextFormat.RichText)

@@ -8,6 +8,7 @@ settings" and drag-and-drop. Names, ranges and messages come from `core.params`.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass, fields, replace
 from enum import Enum
@@ -76,7 +77,7 @@ def _as_float(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if number == number and abs(number) != float("inf") else None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)

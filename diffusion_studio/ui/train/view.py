@@ -63,7 +63,8 @@ class TrainView(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("trainView")
-        self.messageLabel = _selectable(QLabel("Set up a run and click Start training.", objectName="trainMessageLabel"))
+        self.messageLabel = _selectable(QLabel("Set up a run and click Start training.",
+                                               objectName="trainMessageLabel"))
         self.progressBar = QProgressBar(objectName="trainProgressBar")
         self.statsLabel = _selectable(QLabel(objectName="trainStatsLabel"))
 
@@ -78,7 +79,8 @@ class TrainView(QWidget):
         self.sampleView = ImageView(placeholder="Sample grids from the EMA weights appear here.")
         self.sampleView.setObjectName("sampleGridView")
         self.sampleView.setMinimumSize(200, 200)
-        self.sampleCaption = _selectable(QLabel(objectName="sampleCaptionLabel", alignment=Qt.AlignmentFlag.AlignCenter))
+        self.sampleCaption = _selectable(QLabel(objectName="sampleCaptionLabel",
+                                                alignment=Qt.AlignmentFlag.AlignCenter))
         sample_box = QGroupBox("Latest samples")
         sample_layout = QVBoxLayout(sample_box)
         sample_layout.addWidget(self.sampleView, 1)

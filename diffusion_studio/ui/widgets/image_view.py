@@ -105,7 +105,8 @@ class ImageView(QWidget):
         else:
             self._image = qimage_from_array(image)
             self._array = np.array(image, copy=True)
-            self._opaque = self._array.ndim == 2 or self._array.shape[-1] != 4 or bool((self._array[..., 3] == 255).all())
+            array = self._array
+            self._opaque = array.ndim == 2 or array.shape[-1] != 4 or bool((array[..., 3] == 255).all())
         new_rect = self.image_rect()
         if not old_rect.isEmpty() and new_rect == old_rect and self._opaque == old_opaque:
             self.update(new_rect.toAlignedRect())

@@ -178,5 +178,5 @@ class LossPlot(QWidget):
         painter.drawText(QPointF(rect.left() - metrics.horizontalAdvance(label) - 5, rect.top() + metrics.ascent()),
                          label)
         painter.drawText(QPointF(rect.left(), rect.bottom() + metrics.ascent() + 3), "t = 1")
-        painter.drawText(QPointF(rect.right() - metrics.horizontalAdvance("t = T"), rect.bottom() + metrics.ascent() + 3),
-                         "t = T")
+        below = rect.bottom() + metrics.ascent() + 3
+        painter.drawText(QPointF(rect.right() - metrics.horizontalAdvance("t = T"), below), "t = T")

@@ -129,7 +129,7 @@ def draw_frame(
 def polylines(axes: Axes, xs: Sequence[float], ys: Sequence[float | None]) -> list[QPolygonF]:
     """Polylines through the points, broken at non-finite (or, on log axes, non-positive) values."""
     runs: list[list[QPointF]] = [[]]
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=False):
         if y is None or not math.isfinite(y) or (axes.log_y and y <= 0):
             if runs[-1]:
                 runs.append([])

@@ -25,7 +25,8 @@ def test_add_writes_png_with_metadata_and_lists_newest_first(tmp_path: Path) -> 
     assert [e.metadata["prompt"] for e in entries] == ["two", "one"]
     assert png_meta.read_metadata(second.path)["prompt"] == "two"
     assert entries[0].title == "two" and entries[0].subtitle == "seed 1 · 5 steps"
-    assert HistoryStore(tmp_path / "b").add(image, {"prompt": "p", "seed": 2, "sampler": "ddim"}).subtitle == "seed 2 · DDIM"
+    other = HistoryStore(tmp_path / "b").add(image, {"prompt": "p", "seed": 2, "sampler": "ddim"})
+    assert other.subtitle == "seed 2 · DDIM"
     assert not list((tmp_path / "history").glob("*.tmp-*"))
 
 
@@ -54,6 +55,7 @@ def test_details_list_known_fields_first(tmp_path: Path) -> None:
         "prompt": "a", "negative_prompt": "b", "sampler": "dpmpp-2m", "steps": 20,
         "guidance": 3.0, "seed": 9, "width": 32, "height": 32, "batch_size": 4, "batch_index": 1, "extra": 1})
     lines = format_details(entry).splitlines()
-    assert lines[:6] == ["Prompt: a", "Negative prompt: b", "Sampler: DPM-Solver++ (2M)", "Steps: 20", "Guidance: 3", "Seed: 9"]
+    assert lines[:6] == ["Prompt: a", "Negative prompt: b", "Sampler: DPM-Solver++ (2M)", "Steps: 20", "Guidance: 3",
+                         "Seed: 9"]
     assert "Size: 32×32" in lines and "Batch: image 2 of 4" in lines and "extra: 1" in lines
     assert lines[-1] == f"File: {entry.path}"

@@ -27,7 +27,7 @@ def test_throttle_limits_rate_and_always_delivers_the_last_step() -> None:
             throttle.consumed()
     assert emitted[0] == 0 and emitted[-1] == 299
     assert 28 <= len(emitted) <= 32
-    gaps = [b - a for a, b in zip(emitted[:-1], emitted[1:-1])]
+    gaps = [b - a for a, b in zip(emitted[:-1], emitted[1:-1], strict=False)]
     assert min(gaps) >= 10  # 1/30 s = 10 steps apart
 
 
@@ -49,7 +49,9 @@ def test_progress_rate_and_eta() -> None:
     assert math.isnan(Progress(0, 50, 0.0).eta_s)
 
 
-def test_real_run_previews_at_most_30_per_second_and_gui_work_per_pass_is_small(qtbot, make_window, long_bundle) -> None:
+def test_real_run_previews_at_most_30_per_second_and_gui_work_per_pass_is_small(
+    qtbot, make_window, long_bundle
+) -> None:
     from PySide6.QtWidgets import QApplication
 
     window = make_window(long_bundle)
