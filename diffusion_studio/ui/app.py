@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import os
 import platform
+import re
 import sys
 import threading
 import traceback
@@ -13,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 import PySide6
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QLibraryInfo, QObject, QThread, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -28,6 +31,77 @@ LOG_FILE = "diffusion-studio.log"
 LEAKING_PYSIDE6 = frozenset({"6.12.0"})
 QT_BINDING_FIX = "pip install 'PySide6-Essentials==6.11.3'"
 PROBE_CALLS = 32
+
+
+# Qt 6's xcb platform plugin links these system libraries (doc.qt.io/qt-6/linux-requirements.html);
+# a desktop Debian/Ubuntu usually lacks only libxcb-cursor0. Soname -> Debian/Ubuntu package.
+XCB_LIBRARIES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libxcb.so.1": "libxcb1",
+}
+HEADLESS_HINT = "set QT_QPA_PLATFORM=offscreen to run it headless"
+
+
+def _missing_library(path: str) -> str | None:
+    """dlopen `path` (it and the libraries it needs); the first missing soname, '' if it fails otherwise."""
+    try:
+        ctypes.CDLL(path)
+    except OSError as error:
+        found = re.search(r"([\w.+-]+\.so[\w.]*): cannot open shared object file", str(error))
+        return found.group(1) if found else ""
+    return None
+
+
+def _debian_package(soname: str) -> str:
+    """libfoo.so.1 -> libfoo1, libfoo-x11.so.0 -> libfoo-x11-0 (Debian's naming), or a known name."""
+    if soname in XCB_LIBRARIES:
+        return XCB_LIBRARIES[soname]
+    name, _, version = soname.partition(".so")
+    version = version.lstrip(".").split(".")[0]
+    return (f"{name}-{version}" if name[-1:].isdigit() else f"{name}{version}").lower()
+
+
+def platform_problem(env: dict[str, str] | None = None, system: str | None = None) -> str | None:
+    """One sentence if Qt could not open a window here (Qt would abort the process), else None.
+
+    Checked before the QApplication exists: Qt's failure to load its platform plugin is fatal.
+    """
+    env = dict(os.environ) if env is None else env
+    if (platform.system() if system is None else system) != "Linux":
+        return None
+    chosen = env.get("QT_QPA_PLATFORM", "").split(":")[0].strip().lower()
+    wayland = bool(env.get("WAYLAND_DISPLAY"))
+    if chosen not in ("", "xcb") or (chosen == "" and wayland):
+        return None  # offscreen, wayland, vnc, ...: nothing of xcb's is needed
+    if not env.get("DISPLAY"):
+        if chosen == "xcb":
+            return f"QT_QPA_PLATFORM=xcb but DISPLAY is not set: start it in a desktop session, or {HEADLESS_HINT}"
+        return f"There is no display to open the window on (neither DISPLAY nor WAYLAND_DISPLAY is set): " \
+               f"start it in a desktop session, or {HEADLESS_HINT}"
+    plugin = Path(QLibraryInfo.path(QLibraryInfo.LibraryPath.PluginsPath)) / "platforms" / "libqxcb.so"
+    if not plugin.is_file():
+        return None  # a Qt without xcb: let Qt say what it has
+    first = _missing_library(str(plugin))
+    if first is None:
+        return None
+    missing = [first] if first else []
+    missing += [name for name in XCB_LIBRARIES if name not in missing and _missing_library(name) is not None]
+    if not missing:
+        return None  # it failed for a reason we cannot name; Qt will say it
+    packages = " ".join(dict.fromkeys(_debian_package(name) for name in missing))
+    return (f"The window cannot open: Qt's xcb platform plugin needs the system "
+            f"librar{'ies' if len(missing) > 1 else 'y'} {', '.join(missing)}; on Debian/Ubuntu install "
+            f"{'them' if len(missing) > 1 else 'it'} with: sudo apt-get install {packages}")
 
 
 class _Probe(QObject):
@@ -102,7 +176,7 @@ def install_excepthook(log_path: Path | None = None) -> None:
 
 def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int:
     """Start Diffusion Studio and block until its window closes; returns the exit code."""
-    problem = qt_binding_problem()
+    problem = platform_problem() or qt_binding_problem()
     if problem:  # refuse now rather than abort the interpreter minutes into a session
         sys.stderr.write(f"error: {problem}\n")
         return 2
