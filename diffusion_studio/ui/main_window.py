@@ -25,6 +25,8 @@ from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.forward.workspace import ForwardWorkspace
 from diffusion_studio.ui.generate.history import HistoryStore
 from diffusion_studio.ui.generate.previews import PreviewMode
+from diffusion_studio.ui.generate.settings_panel import model_vocabulary
+from diffusion_studio.ui.generate.vocabulary_dialog import VocabularyDialog
 from diffusion_studio.ui.generate.worker import RunResult
 from diffusion_studio.ui.generate.workspace import GenerateWorkspace
 from diffusion_studio.ui.models import LoadedModel, ModelEntry, ModelLibrary, device_text
@@ -124,6 +126,10 @@ class MainWindow(QMainWindow):
         self.exportTrajectoryAction = self._action("&Export trajectory…", ws.export_trajectory_dialog)
         self.quitAction = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.aboutAction = self._action("&About Diffusion Studio", self.show_about)
+        self.vocabularyAction = self._action(
+            "&What this model knows", self.show_vocabulary, QKeySequence("F1"), "vocabularyAction"
+        )
+        self.vocabularyDialog: VocabularyDialog | None = None
         self.smoothAction = self._action("&Smooth zoom", ws.previewArea.set_smooth)
         self.smoothAction.setCheckable(True)
         self.modeActions = QActionGroup(self)
@@ -157,6 +163,8 @@ class MainWindow(QMainWindow):
         run_menu.addSeparator()
         run_menu.addAction(self.modelDefaultsAction)
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.vocabularyAction)
+        help_menu.addSeparator()
         help_menu.addAction(self.aboutAction)
 
     def _connect(self) -> None:
@@ -349,6 +357,20 @@ class MainWindow(QMainWindow):
     def show_warning(self, title: str, message: str) -> None:
         log.warning("%s: %s", title, message)
         QMessageBox.warning(self, title, message)
+
+    def show_vocabulary(self) -> VocabularyDialog:
+        """Help ▸ What this model knows: the model's words and example prompts (window-modal)."""
+        model = self.models.current
+        vocabulary, conditioning = model_vocabulary(model)
+        name = model.name if model is not None else "No model"
+        if self.vocabularyDialog is not None:
+            self.vocabularyDialog.deleteLater()
+        dialog = VocabularyDialog(name, vocabulary, conditioning, self)
+        panel = self.generateWorkspace.settingsPanel
+        dialog.promptChosen.connect(panel.promptEdit.setPlainText)
+        self.vocabularyDialog = dialog
+        dialog.open()
+        return dialog
 
     def show_about(self) -> None:
         model = self.models.current

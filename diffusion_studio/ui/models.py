@@ -95,6 +95,15 @@ def device_text(info: ProviderInfo) -> str:
     return text
 
 
+def device_note(info: ProviderInfo) -> str:
+    """The Device box's line: what runs, "Auto → CPU (CUDA libraries missing)" after a fallback."""
+    requested = {"auto": "Auto", "cuda": "CUDA", "cpu": "CPU"}.get(info.requested, info.requested)
+    text = f"{requested} → {info.device_label}"
+    if info.fallback_reason and info.requested in ("cuda", "auto"):
+        text += f" ({info.fallback_reason})"
+    return text
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """One line of the model picker."""

@@ -11,26 +11,65 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
-    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX, SAMPLER_LABELS, random_seed
+from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX, SAMPLER_LABELS, SamplerKind, random_seed
+from diffusion_studio.core.vocabulary import prompt_note
 from diffusion_studio.ui.generate.settings import Device, GenerationSettings, steps_limit
 from diffusion_studio.ui.generate.state import GenerateState
+from diffusion_studio.ui.models import device_note
 from diffusion_studio.ui.widgets import icons
+from diffusion_studio.ui.widgets.bounded_spin import BoundedSpinBox
 from diffusion_studio.ui.widgets.seed_edit import SeedEdit
+
+# Fewer DDPM steps than this leave visible noise (its variance needs many small steps).
+DDPM_FEW_STEPS = 100
+
+
+def model_vocabulary(model: object) -> tuple[tuple[str, ...] | None, str]:
+    """(the words the loaded model declares, or None; its conditioning kind: "text", "class", "none")."""
+    bundle = getattr(model, "bundle", None)
+    vocabulary = getattr(bundle, "vocabulary", None)
+    conditioning = getattr(getattr(getattr(bundle, "spec", None), "conditioning", None), "kind", "text")
+    return (tuple(vocabulary) if vocabulary is not None else None), str(conditioning or "text")
+
+
+def note_label(name: str) -> QLabel:
+    """A small wrapped line under a field that says what happened to it (hidden while empty)."""
+    label = QLabel(objectName=name)
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    font = QFont(label.font())
+    font.setPointSizeF(max(7.0, font.pointSizeF() - 1))
+    label.setFont(font)
+    label.setVisible(False)
+    return label
+
+
+def with_note(field: QWidget | QHBoxLayout, note: QLabel) -> QVBoxLayout:
+    column = QVBoxLayout()
+    column.setContentsMargins(0, 0, 0, 0)
+    column.setSpacing(2)
+    if isinstance(field, QWidget):
+        column.addWidget(field)
+    else:
+        column.addLayout(field)
+    column.addWidget(note)
+    return column
 
 
 def _text_edit(name: str, placeholder: str, lines: int) -> QPlainTextEdit:
@@ -81,7 +120,8 @@ class SettingsPanel(QWidget):
         model_box = QGroupBox("Model")
         model_form = QFormLayout(model_box)
         model_form.addRow("Bundle", model_row)
-        model_form.addRow("Device", self.deviceCombo)
+        self.deviceNote = note_label("deviceNote")
+        model_form.addRow("Device", with_note(self.deviceCombo, self.deviceNote))
 
         # --- prompt ----------------------------------------------------------------------
         self.promptEdit = _text_edit("promptEdit", "Describe the image, e.g. “a red circle on a white background”", 3)
@@ -91,13 +131,21 @@ class SettingsPanel(QWidget):
         prompt_box = QGroupBox("Prompt")
         prompt_layout = QVBoxLayout(prompt_box)
         prompt_layout.addWidget(self.promptEdit)
+        self.promptHint = note_label("promptHint")
+        self.promptHint.setAccessibleName("Prompt hint")
+        prompt_layout.addWidget(self.promptHint)
+        self.promptEdit.textChanged.connect(self._update_prompt_hint)
         prompt_layout.addWidget(self.negativePromptEdit)
 
         # --- sampling --------------------------------------------------------------------
         self.samplerCombo = QComboBox(objectName="samplerCombo")
         for kind, label in SAMPLER_LABELS.items():
             self.samplerCombo.addItem(label, kind.value)
-        self.stepsSpin = QSpinBox(objectName="stepsSpin", minimum=1, maximum=steps_limit(None), value=20)
+        self.samplerHint = note_label("samplerHint")
+        self.stepsSpin = BoundedSpinBox(objectName="stepsSpin", minimum=1, maximum=steps_limit(None), value=20,
+                                        limit_reason="for this model (its T)")
+        self.stepsNote = note_label("stepsNote")
+        self.stepsSpin.adjusted.connect(lambda text: self._set_note(self.stepsNote, text))
         self.stepsSpin.setToolTip("Network evaluations of the reverse process (at most the model's T)")
         self.guidanceSpin = QDoubleSpinBox(objectName="guidanceSpin", minimum=0.0, maximum=GUIDANCE_MAX)
         self.guidanceSpin.setSingleStep(0.5)
@@ -117,15 +165,18 @@ class SettingsPanel(QWidget):
         seed_row.addWidget(self.seedSpin, 1)
         seed_row.addWidget(self.seedLockButton)
         seed_row.addWidget(self.diceButton)
-        self.batchSpin = QSpinBox(objectName="batchSpin", minimum=1, maximum=BATCH_MAX, value=1)
+        self.batchSpin = BoundedSpinBox(objectName="batchSpin", minimum=1, maximum=BATCH_MAX, value=1,
+                                        limit_reason="images per run")
+        self.batchNote = note_label("batchNote")
+        self.batchSpin.adjusted.connect(lambda text: self._set_note(self.batchNote, text))
         self.batchSpin.setToolTip("Images per run (shown as a grid)")
         sampling_box = QGroupBox("Sampling")
         sampling_form = QFormLayout(sampling_box)
-        sampling_form.addRow("Sampler", self.samplerCombo)
-        sampling_form.addRow("Steps", self.stepsSpin)
+        sampling_form.addRow("Sampler", with_note(self.samplerCombo, self.samplerHint))
+        sampling_form.addRow("Steps", with_note(self.stepsSpin, self.stepsNote))
         sampling_form.addRow("Guidance", self.guidanceSpin)
         sampling_form.addRow("Seed", seed_row)
-        sampling_form.addRow("Batch", self.batchSpin)
+        sampling_form.addRow("Batch", with_note(self.batchSpin, self.batchNote))
 
         # --- actions ---------------------------------------------------------------------
         self.generateButton = QPushButton("Generate", objectName="generateButton")
@@ -152,6 +203,8 @@ class SettingsPanel(QWidget):
         self.setMinimumWidth(280)
 
         self._show(state.settings)
+        self.samplerCombo.currentIndexChanged.connect(self._update_sampler_hint)
+        self.stepsSpin.valueChanged.connect(self._update_sampler_hint)
         for signal in (self.promptEdit.textChanged, self.negativePromptEdit.textChanged,
                        self.samplerCombo.currentIndexChanged, self.stepsSpin.valueChanged,
                        self.guidanceSpin.valueChanged, self.seedSpin.valueChanged, self.seedLockButton.toggled,
@@ -194,7 +247,7 @@ class SettingsPanel(QWidget):
             index = self.samplerCombo.findData(settings.sampler)
             if index >= 0:
                 self.samplerCombo.setCurrentIndex(index)
-            self.stepsSpin.setValue(settings.steps)
+            self._set_steps(settings.steps)
             self.guidanceSpin.setValue(settings.guidance)
             self.seedSpin.setValue(settings.seed)
             self.seedLockButton.setChecked(settings.seed_locked)
@@ -202,6 +255,7 @@ class SettingsPanel(QWidget):
             self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device.value)))
         finally:
             self._showing = False
+        self._update_sampler_hint()
         self._push()
 
     def settings(self) -> GenerationSettings:
@@ -253,8 +307,50 @@ class SettingsPanel(QWidget):
     # --- model and run state ---------------------------------------------------------------
     def _on_model_changed(self, model: object) -> None:
         """Steps end at the new model's T (a larger value is clamped, and the state follows)."""
+        steps = self.stepsSpin.value()
         self.stepsSpin.setMaximum(steps_limit(self.state.T))
+        if self.stepsSpin.value() != steps:
+            self._set_note(self.stepsNote, self.stepsSpin.note_for(steps))
+        self._update_device_note()
+        self._update_prompt_hint()
         self._update_buttons()
+
+    # --- notes under the fields --------------------------------------------------------------
+    @staticmethod
+    def _set_note(label: QLabel, text: str) -> None:
+        label.setText(text)
+        label.setToolTip(text)
+        label.setVisible(bool(text))
+
+    def _set_steps(self, steps: int) -> None:
+        """Steps from the state (reused settings, a dropped PNG): beyond the model's T is said, not hidden."""
+        if steps != self.stepsSpin.clamp(steps):
+            self._set_note(self.stepsNote, self.stepsSpin.note_for(steps))
+        self.stepsSpin.setValue(steps)
+
+    def _update_sampler_hint(self) -> None:
+        """DDPM with few steps leaves noise: say which samplers need fewer."""
+        steps = self.stepsSpin.value()
+        text = ""
+        if self.samplerCombo.currentData() == SamplerKind.DDPM.value and steps < DDPM_FEW_STEPS:
+            text = (f"DDPM with {steps} steps leaves a noisy image: use DDIM or DPM-Solver++, "
+                    f"or {DDPM_FEW_STEPS}+ steps.")
+        self._set_note(self.samplerHint, text)
+
+    def _update_prompt_hint(self) -> None:
+        """The prompt's words this model does not know, or the unconditional note, as the user types."""
+        if self.state.model is None:
+            self._set_note(self.promptHint, "")
+            return
+        vocabulary, conditioning = model_vocabulary(self.state.model)
+        note = prompt_note(self.promptEdit.toPlainText(), vocabulary, conditioning)
+        self._set_note(self.promptHint, note or "")
+
+    def _update_device_note(self) -> None:
+        """What really runs: "Auto → CPU (CUDA libraries missing)" after a fallback."""
+        model = self.state.model
+        info = getattr(model, "provider_info", None)
+        self._set_note(self.deviceNote, device_note(info) if info is not None else "")
 
     def _update_buttons(self, *_args: object) -> None:
         """Buttons and model controls while a run is (not) in flight."""
