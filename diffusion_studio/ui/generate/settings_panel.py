@@ -144,6 +144,7 @@ class SettingsPanel(QWidget):
         self.samplerHint = note_label("samplerHint")
         self.stepsSpin = BoundedSpinBox(objectName="stepsSpin", minimum=1, maximum=steps_limit(None), value=20,
                                         limit_reason="for this model (its T)")
+        self.stepsNote = note_label("stepsNote")
         self.stepsSpin.adjusted.connect(lambda text: self._set_note(self.stepsNote, text))
         self.stepsSpin.setToolTip("Network evaluations of the reverse process (at most the model's T)")
         self.guidanceSpin = QDoubleSpinBox(objectName="guidanceSpin", minimum=0.0, maximum=GUIDANCE_MAX)
