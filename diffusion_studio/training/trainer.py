@@ -20,9 +20,9 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
@@ -31,10 +31,15 @@ from torch import nn
 
 from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import Cancelled, UsageError
-from diffusion_studio.training.captions import CaptionCache, PromptEncoder
 from diffusion_studio.training import ddp
+from diffusion_studio.training.captions import CaptionCache, PromptEncoder
 from diffusion_studio.training.checkpoints import (
-    Checkpoint, load_checkpoint, optimizer_from_flat, restore_rng, save_checkpoint)
+    Checkpoint,
+    load_checkpoint,
+    optimizer_from_flat,
+    restore_rng,
+    save_checkpoint,
+)
 from diffusion_studio.training.config import TrainConfig
 from diffusion_studio.training.datasets import describe_stream, make_stream
 from diffusion_studio.training.ema import EMA
@@ -239,11 +244,14 @@ class Trainer:
         start = self.step
         last_ck: Path | None = None
         try:
+            note: dict[str, Any] = {"note": " ".join(self.notes)} if self.notes else {}
             self.events.emit("start", step=start, steps=cfg.steps, run_dir=str(self.run_dir),
                              parameters=self.parameters, flops_per_forward=self.flops,
                              device=str(self.device), bf16=self.bf16, resumed=start > 0,
                              world_size=self.dist.world_size, dataset=describe_stream(self.stream, cfg.dataset),
-                             **({"note": " ".join(self.notes)} if self.notes else {}))
+                             **note)
+            if main and cfg.sample_every and start == 0:
+                self._sample_grid()  # step 0 (noise): the user sees the first grid at once, then one per interval
             loss_sum, n_logged, busy, stopping = 0.0, 0, 0.0, False
             b_sum, b_cnt = torch.zeros(NUM_BUCKETS, dtype=torch.float64), torch.zeros(NUM_BUCKETS)
             while self.step < cfg.steps and not stopping:

@@ -28,14 +28,16 @@ from PySide6.QtWidgets import (
 from diffusion_studio.ui.train.settings import (
     DATASETS,
     DEVICES,
+    PRESET_VALUES,
     PRESETS,
     TrainForm,
     checkpoints_in,
     default_bundle_dir,
+    default_run_dir,
     suggest_run_dir,
 )
 
-PRESET_TEXT = "Preset"
+PRESET_TEXT = "{} (preset)"  # a spin box at its lowest value shows the preset's number
 
 
 def _spin(name: str, lo: int, hi: int, special: str, tip: str, step: int = 1) -> QSpinBox:
@@ -102,6 +104,7 @@ class TrainFormPanel(QWidget):
         self.batchSpin = _spin("trainBatchSpin", 0, 65536, PRESET_TEXT, "Images per update")
         self.imageSizeSpin = _spin("trainImageSizeSpin", 0, 1024, PRESET_TEXT,
                                    "Training image size (a multiple of the U-Net's downsampling)", step=8)
+        self.presetCombo.currentIndexChanged.connect(self._show_preset_values)
         self.deviceCombo = _combo("trainDeviceCombo", DEVICES, "Where PyTorch trains; Auto prefers CUDA")
         form = QFormLayout(model)
         form.addRow("Preset", self.presetCombo)
@@ -167,7 +170,8 @@ class TrainFormPanel(QWidget):
         layout.addWidget(export)
         layout.addStretch(1)
         self.setMinimumWidth(300)
-        self.set_form(TrainForm(out=str(suggest_run_dir(runs_dir))))
+        start = default_run_dir(runs_dir)
+        self.set_form(TrainForm(out=str(start), resume=bool(checkpoints_in(start))))
 
     # --- the form --------------------------------------------------------------------------
     def form(self) -> TrainForm:
@@ -200,7 +204,16 @@ class TrainFormPanel(QWidget):
         _set_value(self.threadsSpin, form.threads)
         self.resumeCheck.setChecked(form.resume)
         self.outEdit.setText(form.out)
+        self._show_preset_values()
         self._sync_enabled()
+
+    def _show_preset_values(self) -> None:
+        """Spin boxes left at the preset show the preset's real number, e.g. "300 (preset)"."""
+        values = PRESET_VALUES.get(str(self.presetCombo.currentData()), {})
+        for spin, key in ((self.stepsSpin, "steps"), (self.batchSpin, "batch_size"),
+                          (self.imageSizeSpin, "image_size"), (self.sampleSpin, "sample_every"),
+                          (self.checkpointSpin, "checkpoint_every")):
+            spin.setSpecialValueText(PRESET_TEXT.format(values[key]) if key in values else "Preset")
 
     def bundle_dir(self) -> str:
         return self.bundleEdit.text().strip()

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 EVENT_KINDS = ("start", "progress", "sample", "checkpoint", "done", "stopped", "error")
 
@@ -49,9 +52,11 @@ class TrainRun:
     checkpoint: str | None = None
     outcome: str | None = None  # "done", "stopped" or "error" once the final event arrived
     error: str | None = None
+    started_at: float | None = None  # monotonic time of the start event
 
-    def apply(self, event: dict[str, Any]) -> str:
-        """Fold one event in; returns its kind."""
+    def apply(self, event: dict[str, Any], now: float | None = None) -> str:
+        """Fold one event in (`now`: time.monotonic() when it arrived); returns its kind."""
+        now = time.monotonic() if now is None else now
         kind = str(event.get("event"))
         if isinstance(event.get("step"), int):
             self.step = event["step"]
@@ -61,6 +66,7 @@ class TrainRun:
             self.start_step = self.step
             self.parameters = event.get("parameters")
             self.device = str(event.get("device", ""))
+            self.started_at = now
         elif kind == "progress":
             loss = event.get("loss")
             if isinstance(loss, (int, float)) and math.isfinite(loss):
@@ -70,7 +76,7 @@ class TrainRun:
                 self.bucket_loss = [float(b) if isinstance(b, (int, float)) else None for b in buckets]
             self.lr = event.get("lr", self.lr)
             self.images_per_s = event.get("images_per_s", self.images_per_s)
-            self.eta_s = event.get("eta_s", self.eta_s)
+            self.eta_s = self._wall_clock_eta(now, event.get("eta_s", self.eta_s))
         elif kind == "sample" and event.get("sample_grid"):
             self.sample_grid, self.sample_step = str(event["sample_grid"]), self.step
             prompts = event.get("prompts")
@@ -86,6 +92,51 @@ class TrainRun:
             self.outcome = "error"
             self.error = str(event.get("error") or "unknown error")
         return kind
+
+
+    def _wall_clock_eta(self, now: float, trainer_eta: float | None) -> float | None:
+        """Remaining steps at the wall-clock pace since the start event.
+
+        The trainer's own estimate counts only its updates; the time spent on sample grids,
+        checkpoints and the first updates' warm-up is part of what the user waits for too.
+        """
+        done = self.step - self.start_step
+        if self.started_at is None or done <= 0 or now <= self.started_at:
+            return trainer_eta
+        wall = (now - self.started_at) / done * max(0, self.steps - self.step)
+        return max(wall, trainer_eta or 0.0)
+
+
+NOISE_ROUGHNESS = 0.1  # mean |difference| of neighbouring pixels (0..1) above which a grid is noise
+
+
+def latest_sample_grid(run_dir: Path | str) -> Path | None:
+    """The run's newest sample grid (RUN_DIR/samples/step-*.png), or None."""
+    try:
+        grids = sorted((Path(run_dir) / "samples").glob("step-*.png"))
+    except OSError:
+        return None
+    return grids[-1] if grids else None
+
+
+def grid_step(path: Path) -> int | None:
+    """The step in a grid's name (step-00000150.png -> 150)."""
+    found = re.fullmatch(r"step-(\d+)", path.stem)
+    return int(found.group(1)) if found else None
+
+
+def looks_like_noise(image: np.ndarray) -> bool:
+    """True if neighbouring pixels differ as in Gaussian noise: an untrained (or diverged) net's samples.
+
+    Images a model has learned are smooth almost everywhere; x_T ~ N(0, I) clipped to uint8 and
+    upscaled 2x by the grid changes by ~0.2 of the range from one pixel to the next, a Shapes
+    grid by ~0.01.
+    """
+    x = np.asarray(image, dtype=np.float32) / 255.0
+    if x.ndim < 2 or min(x.shape[:2]) < 2:
+        return False
+    rough = (np.abs(np.diff(x, axis=0)).mean() + np.abs(np.diff(x, axis=1)).mean()) / 2
+    return bool(rough > NOISE_ROUGHNESS)
 
 
 def loss_history(run_dir: Path | str) -> list[tuple[int, float]]:

@@ -22,6 +22,19 @@ PRESETS: tuple[tuple[str, str], ...] = (
 )
 DEVICES: tuple[tuple[str, str], ...] = (("auto", "Auto"), ("cpu", "CPU"), ("cuda", "CUDA"))
 DATASETS: tuple[tuple[str, str], ...] = (("shapes", "Shapes (procedural)"), ("folder", "Image folder"))
+# The presets' numbers (training/config.py `preset()`; a test keeps the two equal), so the form
+# shows what a preset means without importing torch.
+PRESET_VALUES: dict[str, dict[str, int]] = {
+    "cpu-quick": {"steps": 300, "batch_size": 32, "image_size": 32, "sample_every": 150, "checkpoint_every": 100},
+    "cpu": {"steps": 6000, "batch_size": 64, "image_size": 32, "sample_every": 1000, "checkpoint_every": 250},
+    "gpu": {"steps": 30000, "batch_size": 256, "image_size": 32, "sample_every": 2000, "checkpoint_every": 1000},
+}
+DEFAULT_RUN_NAME = "my-model"
+
+
+def default_run_dir(base: Path) -> Path:
+    """The run folder the form starts with: the same on every launch, so Resume finds it."""
+    return base / DEFAULT_RUN_NAME
 
 
 def suggest_run_dir(base: Path, now: datetime.datetime | None = None) -> Path:

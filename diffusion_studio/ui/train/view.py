@@ -28,6 +28,7 @@ from diffusion_studio.ui.widgets.image_view import ImageView, read_image_array
 from diffusion_studio.ui.widgets.loss_plot import LossPlot
 
 LOG_LINES = 2000  # lines the log view keeps
+LOG_MIN_LINES = 8  # lines the log view always shows (its splitter gives it more)
 ERROR_STYLE = "color: #d9534f; font-weight: bold;"  # readable on light and dark palettes
 
 
@@ -92,6 +93,7 @@ class TrainView(QWidget):
         self.logView.setMaximumBlockCount(LOG_LINES)
         self.logView.setPlaceholderText("Commands, warnings and exporter output")
         self.logView.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.logView.setMinimumHeight(self.logView.fontMetrics().lineSpacing() * LOG_MIN_LINES + 12)
 
         top = QSplitter(Qt.Orientation.Horizontal, objectName="trainPlotSplitter")
         top.addWidget(plot_box)
@@ -102,8 +104,8 @@ class TrainView(QWidget):
         self.splitter = QSplitter(Qt.Orientation.Vertical, objectName="trainLogSplitter")
         self.splitter.addWidget(top)
         self.splitter.addWidget(self.logView)
-        self.splitter.setStretchFactor(0, 4)
-        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
 
         layout = QVBoxLayout(self)

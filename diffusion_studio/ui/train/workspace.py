@@ -14,14 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QSize, Qt, Signal
+from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QMessageBox, QScrollArea, QWidget
 
+from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.train.form_panel import TrainFormPanel
 from diffusion_studio.ui.train.processes import STOP_TIMEOUT_MS, PythonProcess
-from diffusion_studio.ui.train.run import TrainRun
-from diffusion_studio.ui.train.settings import TrainForm, checkpoints_in
+from diffusion_studio.ui.train.run import TrainRun, grid_step, latest_sample_grid, looks_like_noise
+from diffusion_studio.ui.train.settings import TrainForm, checkpoints_in, suggest_run_dir
 from diffusion_studio.ui.train.state import TrainState
 from diffusion_studio.ui.train.view import TrainView
+from diffusion_studio.ui.widgets.image_view import read_image_array
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class TrainWorkspace(QWidget):
         self.panel = TrainFormPanel(runs_dir)
         self.view = TrainView()
         self.lossPlot = self.view.lossPlot
+        self.noise_warning: QMessageBox | None = None  # the last "samples are still noise" question
 
         scroll = QScrollArea(objectName="trainFormScroll")
         scroll.setWidget(self.panel)
@@ -111,7 +115,7 @@ class TrainWorkspace(QWidget):
         self.panel.set_form(form)
 
     def restore_settings(self, settings: QSettings) -> None:
-        """The form as it was left; a finished run's folder is replaced by a fresh one (unless resuming)."""
+        """The form as it was left, with its run folder: one with checkpoints is resumed, not replaced."""
         try:
             data = json.loads(str(settings.value(SETTINGS_KEY, "") or "{}"))
         except json.JSONDecodeError:
@@ -120,8 +124,12 @@ class TrainWorkspace(QWidget):
             return
         form = TrainForm.from_dict(data)
         run = Path(form.out).expanduser() if form.out else None
-        if run is None or (not form.resume and run.is_dir() and any(run.iterdir())):
-            form = replace(form, out=self.panel.form().out)
+        if run is not None and checkpoints_in(run):  # the same run folder: Resume continues it
+            form = replace(form, resume=True)
+        elif run is None or (run.is_dir() and any(run.iterdir())):  # not a run of ours: a fresh folder
+            form = replace(form, out=str(suggest_run_dir(self.panel.runs_dir)), resume=False)
+        else:
+            form = replace(form, resume=False)
         self.panel.set_form(form)
         self._update_buttons()
 
@@ -173,6 +181,9 @@ class TrainWorkspace(QWidget):
 
     def _on_training_finished(self, kind: str, message: str) -> None:
         self.view.show_end(self.state.run, kind)
+        run_dir = self.run_dir()
+        if run_dir is not None and checkpoints_in(run_dir):
+            self.panel.resumeCheck.setChecked(True)  # Start now continues this run
         if kind != "error":
             self.statusMessage.emit(message)
         self.trainingFinished.emit(kind, message)
@@ -187,6 +198,8 @@ class TrainWorkspace(QWidget):
             self.state.message.emit("Choose the run folder to export.", True)
             self.errorOccurred.emit("Cannot export", "Choose the run folder to export.")
             return False
+        if force is None and not self._confirm_samples(run_dir):
+            return False
         if force is None:
             force = False
             target = Path(bundle).expanduser()
@@ -197,6 +210,37 @@ class TrainWorkspace(QWidget):
                     return False
                 force = True
         return self.state.start_export(run_dir, bundle, force=force)
+
+    def _confirm_samples(self, run_dir: Path) -> bool:
+        """If the run's latest sample grid is still noise, say so (with the grid) and ask; True: export."""
+        grid = latest_sample_grid(run_dir)
+        if grid is None:
+            return True
+        try:
+            image = read_image_array(grid, "The sample grid", alpha=False)
+        except UsageError:
+            return True
+        if not looks_like_noise(image):
+            return True
+        step = grid_step(grid)
+        box = QMessageBox(QMessageBox.Icon.Warning, "The samples are still noise",
+                          f"The latest samples (step {step if step is not None else '?'}) are still noise: a model "
+                          "exported now draws noise too. Train longer (Resume continues the run), or export anyway?",
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setObjectName("noisySamplesBox")
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+        box.button(QMessageBox.StandardButton.Yes).setText("Export anyway")
+        box.button(QMessageBox.StandardButton.No).setText("Keep training")
+        pixmap = QPixmap(str(grid))
+        if not pixmap.isNull():  # the grid beside the question
+            box.setIconPixmap(pixmap.scaled(256, 256, Qt.AspectRatioMode.KeepAspectRatio,
+                                            Qt.TransformationMode.FastTransformation))
+        self.view.show_sample(grid, step or 0)
+        self.noise_warning = box  # for tests
+        if int(box.exec()) != QMessageBox.StandardButton.Yes.value:
+            self.state.message.emit(f"Not exported: the samples at step {step} are still noise.", False)
+            return False
+        return True
 
     def _on_export_finished(self, ok: bool, message: str) -> None:
         if ok:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from diffusion_studio.ui.train import run as ts
 from diffusion_studio.ui.train.run import ExportSummary, TrainRun
 
@@ -78,3 +80,37 @@ def test_loss_history_of_a_run_folder(tmp_path: Path) -> None:
     (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in lines) + '\n{"event": "prog')
     assert ts.loss_history(tmp_path) == [(10, 0.8), (20, 0.6)]
     assert ts.loss_history(tmp_path / "missing") == []
+
+
+def test_eta_follows_the_wall_clock_from_the_start_event() -> None:
+    # The trainer's eta_s counts only its updates; sample grids and checkpoints take time too.
+    run = TrainRun()
+    run.apply(START, now=100.0)
+    run.apply(_progress(3, 0.9), now=106.0)  # 2 s per step on the wall clock, the trainer says 1.5 s left
+    assert run.eta_s == 18.0  # 9 steps left at 2 s
+    run.apply(_progress(6, 0.8), now=109.0)  # faster now: 1.5 s per step since the start
+    assert run.eta_s == 9.0
+    early = TrainRun()
+    early.apply(_progress(3, 0.9), now=1.0)  # no start event seen: the trainer's estimate
+    assert early.eta_s == 1.5
+
+
+def test_noise_grids_are_told_from_learned_images(tmp_path: Path) -> None:
+    from diffusion_studio.core.images import make_grid, to_uint8
+    from diffusion_studio.core.shapes import sample_example
+
+    rng = np.random.default_rng(0)
+
+    def grid(images: np.ndarray) -> np.ndarray:
+        return make_grid(images, padding=2, fill=255).repeat(2, axis=0).repeat(2, axis=1)  # as samples.write_grid
+
+    noise = to_uint8(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+    shapes = np.stack([sample_example(rng)[0] for _ in range(4)])
+    assert ts.looks_like_noise(grid(noise)) and not ts.looks_like_noise(grid(shapes))
+    assert not ts.looks_like_noise(np.zeros((1, 1, 3), np.uint8))
+    assert ts.latest_sample_grid(tmp_path) is None
+    (tmp_path / "samples").mkdir()
+    for step in (0, 150, 300):
+        (tmp_path / "samples" / f"step-{step:08d}.png").write_bytes(b"")
+    latest = ts.latest_sample_grid(tmp_path)
+    assert latest is not None and latest.name == "step-00000300.png" and ts.grid_step(latest) == 300

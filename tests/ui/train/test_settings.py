@@ -66,3 +66,20 @@ def test_export_arguments(tmp_path: Path) -> None:
     assert export_arguments(run, tmp_path / "b", force=True) == [
         "-m", "exporter", str(run), "--out", str(tmp_path / "b"), "--force"]
     assert default_bundle_dir(run) == tmp_path / "run-bundle"
+
+
+def test_preset_values_are_the_trainers_presets() -> None:
+    from diffusion_studio.training.config import PRESETS as TRAINER_PRESETS
+    from diffusion_studio.training.config import preset
+    from diffusion_studio.ui.train.settings import PRESET_VALUES, PRESETS
+
+    assert [name for name, _ in PRESETS] == list(TRAINER_PRESETS) == list(PRESET_VALUES)
+    for name, values in PRESET_VALUES.items():
+        config = preset(name)
+        assert values == {key: getattr(config, key) for key in values}, name
+
+
+def test_the_default_run_folder_is_the_same_every_time(tmp_path: Path) -> None:
+    from diffusion_studio.ui.train.settings import default_run_dir
+
+    assert default_run_dir(tmp_path) == default_run_dir(tmp_path) == tmp_path / "my-model"

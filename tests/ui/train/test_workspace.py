@@ -86,6 +86,8 @@ def test_tiny_training_run_fills_plot_progress_samples_and_checkpoint(qtbot, wor
     assert str(checkpoint) in ws.view.checkpointLabel.text() and str(checkpoint) in message
     bar = ws.view.progressBar
     assert (bar.value(), bar.maximum()) == (12, 12) and "Done" in bar.format()
+    sampled = [e["step"] for e in events if e["event"] == "sample"]
+    assert sampled == [0, 6, 12]  # a first grid at once (the untrained net: noise), then at the interval
     with Image.open(run_dir / "samples" / "step-00000012.png") as im:
         grid = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(ws.view.sampleView.image_array(), grid)  # the latest sample grid
