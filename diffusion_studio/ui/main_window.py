@@ -32,6 +32,7 @@ from diffusion_studio.ui.generate.workspace import GenerateWorkspace
 from diffusion_studio.ui.models import LoadedModel, ModelEntry, ModelLibrary, device_text
 from diffusion_studio.ui.persistence import AppSettings, data_dir, ensure_identity, history_dir
 from diffusion_studio.ui.train.workspace import TrainWorkspace
+from diffusion_studio.ui.widgets.hats import hat_font
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget(objectName="workspaceTabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.generateWorkspace, "Generate")
-        generated_image = self.generateWorkspace.previewArea.previewView.image_array
-        self.forwardWorkspace = ForwardWorkspace(image_source=generated_image)
+        self.forwardWorkspace = ForwardWorkspace(image_source=self.generateWorkspace.selected_image)
         self.add_workspace(self.forwardWorkspace, "Forward process")
         self.trainWorkspace = TrainWorkspace(data_dir() / "runs")
         self.add_workspace(self.trainWorkspace, "Train")
@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         for mode in PreviewMode:
             action = QAction(mode.label, self, checkable=True)
             action.setData(mode.value)
+            action.setFont(hat_font(self.font()))  # x̂₀ and ε̂ keep their hats in the View menu
             action.triggered.connect(lambda _checked=False, m=mode: ws.previewArea.set_mode(m))
             self.modeActions.addAction(action)
 
@@ -174,7 +175,7 @@ class MainWindow(QMainWindow):
         panel.modelChosen.connect(lambda folder: self.open_model(Path(folder)))
         panel.deviceChanged.connect(self._on_device_changed)
         ws.errorOccurred.connect(self.show_error)
-        ws.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        ws.statusMessage.connect(lambda text: self.show_status(text, 8000))
         ws.runStarted.connect(self._sync_actions)
         ws.runEnded.connect(self._sync_actions)
         ws.runFinished.connect(self._on_run_finished)
@@ -184,7 +185,7 @@ class MainWindow(QMainWindow):
         ws.historyPanel.historyList.currentRowChanged.connect(lambda *_: self._sync_actions())
         for workspace in (self.forwardWorkspace, self.trainWorkspace):
             workspace.errorOccurred.connect(self.show_error)
-            workspace.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 8000))
+            workspace.statusMessage.connect(lambda text: self.show_status(text, 8000))
         self.trainWorkspace.openBundleRequested.connect(self.open_exported_bundle)
         m = self.models
         m.modelChanged.connect(self._on_model_changed)
@@ -192,7 +193,7 @@ class MainWindow(QMainWindow):
         m.unavailable.connect(self._on_no_model)
         m.loadFailed.connect(self.show_error)
         m.warning.connect(self.show_warning)
-        m.status.connect(lambda text: self.statusBar().showMessage(text))
+        m.status.connect(lambda text: self.show_status(text))
 
     # --- settings --------------------------------------------------------------------------
     def _restore_settings(self) -> None:
@@ -267,11 +268,11 @@ class MainWindow(QMainWindow):
             f"{spec.schedule} schedule"
         )
         self.setWindowTitle(f"{model.name} — {APP_TITLE}")
-        self.statusBar().showMessage(f"Loaded {model.name} from {model.folder}", 6000)
+        self.show_status(f"Loaded {model.name} from {model.folder}", 6000)
 
     def _on_no_model(self, message: str) -> None:
         self.generateWorkspace.set_model(None, message)
-        self.statusBar().showMessage(message)
+        self.show_status(message)
 
     def _show_models(self, entries: list[ModelEntry], current: str | None) -> None:
         self.generateWorkspace.settingsPanel.set_models([(e.label, e.folder, e.tooltip) for e in entries], current)
@@ -350,6 +351,18 @@ class MainWindow(QMainWindow):
             self.load_settings_from_png(Path(target))
 
     # --- dialogs ---------------------------------------------------------------------------
+    def show_status(self, text: str, timeout_ms: int = 0) -> None:
+        """A status-bar message, elided in the middle (long paths) to the room the bar has; the
+        whole text is its tooltip."""
+        bar = self.statusBar()
+        room = max(bar.width(), self.width()) - sum(label.sizeHint().width() + 12
+                                 for label in (self.lastRunLabel, self.modelLabel, self.deviceLabel)
+                                 if label.isVisible()) - 24
+        metrics = bar.fontMetrics()
+        shown = metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, max(80, room))
+        bar.setToolTip(text if shown != text else "")
+        bar.showMessage(shown, timeout_ms)
+
     def show_error(self, title: str, message: str) -> None:
         log.warning("%s: %s", title, message)
         QMessageBox.critical(self, title, message)

@@ -100,7 +100,10 @@ def device_note(info: ProviderInfo) -> str:
     requested = {"auto": "Auto", "cuda": "CUDA", "cpu": "CPU"}.get(info.requested, info.requested)
     text = f"{requested} → {info.device_label}"
     if info.fallback_reason and info.requested in ("cuda", "auto"):
-        text += f" ({info.fallback_reason})"
+        reason = info.fallback_reason
+        if len(reason) > 40 and " (" in reason:  # the library's own words go to the tooltip
+            reason = reason.split(" (", 1)[0]
+        text += f" ({reason})"
     return text
 
 

@@ -38,7 +38,7 @@ class ForwardControls(QWidget):
     def __init__(self, state: ForwardState, from_generate: bool = False, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("forwardControls")
-        self.setFixedWidth(290)
+        self.setFixedWidth(264)
         self.state = state
 
         source = QGroupBox("Source image x₀")

@@ -20,11 +20,13 @@ from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QHideEvent
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -37,6 +39,7 @@ from diffusion_studio.ui.forward.coefficients import coefficient_rows, correlati
 from diffusion_studio.ui.forward.controls import ForwardControls
 from diffusion_studio.ui.forward.sources import ArrayOrigin, FileOrigin, Origin
 from diffusion_studio.ui.forward.state import ForwardState, save_png
+from diffusion_studio.ui.widgets.contrast import set_muted
 from diffusion_studio.ui.widgets.image_view import ImageView
 from diffusion_studio.ui.widgets.schedule_plot import SchedulePlot
 
@@ -80,7 +83,14 @@ class ForwardWorkspace(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(self.controls)
-        layout.addLayout(self.center, 1)
+        # The views in a scroll area: at the smallest window nothing is squeezed below its size
+        # (coefficient text, legend, the β̃ formula); a scroll bar appears instead.
+        content = QWidget(objectName="forwardContent")
+        content.setLayout(self.center)
+        self.contentScroll = QScrollArea(objectName="forwardScroll", widgetResizable=True)
+        self.contentScroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.contentScroll.setWidget(content)
+        layout.addWidget(self.contentScroll, 1)
 
         self.markovTimer = QTimer(self, objectName="markovTimer", interval=0)
         self.markovTimer.timeout.connect(self._continue_markov)
@@ -142,16 +152,17 @@ class ForwardWorkspace(QWidget):
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         table = QGroupBox("Coefficients at t")
         grid = QGridLayout(table)
-        grid.setHorizontalSpacing(14)
+        grid.setHorizontalSpacing(10)
         self.coefficientLabels: dict[str, QLabel] = {}
         for row, (key, symbol, _value, meaning) in enumerate(coefficient_rows(self.state.coefficients())):
             name = QLabel(symbol, textFormat=Qt.TextFormat.RichText)
             right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
             value = QLabel(objectName=f"{key}Value", alignment=right)
             value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            value.setMinimumWidth(value.fontMetrics().horizontalAdvance("0.00000000e-00"))
-            hint = QLabel(meaning, textFormat=Qt.TextFormat.RichText)
-            hint.setEnabled(False)  # the palette's dimmed text
+            value.setMinimumWidth(value.fontMetrics().horizontalAdvance("0.0000000e-00"))
+            hint = QLabel(meaning, objectName=f"{key}Hint", textFormat=Qt.TextFormat.RichText)
+            set_muted(hint)  # secondary, yet ≥ 4.5:1 against the background (Qt's disabled grey is not)
+            name.setObjectName(f"{key}Symbol")
             grid.addWidget(name, row, 0)
             grid.addWidget(value, row, 1)
             grid.addWidget(hint, row, 2)
@@ -163,6 +174,7 @@ class ForwardWorkspace(QWidget):
         bottom.addWidget(self.schedulePlot, 1)
 
         self.center = QVBoxLayout()
+        self.center.setContentsMargins(0, 0, 0, 0)
         self.center.addLayout(images, 3)
         self.center.addWidget(self.statsLabel)
         self.center.addLayout(t_row)

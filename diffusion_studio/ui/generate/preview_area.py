@@ -26,7 +26,11 @@ from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.generate.previews import Frame, PreviewMode, render
 from diffusion_studio.ui.generate.trajectory import Trajectory
 from diffusion_studio.ui.generate.worker import Progress
+from diffusion_studio.ui.widgets.hats import hat_font
 from diffusion_studio.ui.widgets.image_view import ImageView
+
+# The side-by-side panels, left to right (render(frame, PreviewMode.SIDE)).
+SIDE_LABELS = ("x_t", "x̂₀", "ε̂")
 
 
 def progress_text(progress: Progress) -> str:
@@ -68,6 +72,7 @@ class PreviewArea(QWidget):
             self.previewModeCombo.addItem(mode.label, mode.value)
         self.previewModeCombo.setToolTip("What the preview shows during and after a run")
         self.previewModeCombo.currentIndexChanged.connect(self._on_mode_changed)
+        self.previewModeCombo.setFont(hat_font(self.previewModeCombo.font()))  # x̂₀, ε̂ with their hats
         self.smoothCheck = QCheckBox("Smooth zoom", objectName="smoothZoomCheck")
         self.smoothCheck.setToolTip("Bilinear zoom instead of crisp nearest-neighbour pixels")
         self.smoothCheck.toggled.connect(self._on_smooth_toggled)
@@ -81,6 +86,7 @@ class PreviewArea(QWidget):
         self.previewView.setObjectName("previewView")
         self.previewView.setAccessibleName("Preview")
         self.captionLabel = caption_field()
+        self.captionLabel.setFont(hat_font(self.captionLabel.font()))
 
         self.trajectorySlider = QSlider(Qt.Orientation.Horizontal, objectName="trajectorySlider")
         self.trajectorySlider.setEnabled(False)
@@ -136,11 +142,13 @@ class PreviewArea(QWidget):
         self._frame = frame
         mode = self.mode()
         self.previewView.set_image(render(frame, mode))
+        self.previewView.set_panel_labels(SIDE_LABELS if mode is PreviewMode.SIDE else ())
         self.captionLabel.setText(frame.caption(mode))
 
     def show_image(self, image: np.ndarray | None, caption: str = "") -> None:
         """Show a still image (a history entry), or nothing."""
         self._frame = None
+        self.previewView.set_panel_labels(())
         self.previewView.set_image(image)
         self.captionLabel.setText(caption)
 

@@ -351,6 +351,8 @@ class SettingsPanel(QWidget):
         model = self.state.model
         info = getattr(model, "provider_info", None)
         self._set_note(self.deviceNote, device_note(info) if info is not None else "")
+        if info is not None:
+            self.deviceNote.setToolTip(info.describe())
 
     def _update_buttons(self, *_args: object) -> None:
         """Buttons and model controls while a run is (not) in flight."""

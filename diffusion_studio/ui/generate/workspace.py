@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QScrollArea, QSplitter, QWidget
 
@@ -110,6 +111,20 @@ class GenerateWorkspace(QWidget):
 
     def is_running(self) -> bool:
         return self.state.is_running
+
+    def selected_image(self) -> np.ndarray | None:
+        """One image, uint8 [H, W, C]: the selected history entry, else the first image of the frame
+        on show (never the batch grid with its transparent gaps), else the still image on show."""
+        entry = self.historyPanel.selected_entry()
+        if entry is not None:
+            try:
+                return read_image_array(entry.path, "The history image", alpha=False)
+            except UsageError:
+                log.warning("Cannot read the history image %s.", entry.path)
+        frame = self.previewArea.current_frame()
+        if frame is not None:
+            return np.array(frame.x0_pred[0], copy=True)
+        return self.previewArea.previewView.image_array()
 
     # --- runs ------------------------------------------------------------------------------
     def generate(self) -> None:

@@ -14,10 +14,11 @@ import os
 
 import numpy as np
 from PySide6.QtCore import QRect, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QImage, QPainter, QPaintEvent, QPalette, QPixmap, QRegion
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPaintEvent, QPalette, QPixmap, QRegion
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from diffusion_studio.core import png_meta
+from diffusion_studio.ui.widgets.hats import hat_font
 
 
 def qimage_from_array(image: np.ndarray) -> QImage:
@@ -85,6 +86,7 @@ class ImageView(QWidget):
         self._smooth = False
         self._placeholder = placeholder
         self._opaque = False  # every pixel of the image has alpha 255 (nothing shows through)
+        self._panel_labels: tuple[str, ...] = ()  # names of equal-width panels, left to right
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(160, 160)
         self.setAutoFillBackground(False)
@@ -139,6 +141,34 @@ class ImageView(QWidget):
     def placeholder(self) -> str:
         return self._placeholder
 
+    def set_panel_labels(self, labels: tuple[str, ...] | list[str]) -> None:
+        """Name the image's equal-width panels left to right (side by side: x_t, x̂₀, ε̂); () for none."""
+        labels = tuple(labels)
+        if labels != self._panel_labels:
+            self._panel_labels = labels
+            self.update()
+
+    def panel_labels(self) -> tuple[str, ...]:
+        return self._panel_labels
+
+    def panel_label_rects(self) -> list[QRectF]:
+        """Where each panel label is drawn: centred over its panel, above the image when there is room."""
+        rect = self.image_rect()
+        if not self._panel_labels or rect.isEmpty():
+            return []
+        metrics = QFontMetricsF(self._label_font())
+        height = metrics.height() + 4
+        top = rect.top() - height if rect.top() >= height else rect.top()
+        width = rect.width() / len(self._panel_labels)
+        return [QRectF(rect.left() + i * width, top, width, height) for i in range(len(self._panel_labels))]
+
+    def _label_font(self) -> QFont:
+        font = hat_font(self.font())
+        font.setBold(True)
+        if font.pointSizeF() > 0:
+            font.setPointSizeF(font.pointSizeF() * 1.25)
+        return font
+
     def image_rect(self) -> QRectF:
         """The logical rectangle the image occupies in the widget (empty when none)."""
         if self._image is None:
@@ -171,5 +201,22 @@ class ImageView(QWidget):
                 return
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._smooth)
             painter.drawImage(self.image_rect(), self._image)
+            self._paint_panel_labels(painter, palette)
         finally:
             painter.end()
+
+    def _paint_panel_labels(self, painter: QPainter, palette: QPalette) -> None:
+        rects = self.panel_label_rects()
+        if not rects:
+            return
+        painter.setFont(self._label_font())
+        inside = rects[0].top() >= self.image_rect().top()  # no room above: a plate over the image
+        for rect, text in zip(rects, self._panel_labels, strict=True):
+            if inside:
+                width = QFontMetricsF(painter.font()).horizontalAdvance(text) + 10
+                plate = QRectF(rect.center().x() - width / 2, rect.top(), width, rect.height())
+                painter.fillRect(plate, QColor(0, 0, 0, 160))
+                painter.setPen(QColor(255, 255, 255))
+            else:
+                painter.setPen(palette.color(QPalette.ColorRole.WindowText))
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)

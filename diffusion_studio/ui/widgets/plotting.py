@@ -138,6 +138,11 @@ def polylines(axes: Axes, xs: Sequence[float], ys: Sequence[float | None]) -> li
     return [QPolygonF(run) for run in runs if run]
 
 
+def legend_entry_width(metrics: QFontMetricsF, label: str) -> float:
+    """Pixels one legend entry takes (line sample, gap, label, gap to the next)."""
+    return 21 + metrics.horizontalAdvance(label) + 14
+
+
 def draw_legend(painter: QPainter, origin: QPointF, entries: Sequence[tuple[str, QColor]],
                 palette: QPalette) -> float:
     """A one-row legend (line sample + label per entry) with its baseline left end at `origin`.
@@ -152,5 +157,5 @@ def draw_legend(painter: QPainter, origin: QPointF, entries: Sequence[tuple[str,
         painter.drawLine(QPointF(x, mid), QPointF(x + 16, mid))
         painter.setPen(palette.color(QPalette.ColorRole.Text))
         painter.drawText(QPointF(x + 21, origin.y()), label)
-        x += 21 + metrics.horizontalAdvance(label) + 14
+        x += legend_entry_width(metrics, label)
     return x

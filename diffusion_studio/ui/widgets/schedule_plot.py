@@ -8,7 +8,15 @@ from PySide6.QtGui import QFontMetricsF, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from diffusion_studio.core.schedule import Schedule
-from diffusion_studio.ui.widgets.plotting import Axes, draw_frame, draw_legend, nice_ticks, polylines, series_color
+from diffusion_studio.ui.widgets.plotting import (
+    Axes,
+    draw_frame,
+    draw_legend,
+    legend_entry_width,
+    nice_ticks,
+    polylines,
+    series_color,
+)
 
 # (label, Schedule attribute) of each curve, in drawing order.
 CURVES: tuple[tuple[str, str], ...] = (
@@ -25,7 +33,7 @@ class SchedulePlot(QWidget):
         self.setObjectName("schedulePlot")
         self.setAccessibleName("Noise schedule plot")
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumSize(280, 170)
+        self.setMinimumSize(200, 160)
         self._schedule = schedule
         self._t = t
 
@@ -45,11 +53,32 @@ class SchedulePlot(QWidget):
         """Pixel x of the current-t marker (for tests and hit checks)."""
         return self._axes().px(self._t)
 
+    def legend_rows(self) -> list[list[str]]:
+        """The legend's labels in rows that fit the widget's width (one row when there is room)."""
+        metrics = QFontMetricsF(self.font())
+        left = metrics.horizontalAdvance("0.00") + 12
+        width = self.width() - left - 4
+        rows: list[list[str]] = [[]]
+        x = 0.0
+        for label, _attr in CURVES:
+            w = legend_entry_width(metrics, label)
+            if rows[-1] and x + w > width:
+                rows.append([])
+                x = 0.0
+            rows[-1].append(label)
+            x += w
+        return rows
+
+    def legend_width(self) -> float:
+        """The widest legend row, in pixels, from the plot's left axis."""
+        metrics = QFontMetricsF(self.font())
+        return max(sum(legend_entry_width(metrics, label) for label in row) for row in self.legend_rows())
+
     def _axes(self) -> Axes:
         metrics = QFontMetricsF(self.font())
         left = metrics.horizontalAdvance("0.00") + 12
         bottom = metrics.height() + 8
-        top = metrics.height() + 8
+        top = metrics.height() * len(self.legend_rows()) + 8
         right = metrics.horizontalAdvance("1000") / 2 + 8
         rect = QRectF(left, top, max(10.0, self.width() - left - right), max(10.0, self.height() - top - bottom))
         return Axes(rect, 1.0, float(max(2, self._schedule.T)), 0.0, 1.0)
@@ -89,6 +118,9 @@ class SchedulePlot(QWidget):
                 painter.drawEllipse(axes.point(self._t, float(getattr(s, attr)[self._t - 1])), 4.5, 4.5)
             painter.restore()
             metrics = QFontMetricsF(painter.font())
-            draw_legend(painter, QPointF(axes.rect.left(), metrics.ascent() + 3), entries, palette)
+            colors = dict(entries)
+            for r, row in enumerate(self.legend_rows()):
+                baseline = metrics.ascent() + 3 + r * metrics.height()
+                draw_legend(painter, QPointF(axes.rect.left(), baseline), [(lb, colors[lb]) for lb in row], palette)
         finally:
             painter.end()
