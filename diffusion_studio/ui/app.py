@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 import PySide6
-from PySide6.QtCore import QLibraryInfo, QObject, QThread, Signal
+from PySide6.QtCore import QLibraryInfo, QObject, QThread, QTimer, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -25,6 +25,7 @@ from diffusion_studio.ui.persistence import APPLICATION, ORGANIZATION, data_dir
 log = logging.getLogger("diffusion_studio")
 
 LOG_FILE = "diffusion-studio.log"
+QUIT_AFTER_ENV = "DIFFUSION_STUDIO_QUIT_AFTER_MS"  # close the window this long after it is shown (smoke tests)
 
 # Qt bindings measured to drop a reference to None (void calls) and True (Signal.emit, connect)
 # per call on CPython < 3.12, where the interpreter then aborts ("bool_dealloc"/"none_dealloc").
@@ -193,4 +194,8 @@ def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int
     install_excepthook(setup_logging())
     window = MainWindow(model_path=model_path)
     window.show()
+    log.info("main window shown: %s", window.windowTitle())
+    quit_after = os.environ.get(QUIT_AFTER_ENV, "").strip()
+    if quit_after.isdigit():  # a smoke test of an installed or frozen app: open, then close
+        QTimer.singleShot(int(quit_after), window.close)
     return int(app.exec())

@@ -12,6 +12,7 @@ it wrote end up here too. Every outcome is one sentence (`message`, `trainingFin
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -31,6 +32,13 @@ from diffusion_studio.ui.train.settings import TrainForm, export_arguments
 log = logging.getLogger(__name__)
 
 STDERR_LINES = 200  # the trainer's last stderr lines kept for the error sentence
+FROZEN_NOTE = ("Training and export need PyTorch, which this desktop build leaves out: install the Python "
+               "package (pip install 'diffusion-studio[export]') and train from there.")
+
+
+def is_frozen() -> bool:
+    """True inside the PyInstaller desktop build (packaging/), which has no PyTorch."""
+    return bool(getattr(sys, "frozen", False))
 
 
 class TrainState(QObject):
@@ -100,6 +108,9 @@ class TrainState(QObject):
         """Start `diffusion-studio train` with `form`; False (and `errorOccurred`) if the form is refused."""
         if self.is_busy():
             return False
+        if is_frozen():
+            self._fail("Cannot start training", FROZEN_NOTE)
+            return False
         try:
             arguments = form.arguments()
         except UsageError as exc:
@@ -158,6 +169,9 @@ class TrainState(QObject):
     def start_export(self, run_dir: Path, bundle: str, force: bool = False) -> bool:
         """Export the run folder's latest checkpoint to `bundle`; False (and `errorOccurred`) if refused."""
         if self.is_busy():
+            return False
+        if is_frozen():
+            self._fail("Cannot export", FROZEN_NOTE)
             return False
         try:
             arguments = export_arguments(run_dir, bundle, force=force)

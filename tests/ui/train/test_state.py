@@ -54,3 +54,16 @@ def test_trainer_lines_become_events_and_one_outcome(tmp_path: Path) -> None:
     state.trainProcess.finished.emit(2, False)  # the CLI refused its input: exit 2 and one line
     assert seen["finished"][-1] == ("error", "The dataset folder holds no images.")
     assert seen["errors"] == [("Training failed", "The dataset folder holds no images.")]
+
+
+def test_the_desktop_build_says_training_needs_the_pip_install(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    state = TrainState()
+    seen = _record(state)
+    assert not state.start_training(TrainForm(out=str(tmp_path / "run")))
+    assert not state.start_export(tmp_path / "run", str(tmp_path / "bundle"))
+    assert [title for title, _ in seen["errors"]] == ["Cannot start training", "Cannot export"]
+    assert all("pip install" in text and "\n" not in text for _, text in seen["errors"])
+    assert not state.is_busy()
