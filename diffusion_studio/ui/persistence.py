@@ -1,5 +1,11 @@
 """Where the app keeps its state: QSettings (form, window, recent bundles) and the data folder.
 
+The data folder (history, training runs, the log) is one folder named after the app in the
+platform's data location: `~/.local/share/diffusion-studio` on Linux. Earlier versions used Qt's
+AppDataLocation, which nests the organisation and application names
+(`DiffusionStudio/Diffusion Studio`); `data_dir` moves such a folder's contents over once,
+merging with what is already there and never overwriting or deleting a file.
+
 Tests isolate both: `QSettings.setPath(IniFormat, UserScope, tmp)` redirects the
 settings file and `DIFFUSION_STUDIO_DATA_DIR` (or `QStandardPaths.setTestModeEnabled`)
 redirects the history folder.
@@ -8,7 +14,9 @@ redirects the history folder.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QCoreApplication, QSettings, QStandardPaths
@@ -19,6 +27,10 @@ from diffusion_studio.ui.generate.settings import GenerationSettings
 ORGANIZATION = "DiffusionStudio"
 APPLICATION = "Diffusion Studio"
 DATA_DIR_ENV = "DIFFUSION_STUDIO_DATA_DIR"
+DATA_FOLDER = "diffusion-studio"  # the one data folder, named like the command
+LEGACY_DATA_FOLDER = (ORGANIZATION, APPLICATION)  # Qt's AppDataLocation: organisation / application
+
+log = logging.getLogger(__name__)
 MAX_RECENT = 8
 
 
@@ -30,17 +42,69 @@ def ensure_identity() -> None:
         app.setApplicationName(APPLICATION)
 
 
-def data_dir() -> Path:
-    """The user's data folder for this app (QStandardPaths.AppDataLocation), created if needed."""
+def generic_data_location() -> Path:
+    """The platform's folder for application data (~/.local/share on Linux)."""
+    location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericDataLocation)
+    return Path(location) if location else Path.home() / ".local" / "share"
+
+
+def legacy_data_location() -> Path | None:
+    """Where earlier versions kept their data: Qt's AppDataLocation (organisation / application)."""
+    ensure_identity()
+    location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(location) if location else None
+
+
+def data_dir(base: Path | None = None) -> Path:
+    """The user's data folder for this app, `<data location>/diffusion-studio`, created if needed;
+    a legacy `DiffusionStudio/Diffusion Studio` folder there is moved in first."""
     override = os.environ.get(DATA_DIR_ENV)
-    if override:
+    if override and base is None:
         folder = Path(override)
     else:
-        ensure_identity()
-        location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
-        folder = Path(location) if location else Path.home() / ".local" / "share" / APPLICATION
+        root = base if base is not None else generic_data_location()
+        folder = root / DATA_FOLDER
+        legacy = root.joinpath(*LEGACY_DATA_FOLDER) if base is not None else legacy_data_location()
+        if legacy is not None and legacy.is_dir() and legacy.resolve() != folder.resolve():
+            migrate_folder(legacy, folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _free_name(target: Path) -> Path:
+    """`target`, or `name (migrated N).ext` beside it when that name is taken."""
+    n = 1
+    candidate = target
+    while candidate.exists():
+        candidate = target.with_name(f"{target.stem} (migrated {n}){target.suffix}")
+        n += 1
+    return candidate
+
+
+def migrate_folder(old: Path, new: Path) -> list[Path]:
+    """Move everything from `old` into `new`, merging folders; a file whose name is taken in `new`
+    keeps both (the moved one renamed). Empty folders left behind are removed, then `old` and its
+    parent if empty. Returns the paths written in `new`. A failure is logged and leaves files in
+    place: nothing is ever overwritten or deleted."""
+    moved: list[Path] = []
+    try:
+        new.mkdir(parents=True, exist_ok=True)
+        for child in sorted(old.iterdir()):
+            target = new / child.name
+            if child.is_dir() and not child.is_symlink() and target.is_dir():
+                moved += migrate_folder(child, target)
+                continue
+            target = _free_name(target)
+            shutil.move(str(child), str(target))
+            moved.append(target)
+        old.rmdir()
+        if old.parent.name == LEGACY_DATA_FOLDER[0] and not any(old.parent.iterdir()):
+            old.parent.rmdir()
+    except OSError as exc:
+        log.warning("Could not move the old data folder %s to %s completely: %s", old, new, exc)
+    if moved:
+        log.info("Moved %d item(s) from the old data folder %s to %s.", len(moved), old, new)
+    return moved
 
 
 def history_dir() -> Path:
