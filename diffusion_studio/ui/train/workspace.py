@@ -224,9 +224,10 @@ class TrainWorkspace(QWidget):
             return True
         step = grid_step(grid)
         box = QMessageBox(QMessageBox.Icon.Warning, "The samples are still noise",
-                          f"The latest samples (step {step if step is not None else '?'}) are still noise: a model "
-                          "exported now draws noise too. Train longer (Resume continues the run), or export anyway?",
+                          f"The latest samples (step {step if step is not None else '?'}) are still noise.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setInformativeText("A model exported now draws noise too. Train longer (Resume continues the run), "
+                               "or export anyway?")
         box.setObjectName("noisySamplesBox")
         box.setDefaultButton(QMessageBox.StandardButton.No)
         box.button(QMessageBox.StandardButton.Yes).setText("Export anyway")

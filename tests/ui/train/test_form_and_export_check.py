@@ -85,7 +85,7 @@ def test_exporting_a_run_whose_samples_are_noise_asks_with_the_grid(qtbot, tmp_p
     assert not ws.start_export() and started == []  # "Keep training"
     box = ws.noise_warning
     assert box is not None and box.objectName() == "noisySamplesBox"
-    assert "step 20" in box.text() and "noise" in box.text() and not box.iconPixmap().isNull()
+    assert "step 20" in box.text() and "noise" in box.informativeText() and not box.iconPixmap().isNull()
     np.testing.assert_array_equal(ws.view.sampleView.image_array(), noise)  # the grid is shown in the tab too
     assert "still noise" in ws.view.message()
     answers[0] = QMessageBox.StandardButton.Yes.value  # "Export anyway"
