@@ -26,6 +26,7 @@ from diffusion_studio.core.files import (
 )
 from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, GUIDANCE_MAX, SamplerKind
 from diffusion_studio.core.schedule import ScheduleKind
+from diffusion_studio.core.vocabulary import words
 from diffusion_studio.errors import BundleError
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
     "ConditioningSpec",
     "DiffusionSpec",
     "ImageSpec",
+    "MAX_VOCABULARY",
+    "MAX_WORD_LENGTH",
     "Provenance",
     "SamplerDefaults",
     "UNetSpec",
@@ -52,6 +55,8 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 SHARED_TEXT_ENCODER = "shared"
 MAX_T = 100_000        # diffusion steps: the training limit; a schedule holds 11 float64 arrays of T
+MAX_VOCABULARY = 10_000  # words in the optional `vocabulary` list
+MAX_WORD_LENGTH = 40     # characters of one vocabulary word
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 
@@ -119,6 +124,8 @@ class BundleSpec:
     provenance: Provenance = field(default_factory=Provenance)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"sha256": hex, "bytes": int}
     format_version: int = FORMAT_VERSION
+    # The words the training captions used (lowercase, see core.vocabulary); None: not declared.
+    vocabulary: tuple[str, ...] | None = None
 
     # Flat read-only views of the nested fields, for callers that want one level.
     image_size = property(lambda self: self.image.size)
@@ -177,6 +184,7 @@ class BundleSpec:
                 "metrics": dict(p.metrics),
                 "exporter": p.exporter,
             },
+            **({} if self.vocabulary is None else {"vocabulary": list(self.vocabulary)}),
             "files": {name: dict(entry) for name, entry in self.files.items()},
         }
 
@@ -209,14 +217,17 @@ class _Checker:
         return value
 
     def integer(self, obj: Mapping[str, Any], prefix: str, key: str, lo: int = 0, hi: int | None = None,
-            what: str = "a non-negative integer", nullable: bool = False, default: Any = _MISSING) -> int | None:
-        value = self.get(obj, prefix, key, default)
-        if value is None and nullable:
-            return None
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
-        if not ok:
+            what: str = "a non-negative integer") -> int:
+        value = self.get(obj, prefix, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
             raise self.fail(prefix + key, f"must be {what}, got {_show(value)}")
         return value
+
+    def optional_integer(self, obj: Mapping[str, Any], prefix: str, key: str) -> int | None:
+        """A non-negative integer; None where the field is null or absent."""
+        if obj.get(key) is None:
+            return None
+        return self.integer(obj, prefix, key)
 
     def number(self, obj: Mapping[str, Any], prefix: str, key: str, lo: float = 0.0, hi: float | None = None) -> float:
         value = self.get(obj, prefix, key)
@@ -226,35 +237,48 @@ class _Checker:
             raise self.fail(prefix + key, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
         return float(value)
 
-    def string(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False,
-            default: Any = _MISSING) -> str | None:
-        value = self.get(obj, prefix, key, default)
-        if value is None and nullable:
-            return None
+    def _string(self, prefix: str, key: str, value: Any, or_null: str = "") -> str:
         if not isinstance(value, str) or not value.strip():
-            raise self.fail(prefix + key, f"must be a non-empty string{' or null' if nullable else ''}, got {_show(value)}")
+            raise self.fail(prefix + key, f"must be a non-empty string{or_null}, got {_show(value)}")
         return value
+
+    def string(self, obj: Mapping[str, Any], prefix: str, key: str) -> str:
+        return self._string(prefix, key, self.get(obj, prefix, key))
+
+    def optional_string(self, obj: Mapping[str, Any], prefix: str, key: str) -> str | None:
+        """A non-empty string; None where the field is null or absent."""
+        value = obj.get(key)
+        return None if value is None else self._string(prefix, key, value, " or null")
 
     def choice(self, obj: Mapping[str, Any], prefix: str, key: str, choices: list[str]) -> str:
         value = self.get(obj, prefix, key)
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             listed = ", ".join(repr(c) for c in choices)
             raise self.fail(prefix + key, f"must be one of {listed}, got {_show(value)}")
         return value
 
-    def file_name(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False) -> str | None:
-        value = self.string(obj, prefix, key, nullable=nullable)
-        if value is not None and not _is_plain_name(value):
+    def _file_name(self, prefix: str, key: str, value: str) -> str:
+        if not _is_plain_name(value):
             raise self.fail(prefix + key, f"must be a file name inside the bundle folder, got {_show(value)}")
         return value
 
-    def sha256(self, obj: Mapping[str, Any], prefix: str, key: str, nullable: bool = False) -> str | None:
-        value = self.get(obj, prefix, key)  # required; null allowed where nullable
-        if value is None and nullable:
-            return None
+    def file_name(self, obj: Mapping[str, Any], prefix: str, key: str) -> str:
+        return self._file_name(prefix, key, self.string(obj, prefix, key))
+
+    def optional_file_name(self, obj: Mapping[str, Any], prefix: str, key: str) -> str | None:
+        """A file name inside the bundle folder; None where the field is null or absent."""
+        value = self.optional_string(obj, prefix, key)
+        return None if value is None else self._file_name(prefix, key, value)
+
+    def sha256(self, obj: Mapping[str, Any], prefix: str, key: str) -> str:
+        value = self.get(obj, prefix, key)
         if not isinstance(value, str) or not _SHA256.fullmatch(value.lower()):
             raise self.fail(prefix + key, f"must be a SHA-256 hex digest (64 hex digits), got {_show(value)}")
         return value.lower()
+
+    def sha256_or_null(self, obj: Mapping[str, Any], prefix: str, key: str) -> str | None:
+        """A SHA-256 digest or null; the field itself is required."""
+        return None if self.get(obj, prefix, key) is None else self.sha256(obj, prefix, key)
 
 
 def _is_plain_name(name: str) -> bool:
@@ -268,6 +292,24 @@ def _diffusion_steps(c: _Checker, dif: Mapping[str, Any]) -> int:
     return value
 
 
+def _vocabulary(c: _Checker, data: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The optional `vocabulary`: a list of lowercase single words (repeats dropped); None if absent or null."""
+    value = data.get("vocabulary")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise c.fail("vocabulary", f"must be a list of lowercase words or null, got {_show(value)}")
+    if len(value) > MAX_VOCABULARY:
+        raise c.fail("vocabulary", f"must hold at most {MAX_VOCABULARY:,} words, got {len(value):,}")
+    for i, word in enumerate(value):
+        if not isinstance(word, str) or not 0 < len(word) <= MAX_WORD_LENGTH:
+            raise c.fail(f"vocabulary[{i}]", f"must be a word of 1 to {MAX_WORD_LENGTH} characters, got {_show(word)}")
+        if words(word) != [word]:
+            raise c.fail(f"vocabulary[{i}]", f"must be one lowercase word (letters, digits, an inner apostrophe), "
+                         f"got {_show(word)}")
+    return tuple(dict.fromkeys(value))
+
+
 def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     """Validate a model.json object and build the BundleSpec; BundleError names the bad field."""
     c = _Checker(where)
@@ -277,7 +319,8 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
         raise c.fail("format", f"must be {FORMAT!r}, got {_show(data['format'])}")
     version = c.integer(data, "", "format_version", lo=1, what="a positive integer")
     if version > FORMAT_VERSION:
-        raise c.fail("format_version", f"is {version}, newer than this app supports ({FORMAT_VERSION}); update Diffusion Studio")
+        raise c.fail("format_version",
+                     f"is {version}, newer than this app supports ({FORMAT_VERSION}); update Diffusion Studio")
     name = c.string(data, "", "name")
 
     img = c.obj(data, "", "image")
@@ -303,7 +346,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     un = c.obj(data, "", "unet")
     unet = UNetSpec(
         file=c.file_name(un, "unet.", "file"),
-        fp16_file=c.file_name(un, "unet.", "fp16_file", nullable=True) if "fp16_file" in un else None,
+        fp16_file=c.optional_file_name(un, "unet.", "fp16_file"),
         opset=c.integer(un, "unet.", "opset", lo=7, what="an integer >= 7"),
         parameters=c.integer(un, "unet.", "parameters"),
         flops_per_forward=c.integer(un, "unet.", "flops_per_forward"),
@@ -311,22 +354,23 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     co = c.obj(data, "", "conditioning")
     text_encoder = c.string(co, "conditioning.", "text_encoder")
     if text_encoder != SHARED_TEXT_ENCODER and not _is_plain_name(text_encoder):
-        raise c.fail("conditioning.text_encoder", f"must be 'shared' or a file name inside the bundle folder, got {_show(text_encoder)}")
+        raise c.fail("conditioning.text_encoder",
+                     f"must be 'shared' or a file name inside the bundle folder, got {_show(text_encoder)}")
     conditioning = ConditioningSpec(
         text_encoder=text_encoder,
         max_tokens=c.integer(co, "conditioning.", "max_tokens", lo=2, hi=512, what="an integer from 2 to 512"),
         embedding_dim=c.integer(co, "conditioning.", "embedding_dim", lo=1, what="a positive integer"),
-        text_encoder_sha256=c.sha256(co, "conditioning.", "text_encoder_sha256", nullable=True),
-        tokenizer_sha256=c.sha256(co, "conditioning.", "tokenizer_sha256", nullable=True),
+        text_encoder_sha256=c.sha256_or_null(co, "conditioning.", "text_encoder_sha256"),
+        tokenizer_sha256=c.sha256_or_null(co, "conditioning.", "tokenizer_sha256"),
     )
     pr = c.obj(data, "", "provenance", default={})
     known = {"run", "step", "weights", "metrics", "exporter"}
     provenance = Provenance(
-        run=c.string(pr, "provenance.", "run", nullable=True, default=None),
-        step=c.integer(pr, "provenance.", "step", nullable=True, default=None),
-        weights=c.string(pr, "provenance.", "weights", nullable=True, default=None),
+        run=c.optional_string(pr, "provenance.", "run"),
+        step=c.optional_integer(pr, "provenance.", "step"),
+        weights=c.optional_string(pr, "provenance.", "weights"),
         metrics=dict(c.obj(pr, "provenance.", "metrics", default={})),
-        exporter=c.string(pr, "provenance.", "exporter", nullable=True, default=None),
+        exporter=c.optional_string(pr, "provenance.", "exporter"),
         extra={k: v for k, v in pr.items() if k not in known},
     )
     fi = c.obj(data, "", "files", default={})
@@ -342,6 +386,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     return BundleSpec(
         name=name, image=image, diffusion=diffusion, sampler_defaults=sampler_defaults, unet=unet,
         conditioning=conditioning, provenance=provenance, files=files, format_version=version,
+        vocabulary=_vocabulary(c, data),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from diffusion_studio import paths
 from diffusion_studio.core.bundle import BundleSpec, bundle_path, read_model_json
 from diffusion_studio.core.files import sha256_file
 from diffusion_studio.core.schedule import Schedule, make_schedule
@@ -28,7 +29,6 @@ from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session, cuda_unusable_reason
 from diffusion_studio.inference.session import INPUT_NAMES, OUTPUT_NAME, OrtDenoiser
 from diffusion_studio.inference.text_encoder import ENCODER_FILE, INFO_FILE, TOKENIZER_FILE, TextEncoder
-from diffusion_studio import paths
 from diffusion_studio.paths import text_encoder_dir
 
 MODEL_JSON = "model.json"
@@ -86,6 +86,11 @@ class LoadedBundle:
     @property
     def default_guidance(self) -> float:
         return self.spec.guidance
+
+    @property
+    def vocabulary(self) -> tuple[str, ...] | None:
+        """The words the model's training captions used (model.json `vocabulary`); None: not declared."""
+        return self.spec.vocabulary
 
 
 # --- files -----------------------------------------------------------------------------------

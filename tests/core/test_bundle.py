@@ -6,7 +6,11 @@ import os
 import pytest
 
 from diffusion_studio.core.bundle import (
-    BundleSpec, parse_model_json, read_model_json, sha256_file, write_model_json,
+    BundleSpec,
+    parse_model_json,
+    read_model_json,
+    sha256_file,
+    write_model_json,
 )
 from diffusion_studio.core.params import SamplerKind
 from diffusion_studio.core.schedule import ScheduleKind
@@ -107,7 +111,8 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("path,value,field", BAD, ids=[f"{'.'.join(p)}={'MISSING' if v is MISSING else repr(v)}" for p, v, _ in BAD])
+@pytest.mark.parametrize("path,value,field", BAD,
+                         ids=[f"{'.'.join(p)}={'MISSING' if v is MISSING else repr(v)}" for p, v, _ in BAD])
 def test_each_wrong_field_is_named_in_one_sentence(path, value, field) -> None:
     data = copy.deepcopy(VALID)
     _set(data, path, value)
@@ -120,7 +125,8 @@ def test_each_wrong_field_is_named_in_one_sentence(path, value, field) -> None:
 def test_exact_message() -> None:
     data = copy.deepcopy(VALID)
     data["diffusion"]["T"] = "abc"
-    with pytest.raises(BundleError, match=r"^model\.json: field 'diffusion\.T' must be a positive integer, got 'abc'\.$"):
+    with pytest.raises(BundleError,
+                       match=r"^model\.json: field 'diffusion\.T' must be a positive integer, got 'abc'\.$"):
         parse_model_json(data)
     data = copy.deepcopy(VALID)
     del data["diffusion"]["T"]
@@ -269,3 +275,52 @@ def test_dotdot_in_file_names_is_refused(path, value) -> None:
     field = ".".join(path)
     assert str(e.value).startswith(f"model.json: field '{field}' must ")
     assert "inside the bundle folder" in str(e.value) and str(e.value).endswith(".")
+
+
+# --- vocabulary (optional; format_version 1 stays loadable without it) ----------------------------
+
+
+def test_vocabulary_absent_or_null_is_none_and_not_written() -> None:
+    assert parse_model_json(copy.deepcopy(VALID)).vocabulary is None
+    data = {**copy.deepcopy(VALID), "vocabulary": None}
+    spec = parse_model_json(data)
+    assert spec.vocabulary is None and "vocabulary" not in spec.to_dict()
+
+
+def test_vocabulary_parses_drops_repeats_and_round_trips(tmp_path) -> None:
+    data = {**copy.deepcopy(VALID), "vocabulary": ["red", "circle", "don't", "red", "café", "x2"]}
+    spec = parse_model_json(data)
+    assert spec.vocabulary == ("red", "circle", "don't", "café", "x2")
+    assert spec.to_dict()["vocabulary"] == ["red", "circle", "don't", "café", "x2"]
+    assert parse_model_json(spec.to_dict()) == spec
+    write_model_json(tmp_path, spec)
+    assert read_model_json(tmp_path).vocabulary == ("red", "circle", "don't", "café", "x2")
+    assert json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))["vocabulary"][3] == "café"
+
+
+BAD_VOCABULARY = [
+    ("red circle", "vocabulary", "must be a list of lowercase words or null, got 'red circle'"),
+    ({"red": 1}, "vocabulary", "must be a list of lowercase words or null, got {\"red\": 1}"),
+    (["red", 3], "vocabulary[1]", "must be a word of 1 to 40 characters, got 3"),
+    (["red", ""], "vocabulary[1]", "must be a word of 1 to 40 characters, got ''"),
+    (["x" * 41], "vocabulary[0]", "must be a word of 1 to 40 characters, got '" + "x" * 41 + "'"),
+    (["Red"], "vocabulary[0]", "must be one lowercase word (letters, digits, an inner apostrophe), got 'Red'"),
+    (["top left"], "vocabulary[0]",
+     "must be one lowercase word (letters, digits, an inner apostrophe), got 'top left'"),
+    (["red", "blue,"], "vocabulary[1]",
+     "must be one lowercase word (letters, digits, an inner apostrophe), got 'blue,'"),
+    (["w"] * 10_001, "vocabulary", "must hold at most 10,000 words, got 10,001"),
+]
+
+
+@pytest.mark.parametrize("value,field,problem", BAD_VOCABULARY, ids=[f for _, f, _ in BAD_VOCABULARY])
+def test_bad_vocabulary_is_one_sentence(value, field, problem) -> None:
+    data = {**copy.deepcopy(VALID), "vocabulary": value}
+    with pytest.raises(BundleError) as e:
+        parse_model_json(data, "b/model.json")
+    assert str(e.value) == f"b/model.json: field '{field}' {problem}."
+
+
+def test_vocabulary_at_the_bound_is_accepted() -> None:
+    words = [f"w{i}" for i in range(10_000)]
+    assert len(parse_model_json({**copy.deepcopy(VALID), "vocabulary": words}).vocabulary) == 10_000
