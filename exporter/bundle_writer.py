@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,18 @@ def _swap_into_place(tmp: Path, target: Path, force: bool) -> None:
     replace_folder(tmp, target)
 
 
+def relative_path(path: str | os.PathLike[str], bundle: str | os.PathLike[str]) -> str:
+    """`path` relative to the bundle folder, with "/" separators, for model.json's provenance.
+
+    A bundle carries no absolute path of the machine that built it; where no relative path
+    exists (another drive on Windows) only the last name is kept.
+    """
+    try:
+        return Path(os.path.relpath(Path(path).absolute(), Path(bundle).absolute())).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
 def model_json(
     *,
     name: str,
@@ -136,6 +148,7 @@ def model_json(
     conditioning: Mapping[str, Any],
     provenance: Mapping[str, Any],
     files: Mapping[str, Any] | None = None,
+    vocabulary: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The model.json document (docs/architecture.md, format_version 1), checked by core.bundle."""
     spec = {
@@ -148,6 +161,7 @@ def model_json(
         "unet": dict(unet),
         "conditioning": dict(conditioning),
         "provenance": dict(provenance),
+        **({} if vocabulary is None else {"vocabulary": list(vocabulary)}),
         "files": dict(files or {}),
     }
     parse_model_json(spec)  # the app's own schema check: a BundleError here is an exporter bug

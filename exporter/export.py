@@ -39,6 +39,7 @@ from exporter.unet_export import (
     save_model,
     set_metadata,
 )
+from exporter.vocabulary import run_vocabulary
 
 if TYPE_CHECKING:
     from diffusion_studio.training.unet import UNet
@@ -139,7 +140,9 @@ def _conditioning(src: ExportSource, notes: list[str]) -> dict[str, Any]:
     from diffusion_studio.paths import text_encoder_dir
 
     cfg = src.config
-    recorded = cfg.get("text_encoder") if isinstance(cfg.get("text_encoder"), dict) else {}
+    recorded = cfg.get("text_encoder")
+    if not isinstance(recorded, dict):
+        recorded = {}
     enc_sha = config_value(cfg, "text_encoder_sha256") or recorded.get("sha256")
     tok_sha = config_value(cfg, "tokenizer_sha256") or recorded.get("tokenizer_sha256")
     files = (text_encoder_dir() / "text_encoder.onnx", text_encoder_dir() / "tokenizer.json")
@@ -197,6 +200,9 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
                      max_tokens=src.max_tokens, context_dim=int(ucfg.context_dim))
     sampler_defaults = _sampler_defaults(opts, src)
     conditioning = _conditioning(src, notes)
+    vocabulary, vocabulary_note = run_vocabulary(src.config)
+    if vocabulary_note:
+        notes.append(vocabulary_note)
     if opts.include_text_encoder:  # the same files, pinned by the same sha256s, inside the bundle
         conditioning["text_encoder"] = bw.TEXT_ENCODER_FILE
 
@@ -207,9 +213,10 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
     half = fp16_variant(proto) if opts.fp16 else None
 
     ckpt = src.checkpoint
+    # Paths relative to the bundle folder: a bundle holds no absolute path of the building machine.
     provenance = {
-        "run": str(Path(ckpt.run_dir).absolute()) if getattr(ckpt, "run_dir", None) else str(src.path),
-        "checkpoint": str(Path(getattr(ckpt, "path", None) or src.path).absolute()),
+        "run": bw.relative_path(getattr(ckpt, "run_dir", None) or src.path, out),
+        "checkpoint": bw.relative_path(getattr(ckpt, "path", None) or src.path, out),
         "step": int(ckpt.step),
         "weights": src.weights,
         "metrics": _json_safe(dict(ckpt.metrics or {})),
@@ -224,7 +231,7 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
         schedule=src.schedule, sampler_defaults=sampler_defaults,
         unet={"file": bw.UNET_FILE, "fp16_file": bw.UNET_FP16_FILE if half is not None else None,
               "opset": info.opset, "parameters": _parameters(src.model), "flops_per_forward": _flops(src.model)},
-        conditioning=conditioning, provenance=provenance,
+        conditioning=conditioning, provenance=provenance, vocabulary=vocabulary,
     )
     props = bw.metadata_props(model_spec)
     set_metadata(proto, {**props, "diffusion_studio.precision": "fp32"})

@@ -197,7 +197,7 @@ def inspect_bundle(folder: Path) -> dict[str, Any]:
     return {
         "bundle": str(folder.absolute()),
         "model": {k: raw.get(k) for k in ("name", "format_version", "image", "diffusion", "sampler_defaults",
-                                          "unet", "conditioning", "provenance")},
+                                          "unet", "conditioning", "provenance", "vocabulary")},
         "graphs": graphs,
         "files": [_file_facts(folder, n, declared) for n in others],
         "parity": parity,
@@ -208,6 +208,17 @@ def inspect_bundle(folder: Path) -> dict[str, Any]:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+VOCABULARY_SHOWN = 12  # words of the vocabulary `describe` lists
+
+
+def _vocabulary_line(vocabulary: list[str] | None) -> str:
+    """'vocabulary 34 words: red, orange, …' (the first VOCABULARY_SHOWN), or that there is none."""
+    if not vocabulary:
+        return "vocabulary not declared (no note on unknown prompt words)"
+    shown = ", ".join(vocabulary[:VOCABULARY_SHOWN]) + (", …" if len(vocabulary) > VOCABULARY_SHOWN else "")
+    return f"vocabulary {len(vocabulary)} word{'s' if len(vocabulary) != 1 else ''}: {shown}"
 
 
 def describe(facts: dict[str, Any]) -> str:
@@ -226,6 +237,7 @@ def describe(facts: dict[str, Any]) -> str:
         f"sha256 {str(co.get('text_encoder_sha256'))[:12]}…",
         f"unet       {m['unet']['parameters']:,} parameters, {m['unet']['flops_per_forward'] / 1e6:.1f} MFLOP "
         f"per forward, opset {m['unet']['opset']}",
+        _vocabulary_line(m.get("vocabulary")),
         f"training   run {pr.get('run')}, step {pr.get('step')}, {pr.get('weights')} weights",
         f"exported   by {pr.get('exporter')} at {pr.get('exported_at', '?')}",
     ]

@@ -12,7 +12,6 @@ import pytest
 from onnx import numpy_helper
 
 
-
 def _torch_eps(state: dict, unet_config, x, t, context, mask) -> np.ndarray:
     import torch
 
@@ -62,8 +61,11 @@ def test_provenance_records_the_run(ema_export, tiny_run, tiny_config):
     bundle, _ = ema_export
     prov = json.loads((bundle / "model.json").read_text())["provenance"]
     ckpt = load_checkpoint(tiny_run)
-    assert prov["run"] == str(tiny_run.absolute())
-    assert prov["checkpoint"].endswith(f"step-{TRAIN_STEPS:08d}.safetensors")
+    # Relative to the bundle folder (no absolute path of the building machine), and they lead there.
+    assert prov["run"] == f"../../{tiny_run.parent.name}/{tiny_run.name}"
+    assert prov["checkpoint"] == f"{prov['run']}/checkpoints/step-{TRAIN_STEPS:08d}.safetensors"
+    assert (bundle / prov["run"]).resolve() == tiny_run.resolve()
+    assert (bundle / prov["checkpoint"]).resolve() == ckpt.path.resolve()
     assert prov["step"] == TRAIN_STEPS and prov["weights"] == "ema"
     assert prov["metrics"] == ckpt.metrics and prov["metrics"]["loss"] > 0
     assert prov["exporter"] == "torch.onnx dynamo" and prov["exporter_fallback_reason"] is None
@@ -71,6 +73,31 @@ def test_provenance_records_the_run(ema_export, tiny_run, tiny_config):
     assert {"torch", "onnx", "onnxruntime"} <= set(prov["versions"])
     parameters = sum(p.numel() for p in UNet(ckpt.unet_config).parameters())
     assert json.loads((bundle / "model.json").read_text())["unet"]["parameters"] == parameters
+
+
+def test_no_absolute_path_of_the_building_machine(ema_export, raw_export, tiny_run):
+    """Neither model.json nor the graphs' metadata name the run's (or the bundle's) absolute folder."""
+    for bundle, _ in (ema_export, raw_export):
+        for name in ("model.json", "unet.onnx"):
+            data = (bundle / name).read_bytes()
+            assert str(tiny_run.parent).encode() not in data, name
+            assert str(bundle.parent).encode() not in data, name
+        meta = {p.key: p.value for p in onnx.load(str(bundle / "unet.onnx")).metadata_props}
+        assert meta["diffusion_studio.provenance.run"] == f"../../{tiny_run.parent.name}/{tiny_run.name}"
+
+
+def test_vocabulary_of_a_shapes_run(ema_export, raw_export):
+    from diffusion_studio.inference.bundle_loader import load_bundle
+    from exporter.vocabulary import shapes_vocabulary
+
+    expected = shapes_vocabulary(pairs=False)  # the tiny run trains on Shapes without two-object examples
+    assert "red" in expected and "circle" in expected and "next" not in expected
+    for bundle, _ in (ema_export, raw_export):
+        raw = json.loads((bundle / "model.json").read_text())
+        assert raw["vocabulary"] == expected
+        assert load_bundle(bundle, device="cpu").vocabulary == tuple(expected)
+        meta = {p.key: p.value for p in onnx.load(str(bundle / "unet.onnx")).metadata_props}
+        assert json.loads(meta["diffusion_studio.vocabulary"]) == expected
 
 
 def test_onnx_graph_io_and_metadata(ema_export, tiny_config):
@@ -161,8 +188,9 @@ def test_ema_and_raw_weights_really_differ(ema_export, raw_export, tiny_run, fix
     assert np.abs(ema_eps - _torch_eps(ckpt.ema, ckpt.unet_config, *fixed_inputs)).max() <= 1e-4
     raw = json.loads((raw_export[0] / "model.json").read_text())
     assert raw["provenance"]["weights"] == "raw" and raw["name"] == "tiny raw"
-    assert raw["provenance"]["run"] == str(tiny_run.absolute())  # found from the checkpoint file
-    assert raw["provenance"]["checkpoint"] == str(ckpt.path.absolute())
+    run = f"../../{tiny_run.parent.name}/{tiny_run.name}"  # found from the checkpoint file
+    assert raw["provenance"]["run"] == run
+    assert raw["provenance"]["checkpoint"] == f"{run}/checkpoints/{ckpt.path.name}"
 
 
 def test_no_validate_writes_no_report(raw_export):

@@ -25,8 +25,12 @@ def test_inspect_text(run_cli, ema_export):
     assert "dpmpp-2m, 20 steps, guidance 2.0" in out
     assert f"{raw['unet']['parameters']:,} parameters" in out and "opset 18" in out
     assert "step 4, ema weights" in out and "torch.onnx dynamo" in out
+    assert raw["provenance"]["run"].startswith("../../")
+    assert f"training   run {raw['provenance']['run']}, step 4" in out
+    assert (f"vocabulary {len(raw['vocabulary'])} words: red, orange, yellow, green, blue, purple, circle, "
+            "square, triangle, small, large, top, …") in out
     for name in ("unet.onnx", "unet.fp16.onnx", "validation.json"):
-        line = next(l for l in out.splitlines() if l.startswith(f"{name}: "))
+        line = next(row for row in out.splitlines() if row.startswith(f"{name}: "))
         assert sha256_file(bundle / name)[:16] in line and "(matches model.json)" in line
     assert "  input  x             float    [N, 3, 8, 8]" in out
     assert "  input  t             int64    [N]" in out
@@ -57,7 +61,7 @@ def test_inspect_json_and_a_tampered_file(run_cli, ema_export, tmp_path):
     report.write_text(report.read_text().replace('"passed": true', '"passed": false', 1))
     result = run_cli("inspect", bundle)
     assert result.rc == 0
-    line = next(l for l in result.out.splitlines() if l.startswith("validation.json: "))
+    line = next(row for row in result.out.splitlines() if row.startswith("validation.json: "))
     assert "DOES NOT MATCH model.json" in line
     assert "loads in the app: yes" in result.out  # the loader checks the graphs, not the report
 
