@@ -5,6 +5,8 @@ to the bundled one. The output path is checked before anything is generated, and
 written atomically. A batch of N writes OUT-0.png … OUT-{N-1}.png (image i has seed + i)
 or, with --grid, one grid image. The sampler options (--eta, --ddpm-variance, --no-clip) and
 img2img (--init-image, --strength) go into the PNG metadata with everything else.
+When the prompt is empty (an unconditional image) or holds words the bundle's `vocabulary`
+does not list, a `note:` line on stderr says so (`core.vocabulary.prompt_note`, as in the GUI).
 
 A prompt whose bytes are not valid UTF-8 (a terminal in another encoding) is not refused:
 each undecodable byte becomes U+FFFD, a note on stderr says so, and the metadata records the
@@ -61,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, metavar="W",
                    help=f"classifier-free guidance scale, 0..{GUIDANCE_MAX:g} (default: the bundle's)")
     p.add_argument("--seed", type=int, metavar="N", help="noise seed (default: random, printed and stored)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help=f"images to generate, 1..{BATCH_MAX} (seeds seed..seed+N-1)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help=f"images to generate, 1..{BATCH_MAX} (seeds seed..seed+N-1)")
     p.add_argument("--grid", action="store_true", help="write a batch as one grid image")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider")
     p.add_argument("--eta", type=float, default=0.0, metavar="F",
@@ -187,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `diffusion-studio --help` stays fast.
     from diffusion_studio.core.images import make_grid
     from diffusion_studio.core.png_meta import write_png
+    from diffusion_studio.core.vocabulary import prompt_note
     from diffusion_studio.inference.bundle_loader import load_bundle
     from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
     from diffusion_studio.inference.text_encoder import replace_undecodable
@@ -234,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
                  "became U+FFFD (\ufffd).", sys.stderr)
     for note in result.notes:
         _say(f"note: {note}", sys.stderr)
+    vocabulary_note = prompt_note(prompt, bundle.vocabulary)  # the GUI's prompt hint, the same sentence
+    if vocabulary_note:
+        _say(f"note: {vocabulary_note}", sys.stderr)
     for warning in caught:
         _say(f"warning: {warning.message}", sys.stderr)
     if args.init_image is not None:  # the pipeline knows the pixels, the CLI the file they came from
@@ -241,7 +248,8 @@ def run(args: argparse.Namespace) -> int:
             meta["init_image"] = str(args.init_image)
 
     if args.grid and args.batch > 1:
-        grid_meta = {**result.metadata[0], "grid": f"{args.batch} images, seeds {request.seed}..{request.seed + args.batch - 1}"}
+        seeds = f"{request.seed}..{request.seed + args.batch - 1}"
+        grid_meta = {**result.metadata[0], "grid": f"{args.batch} images, seeds {seeds}"}
         write_png(paths[0], make_grid(result.images), grid_meta)
     else:
         for path, image, meta in zip(paths, result.images, result.metadata):

@@ -439,3 +439,43 @@ def test_prompt_that_is_not_utf8_is_replaced_with_a_note_subprocess(tiny_bundle,
     expected = Pipeline(load_bundle(tiny_bundle, "cpu")).generate(GenerationRequest(
         "a\ufffd circle", negative_prompt="\ufffd\ufffd", steps=2, seed=3))
     np.testing.assert_array_equal(_pixels(out), expected.images[0])
+
+
+# --- the vocabulary note (the GUI's prompt hint, on stderr) ----------------------------------------
+
+
+@pytest.fixture
+def vocabulary_bundle(bundle_copy) -> Path:
+    """The tiny bundle declaring a small vocabulary."""
+    folder = bundle_copy("tiny-vocab")
+    data = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    data["vocabulary"] = ["red", "blue", "circle", "square", "background"]
+    (folder / "model.json").write_text(json.dumps(data), encoding="utf-8")
+    assert load_bundle(folder, device="cpu").vocabulary == ("red", "blue", "circle", "square", "background")
+    return folder
+
+
+@pytest.mark.parametrize("prompt,note", [
+    ("a pink star on blue", "note: This model does not know: pink, star."),  # within the 8 tokens
+    ("", "note: An empty prompt makes an unconditional image (no guidance)."),
+    ("a red circle on blue", None),
+])
+def test_generate_notes_unknown_words_and_the_empty_prompt(capsys, vocabulary_bundle, out_dir, prompt, note):
+    out = out_dir / "img.png"
+    code, stdout, stderr = _run(capsys, prompt, "--model", str(vocabulary_bundle), "--steps", "2", "--seed", "1",
+                                "--device", "cpu", "-o", str(out))
+    assert code == 0, stderr
+    assert out.is_file() and png_meta.read_metadata(out)["prompt"] == prompt
+    notes = [line for line in stderr.splitlines() if line.startswith("note: ")]
+    assert notes == ([note] if note else [])
+
+
+def test_generate_without_a_vocabulary_notes_only_the_empty_prompt(capsys, tiny_bundle, out_dir):
+    assert load_bundle(tiny_bundle, device="cpu").vocabulary is None
+    code, _, stderr = _run(capsys, "a pink star", "--model", str(tiny_bundle), "--steps", "2", "--seed", "1",
+                           "--device", "cpu", "-o", str(out_dir / "a.png"))
+    assert code == 0 and "note:" not in stderr
+    code, _, stderr = _run(capsys, "", "--model", str(tiny_bundle), "--steps", "2", "--seed", "1",
+                           "--device", "cpu", "-o", str(out_dir / "b.png"))
+    assert code == 0
+    assert stderr.splitlines() == ["note: An empty prompt makes an unconditional image (no guidance)."]
