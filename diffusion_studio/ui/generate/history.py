@@ -42,6 +42,40 @@ class HistoryEntry:
         return " · ".join(parts)
 
 
+def batch_key(entry: HistoryEntry) -> str | None:
+    """The run an image of a batch came from (its images share it); None for a single image.
+
+    A run writes `created`, `batch_size` and `batch_index` into every image, and image i has
+    seed + i: the first seed, the size and the creation time name the batch.
+    """
+    m = entry.metadata
+    try:
+        size, index, seed = int(m.get("batch_size", 1)), int(m.get("batch_index", 0)), int(m.get("seed", 0))
+    except (TypeError, ValueError):
+        return None
+    if size <= 1:
+        return None
+    return f"{m.get('created', '')}|{seed - index}|{size}|{m.get('model_hash', '')}"
+
+
+def batch_index(entry: HistoryEntry) -> int:
+    try:
+        return int(entry.metadata.get("batch_index", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def in_history_order(entries: list[HistoryEntry]) -> list[HistoryEntry]:
+    """Newest run first; the images of one batch together, in batch order (stable across restarts:
+    it depends on the files' metadata and times, not on the order they were listed in)."""
+    groups: dict[str, list[HistoryEntry]] = {}
+    for entry in entries:
+        groups.setdefault(batch_key(entry) or f"single|{entry.path}", []).append(entry)
+    ordered = sorted(groups.values(), key=lambda g: (max(e.created for e in g), min(e.path.name for e in g)),
+                     reverse=True)
+    return [e for group in ordered for e in sorted(group, key=lambda e: (batch_index(e), e.path.name))]
+
+
 def read_entry(path: Path) -> HistoryEntry:
     """The history entry of one PNG; UsageError if it is not a readable PNG."""
     metadata = png_meta.read_metadata(path)
@@ -65,7 +99,7 @@ class HistoryStore:
                 found.append(read_entry(path))
             except (UsageError, OSError):
                 continue  # a foreign or half-deleted file is not history
-        return sorted(found, key=lambda e: (e.created, e.path.name), reverse=True)
+        return in_history_order(found)
 
     def _new_path(self, seed: int, index: int) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -3,6 +3,11 @@
 A view over `HistoryStore`. Selecting an entry emits `entrySelected` (the window shows
 the image); the actions (Reuse settings, Save As…, Copy image, Reveal in folder,
 Delete) work on the selected entry. Dialogs are the only blocking calls.
+
+The images of one batch are one group: the first image heads it ("▸ batch of 4"), the others
+follow it indented and show when the group is expanded (double-click the head, or the context
+menu's "Expand / collapse batch"). A new batch arrives expanded, older ones collapsed. The order
+(newest run first, a batch in its own order) is `history.in_history_order`, the same after a restart.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from PySide6.QtWidgets import (
 from diffusion_studio.core.files import atomic_write_bytes
 from diffusion_studio.core.params import sampler_label
 from diffusion_studio.errors import UsageError
-from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore
+from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore, batch_key
 
 THUMBNAIL = 64
 MAX_LISTED = 500
 PATH_ROLE = Qt.ItemDataRole.UserRole
+BATCH_ROLE = Qt.ItemDataRole.UserRole + 1  # batch_key of the entry, "" for a single image
 
 # Metadata keys shown first, with their labels; any other key follows as is.
 _DETAIL_LABELS = (
@@ -124,11 +130,12 @@ class HistoryPanel(QWidget):
         self.setObjectName("historyPanel")
         self.store = store
         self._entries: dict[str, HistoryEntry] = {}
+        self._expanded: set[str] = set()  # batch keys shown open
 
         self.historyList = QListWidget(objectName="historyList")
         self.historyList.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
         self.historyList.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.historyList.setUniformItemSizes(True)
+        self.historyList.itemDoubleClicked.connect(self.toggle_batch)
         self.historyList.setWordWrap(True)
         self.historyList.setAccessibleName("History")
         self.historyList.currentItemChanged.connect(self._on_current_changed)
@@ -162,6 +169,10 @@ class HistoryPanel(QWidget):
             action = QAction(text, self.historyList)
             action.triggered.connect(slot)
             self.historyList.addAction(action)
+        self.toggleBatchAction = QAction("Expand / collapse batch", self.historyList)
+        self.toggleBatchAction.setObjectName("toggleBatchAction")
+        self.toggleBatchAction.triggered.connect(lambda: self.toggle_batch(self.historyList.currentItem()))
+        self.historyList.addAction(self.toggleBatchAction)
         self.historyList.addAction(self.deleteAction)
 
         buttons = QGridLayout()
@@ -189,12 +200,14 @@ class HistoryPanel(QWidget):
         self._entries.clear()
         for entry in self.store.entries()[:MAX_LISTED]:
             self._append(entry)
+        self._refresh_groups()
         self.historyList.blockSignals(False)
         self._update_actions()
 
     def _make_item(self, entry: HistoryEntry) -> QListWidgetItem:
         item = QListWidgetItem(thumbnail(entry.path), f"{entry.title}\n{entry.subtitle}")
         item.setData(PATH_ROLE, str(entry.path))
+        item.setData(BATCH_ROLE, batch_key(entry) or "")
         item.setToolTip(format_details(entry))
         self._entries[str(entry.path)] = entry
         return item
@@ -206,12 +219,72 @@ class HistoryPanel(QWidget):
         """Put newly written entries on top; select the first without showing it."""
         for entry in reversed(entries):
             self.historyList.insertItem(0, self._make_item(entry))
+        self._expanded.update(key for key in (batch_key(e) for e in entries) if key)  # a new batch arrives open
+        self._refresh_groups()
         if select_first and entries:
             self.historyList.blockSignals(True)
             self.historyList.setCurrentRow(0)
             self.historyList.blockSignals(False)
             self.detailsView.setPlainText(format_details(entries[0]))
         self._update_actions()
+
+    # --- batches -----------------------------------------------------------------------------
+    def _refresh_groups(self) -> None:
+        """Head, member and hidden state of every row from the list's order and the open batches."""
+        sizes: dict[str, int] = {}
+        for i in range(self.historyList.count()):
+            key = self.historyList.item(i).data(BATCH_ROLE)
+            if key:
+                sizes[key] = sizes.get(key, 0) + 1
+        seen: set[str] = set()
+        for i in range(self.historyList.count()):
+            item = self.historyList.item(i)
+            entry = self._entries[item.data(PATH_ROLE)]
+            key = item.data(BATCH_ROLE)
+            text = f"{entry.title}\n{entry.subtitle}"
+            hidden = False
+            if key and sizes[key] > 1:
+                if key in seen:  # a member: indented under its head, shown when the batch is open
+                    text = f"    ↳ {entry.subtitle}"
+                    hidden = key not in self._expanded
+                else:
+                    arrow = "▾" if key in self._expanded else "▸"
+                    text = f"{entry.title}\n{arrow} batch of {sizes[key]} · {entry.subtitle}"
+                seen.add(key)
+            item.setText(text)
+            item.setHidden(hidden)
+
+    def is_batch_head(self, item: QListWidgetItem | None) -> bool:
+        if item is None or not item.data(BATCH_ROLE):
+            return False
+        key = item.data(BATCH_ROLE)
+        same = [self.historyList.item(i) for i in range(self.historyList.count())
+                if self.historyList.item(i).data(BATCH_ROLE) == key]
+        return len(same) > 1 and same[0] is item
+
+    def batch_items(self, key: str) -> list[QListWidgetItem]:
+        return [self.historyList.item(i) for i in range(self.historyList.count())
+                if self.historyList.item(i).data(BATCH_ROLE) == key]
+
+    def is_expanded(self, key: str) -> bool:
+        return key in self._expanded
+
+    def set_batch_expanded(self, key: str, expanded: bool) -> None:
+        if expanded:
+            self._expanded.add(key)
+        else:
+            self._expanded.discard(key)
+            current = self.historyList.currentItem()
+            if current is not None and current.data(BATCH_ROLE) == key and not self.is_batch_head(current):
+                self.historyList.setCurrentItem(self.batch_items(key)[0])  # the selection stays visible
+        self._refresh_groups()
+
+    def toggle_batch(self, item: QListWidgetItem | None) -> None:
+        """Open or close the batch `item` belongs to."""
+        if item is None or not item.data(BATCH_ROLE) or len(self.batch_items(item.data(BATCH_ROLE))) < 2:
+            return
+        key = item.data(BATCH_ROLE)
+        self.set_batch_expanded(key, key not in self._expanded)
 
     def entries(self) -> list[HistoryEntry]:
         return [self._entries[self.historyList.item(i).data(PATH_ROLE)] for i in range(self.historyList.count())]
@@ -302,6 +375,7 @@ class HistoryPanel(QWidget):
         row = self.historyList.currentRow()
         self._entries.pop(str(entry.path), None)
         self.historyList.takeItem(row)
+        self._refresh_groups()
         self._update_actions()
         if self.historyList.count() == 0:
             self.entrySelected.emit(None)
