@@ -113,6 +113,13 @@ def test_nothing_is_cut_at_the_minimum_window_size(qtbot, make_window) -> None:
     assert plot.legend_width() <= plot.width() - 30  # every legend row fits (rows wrap when narrow)
     ws.controls.markovCheck.setChecked(False)
 
+    window.tabs.setCurrentWidget(window.generateWorkspace)
+    qtbot.wait(50)
+    button = window.generateWorkspace.settingsPanel.generateButton  # pinned under the form: always in view
+    top_left = button.mapTo(window, button.rect().topLeft())
+    assert button.isVisible() and window.rect().contains(top_left)
+    assert top_left.y() + button.height() <= window.statusBar().y()
+
     long_path = "/home/someone/" + "/".join(f"folder-{i}" for i in range(30)) + "/shapes-bundle"
     window.show_status(f"Loaded shapes from {long_path}")
     bar = window.statusBar()

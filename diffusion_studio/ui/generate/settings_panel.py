@@ -189,7 +189,10 @@ class SettingsPanel(QWidget):
         self.cancelButton.setToolTip("Stop the run (Esc)")
         self.cancelButton.setMinimumHeight(36)
         self.cancelButton.clicked.connect(self.cancelRequested)
-        buttons = QHBoxLayout()
+        # Generate / Cancel: the workspace pins this bar under the scrolling form, always in view.
+        self.actionBar = QWidget(objectName="generateActionBar")
+        buttons = QHBoxLayout(self.actionBar)
+        buttons.setContentsMargins(0, 4, 0, 0)
         buttons.addWidget(self.generateButton, 2)
         buttons.addWidget(self.cancelButton, 1)
 
@@ -197,7 +200,6 @@ class SettingsPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         for box in (model_box, prompt_box, sampling_box):
             layout.addWidget(box)
-        layout.addLayout(buttons)
         layout.addStretch(1)
         self._refresh_icons()
         self.setMinimumWidth(280)

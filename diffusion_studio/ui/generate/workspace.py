@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QScrollArea, QSplitter, QWidget
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.formatting import format_seconds
@@ -54,7 +54,12 @@ class GenerateWorkspace(QWidget):
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setMinimumWidth(self.settingsPanel.minimumWidth() + 16)
         self.splitter = QSplitter(Qt.Orientation.Horizontal, objectName="generateSplitter")
-        self.splitter.addWidget(scroll)
+        column = QWidget(objectName="settingsColumn")
+        column_layout = QVBoxLayout(column)
+        column_layout.setContentsMargins(0, 0, 0, 0)
+        column_layout.addWidget(scroll, 1)
+        column_layout.addWidget(self.settingsPanel.actionBar)  # Generate stays in view at any height
+        self.splitter.addWidget(column)
         self.splitter.addWidget(self.previewArea)
         self.splitter.addWidget(self.historyPanel)
         self.splitter.setStretchFactor(0, 0)
