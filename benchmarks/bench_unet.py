@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def main() -> int:
 
     bundle = load_bundle(args.bundle, device="cpu")
     spec = bundle.spec
-    size, L, D = spec.image_size, spec.max_tokens, spec.embedding_dim
+    size = spec.image_size
     rng = np.random.default_rng(0)
     torch_model = _torch_model(bundle, args.threads)
     rows = []
@@ -53,8 +54,8 @@ def main() -> int:
         x = rng.standard_normal((n, spec.channels, size, size)).astype(np.float32)
         t = np.full((n,), spec.T // 2, dtype=np.int64)
         context, mask = bundle.text_encoder.encode(["a large red circle in the top left"] * n)
-        ort_s = _time(lambda: bundle.denoiser(x, t, context, mask), args.repeat)
-        torch_s = _time(lambda: torch_model(x, t, context, mask), args.repeat) if torch_model else None
+        ort_s = _time(partial(bundle.denoiser, x, t, context, mask), args.repeat)
+        torch_s = _time(partial(torch_model, x, t, context, mask), args.repeat) if torch_model else None
         rows.append({"batch": n, "onnxruntime_ms": ort_s * 1e3,
                      "torch_eager_ms": None if torch_s is None else torch_s * 1e3,
                      "speedup": None if torch_s is None else torch_s / ort_s})

@@ -19,6 +19,7 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
+import onnx.inliner  # a submodule `import onnx` does not load
 from onnx import TensorProto, helper, numpy_helper
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -159,7 +160,7 @@ def convert_to_fp16(model: onnx.ModelProto, image_input: str = "x") -> onnx.Mode
     for node in graph.node:
         node.input[:] = [renamed.get(n, n) for n in node.input]
         node.output[:] = [renamed.get(n, n) for n in node.output]
-    for old, new in renamed.items():
+    for new in renamed.values():
         produced[new] = HALF
 
     casts: dict[tuple[str, int], str] = {}

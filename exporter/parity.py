@@ -168,7 +168,9 @@ def fp16_finite(session: ort.InferenceSession, spec: GraphSpec, T: int, chunk: i
     return {"timesteps_checked": T, "finite": not bad, "non_finite_timesteps": bad[:20]}
 
 
-def _conditioning(spec: GraphSpec, conditioning: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+def _conditioning(
+    spec: GraphSpec, conditioning: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(context, mask, uncond_context, uncond_mask, source) for the sampling runs.
 
     The shared MiniLM encoder when it is the one the bundle pins; else a seeded random context.

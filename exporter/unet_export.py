@@ -116,6 +116,8 @@ def _export_dynamo(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
             opset_version=opset, dynamo=True, external_data=False, optimize=True,
             dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
         )
+    if program is None:  # dynamo=True always returns the program
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program.")
     return program.model_proto
 
 
@@ -125,7 +127,8 @@ def _export_torchscript(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
     buffer = io.BytesIO()
     with _quiet():
         torch.onnx.export(
-            model, _example_inputs(spec), buffer, input_names=list(INPUT_NAMES),
+            # torch annotates `f` as a path; the TorchScript exporter writes to file objects as well
+            model, _example_inputs(spec), buffer, input_names=list(INPUT_NAMES),  # type: ignore[arg-type]
             output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False, do_constant_folding=True,
             dynamic_axes={name: {0: BATCH_DIM} for name in (*INPUT_NAMES, OUTPUT_NAME)},
         )

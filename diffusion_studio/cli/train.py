@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
     ctx = ddp.init_distributed(config.device)  # joins torchrun's group when started by torchrun
     try:
-        listeners, bar = [], None
+        listeners: list[Callable[[dict[str, Any]], None]] = []
+        bar = None
         if not args.json and ctx.is_main:
             bar = _ProgressBar()
             listeners.append(bar)

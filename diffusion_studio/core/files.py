@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def _json_depth_exceeds(value: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(item, dict):
             children = item.values()
         elif isinstance(item, list):
@@ -143,7 +145,9 @@ def read_json_file(
     except json.JSONDecodeError as e:
         raise error(f"{label} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
     except RecursionError:
-        raise error(f"{label} nests arrays or objects too deeply to be read (the limit is {max_depth} levels).") from None
+        raise error(
+            f"{label} nests arrays or objects too deeply to be read (the limit is {max_depth} levels)."
+        ) from None
     except ValueError:  # e.g. an integer literal longer than Python converts (4300 digits)
         raise error(f"{label} holds a number too long to be read.") from None
     if _json_depth_exceeds(data, max_depth):

@@ -36,10 +36,11 @@ def coefficient(values: np.ndarray, t: int | np.ndarray, ndim: int) -> np.ndarra
 
     A scalar t gives a 0-d array; t of shape [N] gives shape [N, 1, …, 1].
     """
-    picked = np.asarray(values, dtype=np.float64)[np.asarray(t) - 1]
+    picked: np.ndarray = np.asarray(values, dtype=np.float64)[np.asarray(t) - 1]
     if picked.ndim == 0:
         return picked
-    return picked.reshape(picked.shape + (1,) * (ndim - picked.ndim))
+    shaped: np.ndarray = picked.reshape(picked.shape + (1,) * (ndim - picked.ndim))
+    return shaped
 
 
 def _out_dtype(*arrays: np.ndarray) -> np.dtype:
@@ -53,7 +54,8 @@ def q_sample(schedule: Schedule, x_0: np.ndarray, t: int | np.ndarray, eps: np.n
         raise UsageError(f"x_0 and eps must have the same shape, got {np.shape(x_0)} and {np.shape(eps)}.")
     a = coefficient(schedule.sqrt_alphas_cumprod, t, np.ndim(x_0))
     b = coefficient(schedule.sqrt_one_minus_alphas_cumprod, t, np.ndim(x_0))
-    return (a * x_0 + b * eps).astype(_out_dtype(x_0, eps))
+    x_t: np.ndarray = (a * x_0 + b * eps).astype(_out_dtype(x_0, eps))
+    return x_t
 
 
 def q_step(schedule: Schedule, x_prev: np.ndarray, t: int | np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -62,7 +64,8 @@ def q_step(schedule: Schedule, x_prev: np.ndarray, t: int | np.ndarray, z: np.nd
     if np.shape(x_prev) != np.shape(z):
         raise UsageError(f"x_prev and z must have the same shape, got {np.shape(x_prev)} and {np.shape(z)}.")
     beta = coefficient(schedule.betas, t, np.ndim(x_prev))
-    return (np.sqrt(1.0 - beta) * x_prev + np.sqrt(beta) * z).astype(_out_dtype(x_prev, z))
+    x_t: np.ndarray = (np.sqrt(1.0 - beta) * x_prev + np.sqrt(beta) * z).astype(_out_dtype(x_prev, z))
+    return x_t
 
 
 def x0_from_eps(schedule: Schedule, x_t: np.ndarray, t: int | np.ndarray, eps: np.ndarray) -> np.ndarray:
@@ -70,7 +73,8 @@ def x0_from_eps(schedule: Schedule, x_t: np.ndarray, t: int | np.ndarray, eps: n
     t = _check_t(schedule, t)
     a = coefficient(schedule.sqrt_alphas_cumprod, t, np.ndim(x_t))
     b = coefficient(schedule.sqrt_one_minus_alphas_cumprod, t, np.ndim(x_t))
-    return ((x_t - b * eps) / a).astype(_out_dtype(x_t, eps))
+    x_0: np.ndarray = ((x_t - b * eps) / a).astype(_out_dtype(x_t, eps))
+    return x_0
 
 
 def eps_from_x0(schedule: Schedule, x_t: np.ndarray, t: int | np.ndarray, x_0: np.ndarray) -> np.ndarray:
@@ -78,7 +82,8 @@ def eps_from_x0(schedule: Schedule, x_t: np.ndarray, t: int | np.ndarray, x_0: n
     t = _check_t(schedule, t)
     a = coefficient(schedule.sqrt_alphas_cumprod, t, np.ndim(x_t))
     b = coefficient(schedule.sqrt_one_minus_alphas_cumprod, t, np.ndim(x_t))
-    return ((x_t - a * x_0) / b).astype(_out_dtype(x_t, x_0))
+    eps: np.ndarray = ((x_t - a * x_0) / b).astype(_out_dtype(x_t, x_0))
+    return eps
 
 
 def q_posterior(

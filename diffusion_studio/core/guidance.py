@@ -17,7 +17,8 @@ __all__ = ["guided_eps_fn", "combine_guidance"]
 
 def combine_guidance(eps_uncond: np.ndarray, eps_cond: np.ndarray, w: float) -> np.ndarray:
     """ε̂ = ε_u + w (ε_c − ε_u): w = 0 is unconditional, w = 1 conditional, w > 1 extrapolates."""
-    return (eps_uncond + np.float32(w) * (eps_cond - eps_uncond)).astype(np.float32)
+    guided: np.ndarray = (eps_uncond + np.float32(w) * (eps_cond - eps_uncond)).astype(np.float32)
+    return guided
 
 
 def _check_context(name: str, context: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,11 +3,12 @@
 Two text chunks are written:
 
 - `parameters`: the AUTOMATIC1111 text that users paste around (also read by ComfyUI
-  extensions and image boards)::
+  extensions and image boards), the settings on one line (wrapped here)::
 
       <prompt>
       Negative prompt: <negative prompt>
-      Steps: 20, Sampler: DPM++ 2M, CFG scale: 3.0, Seed: 42, Size: 32x32, Model hash: abcd1234, Model: shapes, Provider: CPUExecutionProvider
+      Steps: 20, Sampler: DPM++ 2M, CFG scale: 3.0, Seed: 42, Size: 32x32, Model hash: abcd1234,
+      Model: shapes, Provider: CPUExecutionProvider
 
 - `diffusion_studio`: a UTF-8 iTXt chunk holding the exact settings as JSON.
 
@@ -26,8 +27,9 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError

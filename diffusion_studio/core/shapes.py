@@ -114,7 +114,7 @@ def coverage(spec: ShapeSpec, image_size: int) -> np.ndarray:
     else:  # isosceles triangle, apex at top centre, base on the bottom edge of the box
         rel = (dy + h) / (2 * h)  # 0 at the apex row, 1 at the base
         inside = (rel >= 0) & (rel <= 1) & (np.abs(dx) <= rel * h)
-    cov = inside.reshape(image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE).mean(axis=(1, 3))
+    cov: np.ndarray = inside.reshape(image_size, _SUPERSAMPLE, image_size, _SUPERSAMPLE).mean(axis=(1, 3))
     return cov.astype(np.float32)
 
 
@@ -124,7 +124,8 @@ def render(spec: ShapeSpec, image_size: int = 32) -> np.ndarray:
         raise UsageError(f"Shapes images need at least 8 pixels per side, got {image_size}.")
     a = coverage(spec, image_size)[..., None]
     img = a * np.asarray(spec.color_rgb, np.float32) + (1 - a) * np.asarray(spec.background_rgb, np.float32)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    rgb: np.ndarray = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    return rgb
 
 
 def _article(word: str) -> str:

@@ -44,6 +44,8 @@ def draw_prompts(n: int, seed: int = 0, p_named: float = 0.85) -> list[EvalPromp
         named = shapes.parse_caption(text)
         for attr, value in named.items():  # the grammar and its parser must agree
             if getattr(spec, attr) != value:
-                raise RuntimeError(f"parse_caption read {attr}={value!r} from {text!r}, spec says {getattr(spec, attr)!r}.")
+                raise RuntimeError(
+                    f"parse_caption read {attr}={value!r} from {text!r}, spec says {getattr(spec, attr)!r}."
+                )
         out.append(EvalPrompt(i, text, spec, named, seed + i))
     return out

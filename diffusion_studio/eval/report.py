@@ -105,7 +105,8 @@ def markdown_table(reports: list[dict]) -> str:
     head = (["sampler", "steps", "guidance", "prompts"] + list(attrs)
             + ["variety size / position / background", "small when size omitted", "background within 16",
                "two objects bound (both / swapped)", "s per image (alone)", "s per image (batched)"])
-    bars = " · ".join(f"{a} ≥ {100 * next(iter(reports))['attributes'][a]['bar']:.0f}%" for a in attrs) if reports else ""
+    bar_of = reports[0]["attributes"] if reports else {}
+    bars = " · ".join(f"{a} ≥ {100 * bar_of[a]['bar']:.0f}%" for a in attrs) if reports else ""
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in reports:
         s, t = r.get("settings", {}), r["timing"]

@@ -107,6 +107,13 @@ class GenerationRequest:
         )
 
 
+def _resolved_fields(request: GenerationRequest) -> tuple[str, int, float, int]:
+    """sampler, steps, guidance and seed of a resolved request (`Pipeline.resolve` fills them all in)."""
+    if request.sampler is None or request.steps is None or request.guidance is None or request.seed is None:
+        raise ValueError("the request is not resolved: sampler, steps, guidance and seed are needed")
+    return request.sampler, request.steps, request.guidance, request.seed
+
+
 @dataclass
 class GenerationResult:
     """Finished images and what is needed to make them again."""
@@ -198,6 +205,7 @@ class Pipeline:
         `Cancelled` when `should_stop()` turns True or `cancel()` is called.
         """
         req = self.resolve(request)
+        sampler, n_steps, guidance, seed = _resolved_fields(req)
         self._stop.clear()
         notes: list[str] = []
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
@@ -207,12 +215,12 @@ class Pipeline:
         else:
             uncond_context, uncond_mask = self.unconditional()
         b = self.bundle
-        eps_fn = guided_eps_fn(b.denoiser, context, mask, uncond_context, uncond_mask, req.guidance)
+        eps_fn = guided_eps_fn(b.denoiser, context, mask, uncond_context, uncond_mask, guidance)
         init = self._init_image(req.init_image)
-        if req.eta > 0 and req.sampler != SamplerKind.DDIM.value:
-            notes.append(f"eta only changes the ddim sampler; {req.sampler} ignores it.")
-        if req.ddpm_variance != DdpmVariance.BETA.value and req.sampler != SamplerKind.DDPM.value:
-            notes.append(f"the DDPM variance only changes the ddpm sampler; {req.sampler} ignores it.")
+        if req.eta > 0 and sampler != SamplerKind.DDIM.value:
+            notes.append(f"eta only changes the ddim sampler; {sampler} ignores it.")
+        if req.ddpm_variance != DdpmVariance.BETA.value and sampler != SamplerKind.DDPM.value:
+            notes.append(f"the DDPM variance only changes the ddpm sampler; {sampler} ignores it.")
 
         def stop() -> bool:
             return self._stop.is_set() or (should_stop is not None and bool(should_stop()))
@@ -221,9 +229,9 @@ class Pipeline:
             eps_fn,
             b.schedule,
             (req.batch, b.channels, b.image_size, b.image_size),
-            sampler=req.sampler,
-            steps=req.steps,
-            rng=batch_rng(req.seed, req.batch),
+            sampler=sampler,
+            steps=n_steps,
+            rng=batch_rng(seed, req.batch),
             clip_x0=req.clip_x0,
             eta=req.eta,
             ddpm_variance=req.ddpm_variance,
@@ -267,14 +275,15 @@ class Pipeline:
     def image_metadata(self, request: GenerationRequest, index: int, seconds: float) -> dict[str, Any]:
         """Settings that reproduce image `index` of a resolved request alone (its seed is seed + index)."""
         b, info = self.bundle, self.provider_info
-        sampler = SamplerKind(request.sampler)
+        sampler_id, steps, guidance, seed = _resolved_fields(request)
+        sampler = SamplerKind(sampler_id)
         return {
             "prompt": request.prompt_of(index),
             "negative_prompt": request.negative_prompt,
-            "seed": int(request.seed) + index,
-            "steps": int(request.steps),
+            "seed": int(seed) + index,
+            "steps": int(steps),
             "sampler": sampler.value,
-            "guidance": float(request.guidance),
+            "guidance": float(guidance),
             "model": b.name,
             "model_hash": b.model_hash,
             "provider": info.active,

@@ -21,7 +21,13 @@ class PerImageGenerator(np.random.Generator):
         super().__init__(np.random.PCG64(seed))
         self.rows = [np.random.default_rng(seed + i) for i in range(batch)]
 
-    def standard_normal(self, size=None, dtype=np.float64, out=None):  # type: ignore[override]
+    # numpy types standard_normal as overloads (a float without `size`); this one always returns an array.
+    def standard_normal(  # type: ignore[override]
+        self,
+        size: int | tuple[int, ...] | None = None,
+        dtype: type[np.float32] | type[np.float64] = np.float64,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         shape = (size,) if isinstance(size, (int, np.integer)) else tuple(size or ())
         if out is not None or not shape or shape[0] != len(self.rows):
             raise UsageError(

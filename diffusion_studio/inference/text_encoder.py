@@ -43,7 +43,8 @@ def file_sha256(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     except OSError as exc:
-        raise BundleError(f"The text encoder file {path} cannot be read ({exc.strerror or type(exc).__name__}).") from None
+        reason = exc.strerror or type(exc).__name__
+        raise BundleError(f"The text encoder file {path} cannot be read ({reason}).") from None
     return digest.hexdigest()
 
 
@@ -57,7 +58,9 @@ def _read_info(path: Path) -> dict[str, object]:
         return {}
     info = read_json_file(path, f"the text encoder's {INFO_FILE}", error=BundleError)
     if not isinstance(info, dict):
-        raise BundleError(f"the text encoder's {INFO_FILE} {str(path)!r} must hold a JSON object, got {type(info).__name__}.")
+        raise BundleError(
+            f"the text encoder's {INFO_FILE} {str(path)!r} must hold a JSON object, got {type(info).__name__}."
+        )
     return info
 
 
@@ -144,6 +147,7 @@ class TextEncoder:
                 self._cache.clear()
             if len(fresh) <= self._cache_size:
                 self._cache.update(fresh)
-        context = np.stack([c for c, _ in pairs]) if pairs else np.zeros((0, self.max_tokens, self.embedding_dim), np.float32)
+        empty = (0, self.max_tokens, self.embedding_dim)
+        context = np.stack([c for c, _ in pairs]) if pairs else np.zeros(empty, np.float32)
         context_mask = np.stack([m for _, m in pairs]) if pairs else np.zeros((0, self.max_tokens), np.float32)
         return context, context_mask

@@ -66,7 +66,10 @@ def checkpoint_name(step: int) -> str:
 def capture_rng() -> tuple[dict, torch.Tensor]:
     """Python and numpy global RNG states as JSON, torch's CPU RNG state as a uint8 tensor."""
     py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    if not isinstance(np_state, tuple):  # the global RandomState's MT19937 always gives the legacy tuple
+        raise TypeError(f"unexpected numpy RNG state {type(np_state).__name__}")
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_state
     state = {"python": [py_version, list(py_state), py_gauss],
              "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)]}
     return state, torch.random.get_rng_state().clone()

@@ -110,12 +110,12 @@ class TrainConfig:
                   ("p_uncond", self.p_uncond, 0.0, 1.0, True, False),
                   ("two_shape_share", self.two_shape_share, 0.0, 1.0, True, True),
                   ("sample_guidance", self.sample_guidance, 0.0, GUIDANCE_MAX, True, True)]
-        for name, value, lo, hi, lo_ok, hi_ok in floats:
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and (lo <= value if lo_ok else lo < value) and (value <= hi if hi_ok else value < hi))
+        for name, number, low, high, low_ok, high_ok in floats:
+            ok = (isinstance(number, (int, float)) and not isinstance(number, bool)
+                  and (low <= number if low_ok else low < number) and (number <= high if high_ok else number < high))
             if not ok:
-                raise UsageError(f"{name} must be in {'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}, "
-                                 f"got {value!r}.")
+                raise UsageError(f"{name} must be in {'[' if low_ok else '('}{low}, {high}{']' if high_ok else ')'}, "
+                                 f"got {number!r}.")
         if self.hflip and self.dataset == "shapes":
             raise UsageError("Horizontal flips would swap left and right in the Shapes captions; "
                              "they are for folder datasets only.")

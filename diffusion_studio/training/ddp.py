@@ -136,17 +136,18 @@ def broadcast_json(ctx: DistContext, value: Any = None) -> Any:
 
 def broadcast_tensors(ctx: DistContext, tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Rank 0's dict of tensors on every rank (CPU tensors; one broadcast per dtype)."""
+    local = dict(tensors or {})
     if not ctx.distributed:
-        return dict(tensors or {})
+        return local
     meta = broadcast_json(ctx, [[k, list(v.shape), str(v.dtype).removeprefix("torch.")]
-                                for k, v in (tensors or {}).items()] if ctx.is_main else None)
+                                for k, v in local.items()] if ctx.is_main else None)
     out: dict[str, torch.Tensor] = {}
     for dtype_name in sorted({m[2] for m in meta}):
         dtype = getattr(torch, dtype_name)
         group = [m for m in meta if m[2] == dtype_name]
         numel = [int(torch.Size(shape).numel()) for _, shape, _ in group]
         if ctx.is_main:
-            flat = torch.cat([tensors[k].detach().reshape(-1).cpu() for k, _, _ in group]).to(ctx.comm_device)
+            flat = torch.cat([local[k].detach().reshape(-1).cpu() for k, _, _ in group]).to(ctx.comm_device)
         else:
             flat = torch.empty(sum(numel), dtype=dtype, device=ctx.comm_device)
         dist.broadcast(flat, src=0)
@@ -175,7 +176,7 @@ def torchrun_command(child_args: Sequence[str], nproc: int) -> list[str]:
 def stop_file_requested() -> bool:
     """True once the --nproc launcher asked the ranks to stop (it creates this file)."""
     path = os.environ.get(STOP_FILE_ENV)
-    return bool(path) and os.path.exists(path)
+    return bool(path and os.path.exists(path))
 
 
 def launch(child_args: Sequence[str], nproc: int, threads: int | None = None) -> int:

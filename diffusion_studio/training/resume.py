@@ -202,9 +202,9 @@ def share_checkpoint(ctx: ddp.DistContext, checkpoint: Checkpoint | None) -> Che
     if not ctx.distributed:
         return checkpoint
     meta = None
-    if ctx.is_main:
+    if ctx.is_main and checkpoint is not None:
         ck = checkpoint
-        meta = None if ck is None else {
+        meta = {
             "config": ck.config, "step": ck.step, "metrics": ck.metrics, "run_dir": str(ck.run_dir),
             "path": str(ck.path), "optim_groups": ck.optim_groups, "scheduler": ck.scheduler,
             "rng": {k: v for k, v in ck.rng.items() if k != "torch"}}
@@ -212,7 +212,7 @@ def share_checkpoint(ctx: ddp.DistContext, checkpoint: Checkpoint | None) -> Che
     if meta is None:
         return None
     tensors = None
-    if ctx.is_main:
+    if ctx.is_main and checkpoint is not None:  # on rank 0 a meta means a checkpoint
         tensors = {f"{prefix}.{k}": v for prefix, group in
                    (("model", checkpoint.model), ("ema", checkpoint.ema), ("optim", checkpoint.optim))
                    for k, v in group.items()}

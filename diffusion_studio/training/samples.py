@@ -43,7 +43,7 @@ def write_grid(path: Path, images: np.ndarray, scale: int = 2) -> Path:
     grid = make_grid(images, padding=2, fill=255)
     img = Image.fromarray(grid)
     if scale > 1:
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     try:

@@ -220,6 +220,8 @@ class Level(nn.Module):
 class UNet(nn.Module):
     """ε_θ(x_t, t, context, context_mask) for DDPM training and sampling."""
 
+    coords: torch.Tensor  # buffer [1, 2, H, W] (register_buffer in __init__)
+
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         config.validate()

@@ -38,7 +38,8 @@ def test_nesting_that_json_parses_is_still_bounded(tmp_path: Path) -> None:
 
 
 def test_error_class_is_the_callers(tmp_path: Path) -> None:
-    with pytest.raises(BundleError, match=r"^encoder.json '.*x.json' is not valid JSON: Expecting value at line 1, column 1\.$"):
+    with pytest.raises(BundleError,
+                       match=r"^encoder.json '.*x.json' is not valid JSON: Expecting value at line 1, column 1\.$"):
         read_json_file(_write(tmp_path, b"nope"), "encoder.json", error=BundleError)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core.sampler_steps import make_timesteps
-from diffusion_studio.core.sampling_loop import sample
+from diffusion_studio.core.sampling_loop import run_to_end, sample
 from diffusion_studio.core.schedule import Schedule, make_schedule
 
 N = 8000
@@ -55,11 +55,9 @@ def oracle(schedule: Schedule):
 
 
 def run(schedule: Schedule, sampler: str, steps: int, seed: int = 0, **kw) -> np.ndarray:
-    last = None
-    for last in sample(oracle(schedule), schedule, SHAPE, sampler=sampler, steps=steps,
-                       rng=np.random.default_rng(seed), clip_x0=False, **kw):
-        pass
-    assert last is not None and last.index == steps - 1 and last.t_prev == 0
+    last = run_to_end(sample(oracle(schedule), schedule, SHAPE, sampler=sampler, steps=steps,
+                             rng=np.random.default_rng(seed), clip_x0=False, **kw))
+    assert last.index == steps - 1 and last.t_prev == 0
     return last.x_prev.astype(np.float64)
 
 
@@ -112,7 +110,8 @@ def analytic(schedule: Schedule, sampler: str, steps: int) -> tuple[np.ndarray, 
         xk, xc = _x0(schedule, t, k, c)
         if sampler == "ddim":  # DDIM eq. 12, η = 0: x' = √ᾱ' x̂0 + √(1−ᾱ') (x − √ᾱ x̂0)/√(1−ᾱ)
             r = math.sqrt(1 - abp) / math.sqrt(1 - ab)
-            k, c = math.sqrt(abp) * xk + r * (k - math.sqrt(ab) * xk), math.sqrt(abp) * xc + r * (c - math.sqrt(ab) * xc)
+            k = math.sqrt(abp) * xk + r * (k - math.sqrt(ab) * xk)
+            c = math.sqrt(abp) * xc + r * (c - math.sqrt(ab) * xc)
             continue
         lam = 0.5 * math.log(ab / (1 - ab))
         if tp == 0:  # σ' = 0: the update is x̂0

@@ -7,7 +7,7 @@ import pytest
 
 from diffusion_studio.core.forward import q_sample
 from diffusion_studio.core.sampler_steps import make_timesteps
-from diffusion_studio.core.sampling_loop import Step, sample
+from diffusion_studio.core.sampling_loop import Step, run_to_end, sample
 from diffusion_studio.core.schedule import make_schedule
 from diffusion_studio.errors import Cancelled, UsageError
 
@@ -26,12 +26,8 @@ def tiny_denoiser(x: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def final(sampler: str, steps: int, seed: int = 1234, **kw) -> np.ndarray:
     schedule = make_schedule("linear", 1000)
-    last = None
-    for last in sample(tiny_denoiser, schedule, SHAPE, sampler=sampler, steps=steps,
-                       rng=np.random.default_rng(seed), **kw):
-        pass
-    assert last is not None
-    return last.x_prev
+    return run_to_end(sample(tiny_denoiser, schedule, SHAPE, sampler=sampler, steps=steps,
+                             rng=np.random.default_rng(seed), **kw)).x_prev
 
 
 def fingerprint(x: np.ndarray) -> list[float]:
@@ -42,11 +38,13 @@ def fingerprint(x: np.ndarray) -> list[float]:
 # Generated once with this file's settings (numpy PCG64, float32 noise) and frozen here.
 GOLDEN = {
     "ddpm-25": ("ddpm", 25, {}, [15.0369547, 0.344546498, 0.0765431151, 0.334799498, 0.73686564]),
-    "ddpm-25-beta-tilde": ("ddpm", 25, {"ddpm_variance": "beta-tilde"}, [15.6303524, 0.245996687, 0.201959312, 0.167925104, 0.607184231]),
+    "ddpm-25-beta-tilde": ("ddpm", 25, {"ddpm_variance": "beta-tilde"},
+                           [15.6303524, 0.245996687, 0.201959312, 0.167925104, 0.607184231]),
     "ddim-10": ("ddim", 10, {}, [17.3014562, 0.304502471, -0.56681025, -0.587014019, -0.342602134]),
     "ddim-10-eta0.5": ("ddim", 10, {"eta": 0.5}, [19.7737545, 0.266264878, 0.00512898201, -0.261780351, 0.152418256]),
     "dpmpp-2m-10": ("dpmpp-2m", 10, {}, [17.7598041, 0.296140877, -0.517000496, -0.543078065, -0.315617144]),
-    "dpmpp-2m-10-noclip": ("dpmpp-2m", 10, {"clip_x0": False}, [18.0360237, 0.336730152, -0.752145112, -0.758913219, -0.37880066]),
+    "dpmpp-2m-10-noclip": ("dpmpp-2m", 10, {"clip_x0": False},
+                           [18.0360237, 0.336730152, -0.752145112, -0.758913219, -0.37880066]),
 }
 
 
@@ -106,7 +104,7 @@ def test_ddim_eta0_and_dpmpp_draw_only_x_T() -> None:
         rng, ref = np.random.default_rng(3), np.random.default_rng(3)
         seen: list[np.ndarray] = []
 
-        def eps_fn(x, t):
+        def eps_fn(x, t, seen=seen):
             seen.append(x.copy())
             return tiny_denoiser(x, t)
 

@@ -78,7 +78,9 @@ def test_posterior_matches_gaussian_conditioning() -> None:
     np.testing.assert_allclose(s.posterior_log_variance_clipped[1:], np.log(var), rtol=1e-10)
 
 
-@pytest.mark.parametrize("kind,T", [("sigmoid", 1000), ("linear", 0), ("linear", -3), ("linear", 2.5), ("linear", "10"), ("linear", True)])
+@pytest.mark.parametrize(
+    "kind,T", [("sigmoid", 1000), ("linear", 0), ("linear", -3), ("linear", 2.5), ("linear", "10"), ("linear", True)]
+)
 def test_bad_schedule_arguments(kind: str, T: object) -> None:
     with pytest.raises(UsageError) as e:
         make_schedule(kind, T)  # type: ignore[arg-type]

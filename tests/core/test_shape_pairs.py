@@ -6,8 +6,7 @@ from collections import Counter
 
 import numpy as np
 
-from diffusion_studio.core.shape_pairs import (
-    CONNECTIVES, HELD_OUT_PAIRS, NOUNS, is_held_out, pair_example, random_pair)
+from diffusion_studio.core.shape_pairs import CONNECTIVES, HELD_OUT_PAIRS, NOUNS, is_held_out, pair_example, random_pair
 from diffusion_studio.core.shapes import BACKGROUNDS, COLORS
 
 

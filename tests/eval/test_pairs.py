@@ -11,7 +11,14 @@ from diffusion_studio.core.shape_pairs import HELD_OUT_PAIRS, ShapePair, is_held
 from diffusion_studio.core.shapes import BACKGROUNDS, COLORS
 from diffusion_studio.errors import UsageError
 from diffusion_studio.eval.pairs import (
-    BACKGROUND_TOLERANCE, analyze_pairs, background_error, background_fidelity, draw_pair_prompts, pair_correctness, score_pairs)
+    BACKGROUND_TOLERANCE,
+    analyze_pairs,
+    background_error,
+    background_fidelity,
+    draw_pair_prompts,
+    pair_correctness,
+    score_pairs,
+)
 
 
 def test_rendered_pairs_read_back_exactly():

@@ -112,7 +112,8 @@ def test_output_inside_the_run_is_refused(run_cli, run_copy):
     [
         (["--opset", "5"], "Opset 5 is not supported"),
         (["--weights", "best"], "invalid choice"),
-        (["--sampler", "euler"], "Argument --sampler: invalid choice: 'euler' (choose from 'ddpm', 'ddim', 'dpmpp-2m')."),
+        (["--sampler", "euler"],
+         "Argument --sampler: invalid choice: 'euler' (choose from 'ddpm', 'ddim', 'dpmpp-2m')."),
         (["--steps", "0"], "Steps must be an integer between 1 and 100 (the model's T), got 0."),
         (["--steps", "101"], "Steps must be an integer between 1 and 100 (the model's T), got 101."),
         (["--guidance", "nan"], "Guidance must be a number between 0 and 100, got nan."),
@@ -173,8 +174,9 @@ def test_run_guidance_beyond_the_app_limit_needs_an_explicit_one(run_cli, run_co
     data["config"]["sample_guidance"] = 1e308
     sidecar.write_text(json.dumps(data))
     result = run_cli(run_copy, "--out", tmp_path / "bundle", "--no-validate")
-    _assert_usage_error(result, f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308 (the run's guidance)",
-                        "pass --guidance W")
+    _assert_usage_error(
+        result, f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308 (the run's guidance)",
+        "pass --guidance W")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     _assert_usage_error(run_cli(run_copy, "--out", tmp_path / "bundle", "--guidance", "1e308"),
                         f"Guidance must be a number between 0 and {GUIDANCE_MAX:g}, got 1e+308.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -105,6 +107,23 @@ def test_resize_scales_stay_float32_and_big_weights_become_fp16():
     assert np.abs(_run(half, {"x": x}) - _run(model, {"x": x})).max() < 1e-2
 
 
+def test_local_functions_are_inlined_in_a_fresh_interpreter(tmp_path):
+    """The dynamo exporter emits local functions; they are inlined also where torch never loaded onnx.inliner."""
+    fn = helper.make_function("local", "f", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+                              [helper.make_opsetid("", 18)])
+    x, y = helper.make_tensor_value_info("x", F, [2]), helper.make_tensor_value_info("y", F, [2])
+    graph = helper.make_graph([helper.make_node("f", ["x"], ["y"], domain="local")], "g", [x], [y])
+    model = helper.make_model(graph, functions=[fn], ir_version=10,
+                              opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)])
+    path = tmp_path / "functions.onnx"
+    onnx.save(model, path)
+    code = ("import sys, onnx; from exporter.fp16 import convert_to_fp16; "
+            "m = convert_to_fp16(onnx.load(sys.argv[1])); print(len(m.functions), [n.op_type for n in m.graph.node])")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=1)[0] == "0" and "Relu" in done.stdout
+
+
 def test_bundle_fp16_file_is_produced_and_declared(ema_export, tiny_config):
     bundle, _ = ema_export
     raw = json.loads((bundle / "model.json").read_text())
@@ -143,7 +162,8 @@ def test_bundle_fp16_runs_finite_and_close_to_fp32(ema_export, tiny_config, fixe
     T = tiny_config.T
     t = np.arange(1, T + 1, dtype=np.int64)
     feeds = {"x": np.resize(x, (T, *x.shape[1:])), "t": t,
-             "context": np.resize(context, (T, *context.shape[1:])), "context_mask": np.resize(mask, (T, mask.shape[1]))}
+             "context": np.resize(context, (T, *context.shape[1:])),
+             "context_mask": np.resize(mask, (T, mask.shape[1]))}
     assert np.all(np.isfinite(fp16.run(None, feeds)[0]))
     report = json.loads((bundle / "validation.json").read_text())
     entry = next(e for e in report["network"] if e["file"] == "unet.fp16.onnx")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core import png_meta
-from diffusion_studio.core.params import GUIDANCE_MAX
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import to_uint8
+from diffusion_studio.core.params import GUIDANCE_MAX
 from diffusion_studio.core.sampling_loop import sample
 from diffusion_studio.errors import Cancelled, UsageError
 from diffusion_studio.inference.bundle_loader import load_bundle

@@ -217,8 +217,9 @@ def test_stale_temp_files_are_only_ours_and_only_of_dead_writers(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     pid = int(dead.stdout)
-    ours = [run / "checkpoints" / f"step-00000010.safetensors.tmp-{pid}", run / "samples" / f"step-00000010.png.tmp-{pid}",
-            run / f"config.json.tmp-{pid}", run / "checkpoints" / "step-00000010.json.tmp-99999999"]
+    ours = [run / "checkpoints" / f"step-00000010.safetensors.tmp-{pid}",
+            run / "samples" / f"step-00000010.png.tmp-{pid}", run / f"config.json.tmp-{pid}",
+            run / "checkpoints" / "step-00000010.json.tmp-99999999"]
     kept = [run / "checkpoints" / f"step-00000010.safetensors.tmp-{os.getpid()}",  # a live writer
             run / f"notes.txt.tmp-{pid}", run / "checkpoints" / "step-00000010.safetensors.tmp-abc",
             run / "samples" / f"my-{pid}.png", run / f"events.jsonl.tmp-{pid}"]

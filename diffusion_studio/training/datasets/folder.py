@@ -167,7 +167,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
         image.draft("RGB", target[::-1] if turned else target)
         image = _to_rgb(image)
         if image.size != target:
-            image = image.resize(target, Image.LANCZOS, reducing_gap=3.0)
+            image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
         left, top = (target[0] - size) // 2, (target[1] - size) // 2
         image = image.crop((left, top, left + size, top + size))
         return np.asarray(image, dtype=np.uint8).copy()
@@ -195,10 +195,10 @@ class FolderStream:
         self._late_failures: set[int] = set()
         self._perms: dict[int, np.ndarray] = {}
         if self.in_memory:  # decode straight into one uint8 array (no second copy at the peak)
-            self.images = np.empty((len(scan.items), image_size, image_size, 3), np.uint8)
+            self.images = images = np.empty((len(scan.items), image_size, image_size, 3), np.uint8)
 
             def check(i: int) -> None:
-                self.images[i] = load_image(scan.items[i].path, image_size)
+                images[i] = load_image(scan.items[i].path, image_size)
         else:
             def check(i: int) -> None:
                 _check_header(scan.items[i].path)
