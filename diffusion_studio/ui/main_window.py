@@ -25,7 +25,6 @@ from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.forward.workspace import ForwardWorkspace
 from diffusion_studio.ui.generate.history import HistoryStore
 from diffusion_studio.ui.generate.previews import PreviewMode
-from diffusion_studio.ui.generate.settings_panel import model_vocabulary
 from diffusion_studio.ui.generate.vocabulary_dialog import VocabularyDialog
 from diffusion_studio.ui.generate.worker import RunResult
 from diffusion_studio.ui.generate.workspace import GenerateWorkspace
@@ -373,14 +372,10 @@ class MainWindow(QMainWindow):
 
     def show_vocabulary(self) -> VocabularyDialog:
         """Help ▸ What this model knows: the model's words and example prompts (window-modal)."""
-        model = self.models.current
-        vocabulary, conditioning = model_vocabulary(model)
-        name = model.name if model is not None else "No model"
         if self.vocabularyDialog is not None:
             self.vocabularyDialog.deleteLater()
-        dialog = VocabularyDialog(name, vocabulary, conditioning, self)
-        panel = self.generateWorkspace.settingsPanel
-        dialog.promptChosen.connect(panel.promptEdit.setPlainText)
+        dialog = VocabularyDialog.for_model(self.models.current, self)
+        dialog.promptChosen.connect(self.generateWorkspace.settingsPanel.promptEdit.setPlainText)
         self.vocabularyDialog = dialog
         dialog.open()
         return dialog

@@ -47,6 +47,16 @@ class LoadedModel:
     def is_default(self) -> bool:
         return is_default_model(self.folder)
 
+    @property
+    def vocabulary(self) -> tuple[str, ...] | None:
+        """The words the model's captions used (model.json `vocabulary`); None: not declared."""
+        return getattr(self.bundle, "vocabulary", None)
+
+    @property
+    def conditioning(self) -> str:
+        """"text" for a text-conditioned model ("class" or "none" for bundles that declare it)."""
+        return str(getattr(self.bundle.spec.conditioning, "kind", "text") or "text")
+
 
 def is_default_model(folder: Path | str) -> bool:
     try:

@@ -40,14 +40,6 @@ from diffusion_studio.ui.widgets.seed_edit import SeedEdit
 DDPM_FEW_STEPS = 100
 
 
-def model_vocabulary(model: object) -> tuple[tuple[str, ...] | None, str]:
-    """(the words the loaded model declares, or None; its conditioning kind: "text", "class", "none")."""
-    bundle = getattr(model, "bundle", None)
-    vocabulary = getattr(bundle, "vocabulary", None)
-    conditioning = getattr(getattr(getattr(bundle, "spec", None), "conditioning", None), "kind", "text")
-    return (tuple(vocabulary) if vocabulary is not None else None), str(conditioning or "text")
-
-
 def note_label(name: str) -> QLabel:
     """A small wrapped line under a field that says what happened to it (hidden while empty)."""
     label = QLabel(objectName=name)
@@ -344,8 +336,8 @@ class SettingsPanel(QWidget):
         if self.state.model is None:
             self._set_note(self.promptHint, "")
             return
-        vocabulary, conditioning = model_vocabulary(self.state.model)
-        note = prompt_note(self.promptEdit.toPlainText(), vocabulary, conditioning)
+        model = self.state.model
+        note = prompt_note(self.promptEdit.toPlainText(), model.vocabulary, model.conditioning)
         self._set_note(self.promptHint, note or "")
 
     def _update_device_note(self) -> None:

@@ -8,6 +8,7 @@ says so. Double-clicking an example (or "Use this prompt") puts it into the prom
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -22,6 +23,9 @@ from PySide6.QtWidgets import (
 )
 
 from diffusion_studio.core.vocabulary import STOP_WORDS, example_prompts
+
+if TYPE_CHECKING:
+    from diffusion_studio.ui.models import LoadedModel
 
 NO_VOCABULARY = "This model declares no vocabulary: it cannot say which words it knows."
 
@@ -77,6 +81,13 @@ class VocabularyDialog(QDialog):
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
         self.resize(520, 420 if words else 140)
+
+    @classmethod
+    def for_model(cls, model: LoadedModel | None, parent: QWidget | None = None) -> VocabularyDialog:
+        """The dialog for the loaded model (or for none: nothing declared)."""
+        if model is None:
+            return cls("No model", None, "text", parent)
+        return cls(model.name, model.vocabulary, model.conditioning, parent)
 
     def words(self) -> list[str]:
         text = self.wordsView.toPlainText()
