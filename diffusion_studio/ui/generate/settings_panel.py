@@ -14,7 +14,6 @@ from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -33,7 +32,7 @@ from diffusion_studio.ui.generate.settings import Device, GenerationSettings, st
 from diffusion_studio.ui.generate.state import GenerateState
 from diffusion_studio.ui.models import device_note
 from diffusion_studio.ui.widgets import icons
-from diffusion_studio.ui.widgets.bounded_spin import BoundedSpinBox
+from diffusion_studio.ui.widgets.bounded_spin import BoundedDoubleSpinBox, BoundedSpinBox
 from diffusion_studio.ui.widgets.seed_edit import SeedEdit
 
 # Fewer DDPM steps than this leave visible noise (its variance needs many small steps).
@@ -139,7 +138,9 @@ class SettingsPanel(QWidget):
         self.stepsNote = note_label("stepsNote")
         self.stepsSpin.adjusted.connect(lambda text: self._set_note(self.stepsNote, text))
         self.stepsSpin.setToolTip("Network evaluations of the reverse process (at most the model's T)")
-        self.guidanceSpin = QDoubleSpinBox(objectName="guidanceSpin", minimum=0.0, maximum=GUIDANCE_MAX)
+        self.guidanceSpin = BoundedDoubleSpinBox(objectName="guidanceSpin", minimum=0.0, maximum=GUIDANCE_MAX)
+        self.guidanceNote = note_label("guidanceNote")
+        self.guidanceSpin.adjusted.connect(lambda text: self._set_note(self.guidanceNote, text))
         self.guidanceSpin.setSingleStep(0.5)
         self.guidanceSpin.setDecimals(2)
         self.guidanceSpin.setToolTip("Classifier-free guidance w: ε̂ = ε_uncond + w (ε_cond − ε_uncond)")
@@ -166,7 +167,7 @@ class SettingsPanel(QWidget):
         sampling_form = QFormLayout(sampling_box)
         sampling_form.addRow("Sampler", with_note(self.samplerCombo, self.samplerHint))
         sampling_form.addRow("Steps", with_note(self.stepsSpin, self.stepsNote))
-        sampling_form.addRow("Guidance", self.guidanceSpin)
+        sampling_form.addRow("Guidance", with_note(self.guidanceSpin, self.guidanceNote))
         sampling_form.addRow("Seed", seed_row)
         sampling_form.addRow("Batch", with_note(self.batchSpin, self.batchNote))
 
@@ -242,10 +243,15 @@ class SettingsPanel(QWidget):
             if index >= 0:
                 self.samplerCombo.setCurrentIndex(index)
             self._set_steps(settings.steps)
-            self.guidanceSpin.setValue(settings.guidance)
-            self.seedSpin.setValue(settings.seed)
+            # Only a changed value is written back: setValue reformats the text ("7" -> "7.00")
+            # and would eat the "." the user is about to type.
+            if round(self.guidanceSpin.value(), 4) != settings.guidance:
+                self.guidanceSpin.setValue(settings.guidance)
+            if self.seedSpin.value() != settings.seed:
+                self.seedSpin.setValue(settings.seed)
             self.seedLockButton.setChecked(settings.seed_locked)
-            self.batchSpin.setValue(settings.batch)
+            if self.batchSpin.value() != settings.batch:
+                self.batchSpin.setValue(settings.batch)
             self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device.value)))
         finally:
             self._showing = False
@@ -320,7 +326,8 @@ class SettingsPanel(QWidget):
         """Steps from the state (reused settings, a dropped PNG): beyond the model's T is said, not hidden."""
         if steps != self.stepsSpin.clamp(steps):
             self._set_note(self.stepsNote, self.stepsSpin.note_for(steps))
-        self.stepsSpin.setValue(steps)
+        if self.stepsSpin.value() != steps:
+            self.stepsSpin.setValue(steps)
 
     def _update_sampler_hint(self) -> None:
         """DDPM with few steps leaves noise: say which samplers need fewer."""

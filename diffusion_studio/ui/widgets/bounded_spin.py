@@ -1,70 +1,120 @@
-"""A QSpinBox that says when it changes what the user typed.
+"""Spin boxes that say when they change what the user typed.
 
 A plain QSpinBox drops the keystroke that would leave its range (typing 100000 into a box
 that ends at 64 leaves "10") and quietly restores the old value when the text is below the
-minimum (steps 0). `BoundedSpinBox` keeps the typed text until the edit ends, then takes the
-nearest value in range and emits `adjusted` with a sentence ("At most 64 for this model: 100000
-became 64."); the panel shows it under the field. The note clears on the next edit.
+minimum (steps 0). These boxes keep the typed text until the edit ends, then take the nearest
+value in range and emit `adjusted` with a sentence ("At most 64 images per run: 100000 became
+64."); the panel shows it under the field. The note clears on the next edit.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QSpinBox, QWidget
+from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QWidget
 
 
-class BoundedSpinBox(QSpinBox):
-    """An integer spin box whose out-of-range typing is clamped with a message, never dropped."""
+class _ClampNotes:
+    """The shared behaviour; the Qt class after it in the bases provides the spin box."""
 
-    adjusted = Signal(str)  # a sentence: what was typed and the value it became ("" clears it)
+    limit_reason: str
+    _pending: float | None
 
-    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: object) -> None:
-        super().__init__(parent, **kwargs)
+    def _setup(self, limit_reason: str) -> None:
         self.limit_reason = limit_reason  # e.g. "for this model" (after "at most N")
-        self.editingFinished.connect(self._finish)
-        self._pending: int | None = None  # the number typed since the last edit ended
-        self.lineEdit().textEdited.connect(self._on_edited)
+        self._pending = None  # the number typed since the last edit ended
+        self.editingFinished.connect(self._finish)  # type: ignore[attr-defined]
+        self.lineEdit().textEdited.connect(self._on_edited)  # type: ignore[attr-defined]
 
-    def _typed(self, text: str) -> int | None:
-        body = text.removeprefix(self.prefix()).removesuffix(self.suffix()).strip().replace(",", "")
-        if not body or not body.lstrip("+-").isdigit():
-            return None
-        return int(body)
+    def _parse(self, body: str) -> float | None:
+        raise NotImplementedError
 
-    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
-        """Any whole number is worth keeping while typing (Intermediate when out of range)."""
+    def _typed(self, text: str) -> float | None:
+        body = text.removeprefix(self.prefix()).removesuffix(self.suffix()).strip()  # type: ignore[attr-defined]
+        return self._parse(body.replace(",", "")) if body else None
+
+    def _validate_range(self, text: str, pos: int) -> tuple[QValidator.State, str, int] | None:
+        """Any number is worth keeping while typing (Intermediate when out of range)."""
         number = self._typed(text)
-        if number is not None and not self.minimum() <= number <= self.maximum():
+        if number is not None and not self.minimum() <= number <= self.maximum():  # type: ignore[attr-defined]
             return QValidator.State.Intermediate, text, pos
-        return super().validate(text, pos)
+        return None
 
-    def fixup(self, text: str) -> str:
-        number = self._typed(text)
-        if number is None:
-            return super().fixup(text)
-        return self.textFromValue(self.clamp(number))
+    def clamp(self, number: float) -> float:
+        return min(max(number, self.minimum()), self.maximum())  # type: ignore[attr-defined]
 
-    def clamp(self, number: int) -> int:
-        return min(max(number, self.minimum()), self.maximum())
-
-    def note_for(self, number: int) -> str:
+    def note_for(self, number: float) -> str:
         """The sentence for a typed `number` outside the range ("" inside it)."""
         reason = f" {self.limit_reason}" if self.limit_reason else ""
-        if number > self.maximum():
-            return f"At most {self.maximum()}{reason}: {number} became {self.maximum()}."
-        if number < self.minimum():
-            return f"At least {self.minimum()}: {number} became {self.minimum()}."
+        shown = self._show(number)
+        if number > self.maximum():  # type: ignore[attr-defined]
+            high = self._show(self.maximum())  # type: ignore[attr-defined]
+            return f"At most {high}{reason}: {shown} became {high}."
+        if number < self.minimum():  # type: ignore[attr-defined]
+            low = self._show(self.minimum())  # type: ignore[attr-defined]
+            return f"At least {low}: {shown} became {low}."
         return ""
+
+    def _show(self, number: float) -> str:
+        return f"{number:g}"
 
     def _on_edited(self, text: str) -> None:
         self._pending = self._typed(text)
-        self.adjusted.emit("")
+        self.adjusted.emit("")  # type: ignore[attr-defined]
 
     def _finish(self) -> None:
         """The edit ended (Enter or focus out): Qt has clamped the value through `fixup`; say so."""
         number, self._pending = self._pending, None
         note = self.note_for(number) if number is not None else ""
         if note:
-            self.setValue(self.clamp(number))
-            self.adjusted.emit(note)
+            self.setValue(self.clamp(number))  # type: ignore[attr-defined]
+            self.adjusted.emit(note)  # type: ignore[attr-defined]
+
+
+class BoundedSpinBox(_ClampNotes, QSpinBox):
+    """An integer spin box whose out-of-range typing is clamped with a message, never dropped."""
+
+    adjusted = Signal(str)  # a sentence: what was typed and the value it became ("" clears it)
+
+    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: object) -> None:
+        QSpinBox.__init__(self, parent, **kwargs)
+        self._setup(limit_reason)
+
+    def _parse(self, body: str) -> float | None:
+        return int(body) if body.lstrip("+-").isdigit() else None
+
+    def _show(self, number: float) -> str:
+        return str(int(number))
+
+    def clamp(self, number: float) -> int:  # type: ignore[override]
+        return int(super().clamp(number))
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        return self._validate_range(text, pos) or QSpinBox.validate(self, text, pos)
+
+    def fixup(self, text: str) -> str:
+        number = self._typed(text)
+        return QSpinBox.fixup(self, text) if number is None else self.textFromValue(self.clamp(number))
+
+
+class BoundedDoubleSpinBox(_ClampNotes, QDoubleSpinBox):
+    """A decimal spin box whose out-of-range typing is clamped with a message, never dropped."""
+
+    adjusted = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: object) -> None:
+        QDoubleSpinBox.__init__(self, parent, **kwargs)
+        self._setup(limit_reason)
+
+    def _parse(self, body: str) -> float | None:
+        try:
+            return float(body)
+        except ValueError:
+            return None
+
+    def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
+        return self._validate_range(text, pos) or QDoubleSpinBox.validate(self, text, pos)
+
+    def fixup(self, text: str) -> str:
+        number = self._typed(text)
+        return QDoubleSpinBox.fixup(self, text) if number is None else self.textFromValue(self.clamp(number))

@@ -7,7 +7,7 @@ import dataclasses
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel
 
-from diffusion_studio.core.params import BATCH_MAX
+from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX
 from diffusion_studio.ui.models import device_note
 
 SHAPES_WORDS = ("red", "blue", "green", "circle", "square", "triangle", "white", "background", "large", "small")
@@ -51,6 +51,18 @@ def test_typed_values_beyond_the_range_are_clamped_with_a_note(qtbot, make_windo
     _type(qtbot, panel.stepsSpin, "0")
     assert panel.stepsSpin.value() == 1
     assert _note(window, "stepsNote") == "At least 1: 0 became 1."
+
+
+def test_guidance_beyond_its_maximum_is_clamped_with_a_note(qtbot, make_window) -> None:
+    window = make_window()
+    window.show()
+    qtbot.waitExposed(window)
+    panel = window.generateWorkspace.settingsPanel
+    _type(qtbot, panel.guidanceSpin, "150")
+    assert panel.guidanceSpin.value() == GUIDANCE_MAX  # not the "15" a plain QDoubleSpinBox leaves
+    assert _note(window, "guidanceNote") == f"At most {GUIDANCE_MAX:g}: 150 became {GUIDANCE_MAX:g}."
+    _type(qtbot, panel.guidanceSpin, "7.5")
+    assert panel.guidanceSpin.value() == 7.5 and _note(window, "guidanceNote") == ""
 
 
 def test_steps_from_reused_settings_beyond_t_are_said(qtbot, make_window) -> None:
