@@ -18,9 +18,25 @@ SHARED = text_encoder_dir()
 
 
 @pytest.fixture(scope="module")
-def bundled(tmp_path_factory, tiny_run, run_cli) -> Path:
+def bundled(tmp_path_factory, tiny_run, ema_export, run_cli) -> Path:
+    """The run exported with --include-text-encoder. The U-Net graph is the one `ema_export` made
+    from the same weights (the U-Net export has its own tests; what is under test is the encoder)."""
+    import onnx
+
+    import exporter.export
+    from exporter.unet_export import DYNAMO, ExportInfo
+
+    ema_bundle = ema_export[0]
+    opset = json.loads((ema_bundle / "model.json").read_text())["unet"]["opset"]
+
+    def export_unet(model, spec, opset_requested):
+        assert opset_requested == opset
+        return onnx.load(ema_bundle / "unet.onnx"), ExportInfo(exporter=DYNAMO, opset=opset, fallback_reason=None)
+
     out = tmp_path_factory.mktemp("bundles") / "self-contained"
-    result = run_cli(tiny_run, "--out", out, "--include-text-encoder", "--no-validate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exporter.export, "export_unet", export_unet)
+        result = run_cli(tiny_run, "--out", out, "--include-text-encoder", "--no-validate")
     assert result.rc == 0, result.err
     assert "text_encoder.onnx" in result.out.splitlines()[-1]
     return out

@@ -17,6 +17,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return err[0]
 
 
+@pytest.mark.slow  # a real MiniLM export; tests/training/test_text_parity checks torch MiniLM against the ONNX one
 def test_export_reproduces_the_shipped_encoder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "te"
     assert main(["text-encoder", "--out", str(out)]) == 0

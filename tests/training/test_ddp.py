@@ -16,6 +16,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from diffusion_studio.cli import main
@@ -38,6 +39,7 @@ def _train(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow  # two torchrun launches of 2 processes; the collectives below are the fast DDP test
 def test_two_gloo_processes_train_the_same_weights_as_one_and_resume(tmp_path, capsys):
     ddp = tmp_path / "ddp"
     first = _train(*ARGS, "--out", str(ddp), "--steps", "3", "--json", "--nproc", "2")

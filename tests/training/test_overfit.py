@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from diffusion_studio.training.samples import sample_images
@@ -35,6 +36,7 @@ def mean_abs_error(samples: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.abs(samples.astype(np.float64) - target).mean(axis=(1, 2, 3)) / 255.0
 
 
+@pytest.mark.slow  # 300 training steps; test_trainer trains and samples a grid in the default run
 def test_overfitting_one_image_makes_the_sampler_reproduce_it(tmp_path, text_encoder):
     data = tmp_path / "one"
     data.mkdir()
