@@ -183,7 +183,9 @@ def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int
         return 2
     from diffusion_studio.ui.main_window import MainWindow
 
-    app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        app = QApplication(argv if argv is not None else sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName(APPLICATION)

@@ -16,6 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Qt is imported only after the environment is set up (isolated_window)
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    from diffusion_studio.ui.main_window import MainWindow
 
 DEFAULT_PROMPTS = (
     "a small blue triangle on a black background",
@@ -39,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _dark_palette() -> object:
+def _dark_palette() -> QPalette:
     from PySide6.QtGui import QColor, QPalette
 
     palette = QPalette()
@@ -64,7 +71,7 @@ def _dark_palette() -> object:
     return palette
 
 
-def isolated_window(model: str | None, size: str, dark: bool) -> tuple[object, object, Path]:
+def isolated_window(model: str | None, size: str, dark: bool) -> tuple[QApplication, MainWindow, Path]:
     """(app, shown MainWindow, scratch folder): settings and history live in a temp folder,
     so the user's own are never touched."""
     scratch = Path(tempfile.mkdtemp(prefix="diffusion-studio-screenshot-"))
@@ -74,10 +81,12 @@ def isolated_window(model: str | None, size: str, dark: bool) -> tuple[object, o
     from PySide6.QtWidgets import QApplication
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(scratch / "settings"))
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        app = QApplication(sys.argv[:1])
     app.setStyle("Fusion")
     if dark:
-        app.setPalette(_dark_palette())  # type: ignore[arg-type]
+        app.setPalette(_dark_palette())
 
     from diffusion_studio.ui.main_window import MainWindow
 
@@ -88,7 +97,7 @@ def isolated_window(model: str | None, size: str, dark: bool) -> tuple[object, o
     return app, window, scratch
 
 
-def save_grab(widget: object, out: Path) -> bool:
+def save_grab(widget: QWidget, out: Path) -> bool:
     """Write a picture of `widget` as PNG atomically (core.files); False if Qt cannot encode it."""
     from PySide6.QtCore import QBuffer, QIODevice
 
@@ -96,7 +105,7 @@ def save_grab(widget: object, out: Path) -> bool:
 
     buffer = QBuffer()
     buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    if not widget.grab().save(buffer, "PNG"):  # type: ignore[attr-defined]
+    if not widget.grab().save(buffer, "PNG"):
         return False
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, bytes(buffer.data().data()))

@@ -16,7 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Qt is imported only after the environment is set up (screenshot.isolated_window)
+    from PySide6.QtWidgets import QApplication
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,11 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _wait(app: object, until: object, timeout_s: float) -> bool:
+def _wait(app: QApplication, until: Callable[[], bool], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        app.processEvents()  # type: ignore[attr-defined]
-        if until():  # type: ignore[operator]
+        app.processEvents()
+        if until():
             return True
         time.sleep(0.01)
     return False

@@ -168,7 +168,7 @@ class PreviewArea(QWidget):
         self._trajectory = trajectory if trajectory is not None and len(trajectory) else None
         enabled = self._trajectory is not None
         self.trajectorySlider.blockSignals(True)
-        self.trajectorySlider.setRange(0, len(self._trajectory) - 1 if enabled else 0)
+        self.trajectorySlider.setRange(0, len(self._trajectory) - 1 if self._trajectory is not None else 0)
         self.trajectorySlider.setValue(self.trajectorySlider.maximum())
         self.trajectorySlider.blockSignals(False)
         self.trajectorySlider.setEnabled(enabled)

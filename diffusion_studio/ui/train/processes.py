@@ -69,8 +69,9 @@ class PythonProcess(QObject):
         self._out = _LineBuffer()
         self._err = _LineBuffer()
         self.stop_requested = False
-        self.killTimer = QTimer(self, objectName=f"{name}KillTimer", singleShot=True)
-        self.killTimer.timeout.connect(self.kill)
+        # not `killTimer`: that name is QObject's method for ending a timer by its id
+        self.forceKillTimer = QTimer(self, objectName=f"{name}KillTimer", singleShot=True)
+        self.forceKillTimer.timeout.connect(self.kill)
 
     # --- state -----------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -107,7 +108,7 @@ class PythonProcess(QObject):
             return
         self.stop_requested = True
         self._process.terminate()
-        self.killTimer.start(timeout_ms)
+        self.forceKillTimer.start(timeout_ms)
 
     def kill(self) -> None:
         if self.is_running() and self._process is not None:
@@ -124,7 +125,7 @@ class PythonProcess(QObject):
         if not process.waitForFinished(timeout_ms):
             process.kill()
             process.waitForFinished(5000)
-        self.killTimer.stop()
+        self.forceKillTimer.stop()
         return not self.is_running()
 
     # --- QProcess --------------------------------------------------------------------------
@@ -147,7 +148,7 @@ class PythonProcess(QObject):
             self.stderrLine.emit(line)
 
     def _on_finished(self, exit_code: int, status: QProcess.ExitStatus) -> None:
-        self.killTimer.stop()
+        self.forceKillTimer.stop()
         self._drain()
         process, self._process = self._process, None
         if process is not None:
@@ -157,7 +158,7 @@ class PythonProcess(QObject):
     def _on_error(self, error: QProcess.ProcessError) -> None:
         if error != QProcess.ProcessError.FailedToStart:
             return  # crashes also arrive as finished(CrashExit)
-        self.killTimer.stop()
+        self.forceKillTimer.stop()
         process, self._process = self._process, None
         message = process.errorString() if process is not None else "unknown reason"
         if process is not None:

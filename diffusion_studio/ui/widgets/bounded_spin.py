@@ -9,6 +9,8 @@ value in range and emit `adjusted` with a sentence ("At most 64 images per run: 
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox, QWidget
@@ -65,7 +67,9 @@ class _ClampNotes:
     def _finish(self) -> None:
         """The edit ended (Enter or focus out): Qt has clamped the value through `fixup`; say so."""
         number, self._pending = self._pending, None
-        note = self.note_for(number) if number is not None else ""
+        if number is None:
+            return
+        note = self.note_for(number)
         if note:
             self.setValue(self.clamp(number))  # type: ignore[attr-defined]
             self.adjusted.emit(note)  # type: ignore[attr-defined]
@@ -76,7 +80,7 @@ class BoundedSpinBox(_ClampNotes, QSpinBox):
 
     adjusted = Signal(str)  # a sentence: what was typed and the value it became ("" clears it)
 
-    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: object) -> None:
+    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: Any) -> None:
         QSpinBox.__init__(self, parent, **kwargs)
         self._setup(limit_reason)
 
@@ -86,7 +90,7 @@ class BoundedSpinBox(_ClampNotes, QSpinBox):
     def _show(self, number: float) -> str:
         return str(int(number))
 
-    def clamp(self, number: float) -> int:  # type: ignore[override]
+    def clamp(self, number: float) -> int:
         return int(super().clamp(number))
 
     def validate(self, text: str, pos: int) -> tuple[QValidator.State, str, int]:
@@ -102,7 +106,7 @@ class BoundedDoubleSpinBox(_ClampNotes, QDoubleSpinBox):
 
     adjusted = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: object) -> None:
+    def __init__(self, parent: QWidget | None = None, *, limit_reason: str = "", **kwargs: Any) -> None:
         QDoubleSpinBox.__init__(self, parent, **kwargs)
         self._setup(limit_reason)
 

@@ -30,7 +30,8 @@ def contrast_ratio(a: QColor, b: QColor) -> float:
 
 
 def _mix(fg: QColor, bg: QColor, amount: float) -> QColor:
-    return QColor(*(round(f + (b - f) * amount) for f, b in zip(fg.getRgb()[:3], bg.getRgb()[:3], strict=True)))
+    channels = zip((fg.red(), fg.green(), fg.blue()), (bg.red(), bg.green(), bg.blue()), strict=True)
+    return QColor(*(round(f + (b - f) * amount) for f, b in channels))
 
 
 def muted_color(fg: QColor, bg: QColor, minimum: float = WCAG_AA, amount: float = 0.45) -> QColor:

@@ -22,7 +22,7 @@ class SeedValidator(QValidator):
         super().__init__(parent)
         self.maximum = maximum
 
-    def validate(self, text: str, pos: int) -> QValidator.State:  # type: ignore[override]
+    def validate(self, text: str, pos: int) -> QValidator.State:
         stripped = text.strip()
         if not stripped:
             return QValidator.State.Intermediate
@@ -88,7 +88,7 @@ class SeedEdit(QLineEdit):
         self._show_value()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
-        step = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
+        step: dict[int, int] = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
         if event.key() in step:  # Qt.Key is an IntEnum: the int key code looks it up
             self.stepBy(step[event.key()])
             event.accept()

@@ -107,7 +107,7 @@ def test_stop_mid_run_checkpoints_and_resume_continues(qtbot, workspace, tmp_pat
         assert not ws.panel.trainStopButton.isEnabled()  # stopping
     kind, message = finished.args
     assert kind == "stopped", message
-    assert not ws.is_training() and not ws.trainProcess.killTimer.isActive()
+    assert not ws.is_training() and not ws.trainProcess.forceKillTimer.isActive()
     stopped_at = ws.run.step
     assert 10 <= stopped_at < 3000
     assert checkpoints_in(run_dir)[-1].name == f"step-{stopped_at:08d}.safetensors"
