@@ -65,8 +65,9 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks; UsageError if it cannot be read."""
+def sha256_file(path: str | os.PathLike[str], what: str = "", *, error: type[UsageError] = UsageError) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks; `error` with one sentence if it cannot be read
+    ("The <what> <path> cannot be read (<reason>)." when `what` names the file)."""
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -74,7 +75,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
                 digest.update(chunk)
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise UsageError(f"cannot read {str(path)!r}: {reason}.") from None
+        if what:
+            raise error(f"The {what} {path} cannot be read ({reason}).") from None
+        raise error(f"cannot read {str(path)!r}: {reason}.") from None
     return digest.hexdigest()
 
 

@@ -8,7 +8,6 @@ unconditional input of classifier-free guidance ([CLS] [SEP]).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import warnings
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_studio.core.files import read_json_file, resolve_inside
+from diffusion_studio.core.files import read_json_file, resolve_inside, sha256_file
 from diffusion_studio.errors import BundleError
 from diffusion_studio.paths import text_encoder_dir
 
@@ -37,15 +36,7 @@ def replace_undecodable(text: str) -> tuple[str, int]:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise BundleError(f"The text encoder file {path} cannot be read ({reason}).") from None
-    return digest.hexdigest()
+    return sha256_file(path, "text encoder file", error=BundleError)
 
 
 def _confined(folder: Path, name: str) -> Path:
