@@ -154,23 +154,10 @@ def open_init_image(path: Path) -> Image.Image:
 
 
 def init_image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
-    """Center-crop to a square, resize to size x size (Lanczos), -> float32 [1, C, H, W] in [-1, 1]."""
-    import numpy as np
-    from PIL import Image
+    """Center-crop, resize and scale to the model: `core.images.init_image_array` (the GUI's too)."""
+    from diffusion_studio.core import images
 
-    from diffusion_studio.core.images import from_uint8
-
-    if channels not in (1, 3):
-        raise UsageError(f"Init images work with 1- or 3-channel models; this one has {channels} channels.")
-    image = image.convert("RGB" if channels == 3 else "L")
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != size:
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
-    pixels = np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
-    return from_uint8(pixels)[None]
+    return images.init_image_array(image, size, channels)
 
 
 def _check_img2img(args: argparse.Namespace) -> float:

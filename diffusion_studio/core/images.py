@@ -6,12 +6,16 @@ Model side: float32 [N, C, H, W] in [-1, 1]. Display side: uint8 [N, H, W, C].
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from diffusion_studio.errors import UsageError
 
-__all__ = ["to_uint8", "from_uint8", "make_grid", "upscale"]
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["to_uint8", "from_uint8", "make_grid", "upscale", "init_image_array"]
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -74,3 +78,22 @@ def upscale(images_uint8: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return images
     return np.repeat(np.repeat(images, int(factor), axis=-3), int(factor), axis=-2)
+
+
+def init_image_array(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """An img2img start image for a model of `size` × `size` × `channels` (the CLI's --init-image
+    and the GUI's init image): any size and mode is center-cropped to a square, resized to
+    size × size (Lanczos) and converted -> float32 [1, C, H, W] in [-1, 1]."""
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise UsageError(f"Init images work with 1- or 3-channel models; this one has {channels} channels.")
+    image = image.convert("RGB" if channels == 3 else "L")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != size:
+        image = image.resize((size, size), Image.Resampling.LANCZOS)
+    pixels = np.asarray(image, dtype=np.uint8).reshape(size, size, channels)
+    return from_uint8(pixels)[None]
