@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 _NAME_RE = re.compile(r"^step-(\d{8,})\.json$")
 # Temp files of the atomic writes (core.files) of a run, "<name>.tmp-<pid>", by folder of the run.
 _TEMP_RE = {"checkpoints": re.compile(r"^step-\d{8,}\.(?:safetensors|json)\.tmp-(\d+)$"),
-            "samples": re.compile(r"^step-\d{8,}\.png\.tmp-(\d+)$"),
+            "samples": re.compile(r"^step-\d{8,}(?:-raw)?\.png\.tmp-(\d+)$"),
             "": re.compile(r"^config\.json\.tmp-(\d+)$")}
 _PID_MAX = 2**22  # Linux's highest possible PID; larger numbers name no process
 
