@@ -25,12 +25,14 @@ from diffusion_studio.core.params import (
     check_guidance,
     check_seed,
     check_steps,
+    check_strength,
     closest_sampler,
     parse_sampler,
     random_seed,
     sampler_label,
 )
 from diffusion_studio.errors import UsageError
+from diffusion_studio.ui.generate.init_image import DEFAULT_STRENGTH
 
 
 class Device(str, Enum):
@@ -93,6 +95,7 @@ class GenerationSettings:
     seed_locked: bool = False
     batch: int = 1
     device: Device = Device.AUTO
+    strength: float = DEFAULT_STRENGTH  # img2img: used only while the form holds an init image
 
     def validated(self, T: int | None = None) -> GenerationSettings:
         """Self, or a UsageError (the `core.params` sentence) for the first field out of range.
@@ -103,6 +106,7 @@ class GenerationSettings:
         check_steps(self.steps, steps_limit(T))
         check_guidance(self.guidance)
         check_seed(self.seed, check_batch(self.batch))
+        check_strength(self.strength)
         return self
 
     def for_next_run(self, rng: random.Random | None = None) -> GenerationSettings:
@@ -142,8 +146,10 @@ class GenerationSettings:
         Everything usable is filled in; a value we cannot use never rejects the rest: an
         unknown sampler keeps the current one, steps beyond the model's `T` (or the form's
         maximum) and guidance beyond its range are clamped, a bad seed keeps the current
-        one. Each such case adds a note. The seed is locked so that Generate reproduces the
-        image. UsageError only if the metadata holds no prompt at all (then it is not one of
+        one. Each such case adds a note. An img2img strength ("Denoising strength") is
+        taken when the metadata has one (the init image is the state's business). The seed
+        is locked so that Generate reproduces the image. UsageError only if the metadata holds
+        no prompt at all (then it is not one of
         ours or a parameters text).
         """
         if "prompt" not in meta:
@@ -187,6 +193,12 @@ class GenerationSettings:
                 notes.append(f"seed {seed} leaves no room for a batch of {self.batch}; kept {self.seed}")
             else:
                 values["seed"] = seed
+        if meta.get("strength") is not None:
+            strength = _as_float(meta["strength"])
+            if strength is None or not 0.0 < strength <= 1.0:
+                notes.append(f"strength '{meta['strength']}' is not in (0, 1]; kept {self.strength:g}")
+            else:
+                values["strength"] = strength
         return replace(self, **values).validated(), notes
 
 

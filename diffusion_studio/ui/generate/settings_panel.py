@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX, SAMPLER_LABELS, SamplerKind, random_seed
 from diffusion_studio.core.vocabulary import prompt_note
+from diffusion_studio.ui.generate.init_image_box import InitImageBox
 from diffusion_studio.ui.generate.settings import Device, GenerationSettings, steps_limit
 from diffusion_studio.ui.generate.state import GenerateState
 from diffusion_studio.ui.models import device_note
@@ -171,6 +172,12 @@ class SettingsPanel(QWidget):
         sampling_form.addRow("Seed", seed_row)
         sampling_form.addRow("Batch", with_note(self.batchSpin, self.batchNote))
 
+        # --- img2img: init image and strength ---------------------------------------------
+        self.initImageBox = InitImageBox(state)
+        self.initImageView = self.initImageBox.initImageView
+        self.strengthSlider = self.initImageBox.strengthSlider
+        self.strengthSpin = self.initImageBox.strengthSpin
+
         # --- actions ---------------------------------------------------------------------
         self.generateButton = QPushButton("Generate", objectName="generateButton")
         self.generateButton.setToolTip("Generate (Ctrl+Enter)")
@@ -191,7 +198,7 @@ class SettingsPanel(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for box in (model_box, prompt_box, sampling_box):
+        for box in (model_box, prompt_box, sampling_box, self.initImageBox):
             layout.addWidget(box)
         layout.addStretch(1)
         self._refresh_icons()
@@ -223,6 +230,7 @@ class SettingsPanel(QWidget):
             seed_locked=self.seedLockButton.isChecked(),
             batch=self.batchSpin.value(),
             device=Device(self.deviceCombo.currentData() or Device.AUTO.value),
+            strength=self.state.settings.strength,  # the init image box edits it
         )
 
     def _push(self, *_args: object) -> None:

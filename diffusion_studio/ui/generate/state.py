@@ -7,6 +7,10 @@ buttons follow `modelChanged` and `runningChanged`; the preview follows the run'
 A run is the generator worker of `worker.py` (superqt's pattern): it iterates
 `Pipeline.iterate` in a QThread, checks a cancel flag before every network call and hands
 its frames to this object on the GUI thread.
+
+img2img: the state also holds the init image (`InitImage`, not part of the settings value:
+it is pixels, not a form field) with `initImageChanged`; a run fits it to the model and
+passes it with `settings.strength` into the request, and every saved PNG names it.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from diffusion_studio.core.images import to_uint8
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.pipeline import GenerationRequest
 from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore
+from diffusion_studio.ui.generate.init_image import InitImage, find_recorded, recorded_name
 from diffusion_studio.ui.generate.settings import GenerationSettings
 from diffusion_studio.ui.generate.worker import MAX_PREVIEW_HZ, GenerationController, RunResult
 
@@ -33,7 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def request_from_settings(settings: GenerationSettings) -> GenerationRequest:
+def request_from_settings(settings: GenerationSettings, init_image: np.ndarray | None = None) -> GenerationRequest:
+    """The run's request; img2img (`init_image` fitted to the model, float [1, C, H, W]) with the
+    form's strength, else text-to-image (strength 1: the form's strength is kept for later)."""
     return GenerationRequest(
         prompt=settings.prompt,
         negative_prompt=settings.negative_prompt,
@@ -42,11 +50,16 @@ def request_from_settings(settings: GenerationSettings) -> GenerationRequest:
         guidance=settings.guidance,
         seed=settings.seed,
         batch=settings.batch,
+        init_image=init_image,
+        strength=settings.strength if init_image is not None else 1.0,
     )
 
 
-def save_run(store: HistoryStore, pipeline: Pipeline, device_label: str, result: RunResult) -> list[HistoryEntry]:
-    """Write every image of a finished run to the history with its full metadata.
+def save_run(
+    store: HistoryStore, pipeline: Pipeline, device_label: str, result: RunResult, extra: dict[str, Any] | None = None
+) -> list[HistoryEntry]:
+    """Write every image of a finished run to the history with its full metadata (plus `extra`:
+    the init image's name and hash).
 
     Runs in the worker thread. Image i of a batch records seed + i, so it can be made
     again alone.
@@ -60,6 +73,7 @@ def save_run(store: HistoryStore, pipeline: Pipeline, device_label: str, result:
         metadata: dict[str, Any] = pipeline.image_metadata(request, i, result.elapsed_s)
         metadata["created"] = created
         metadata["device"] = device_label
+        metadata.update(extra or {})
         entries.append(store.add(image, metadata, index=i))
     return entries
 
@@ -69,6 +83,7 @@ class GenerateState(QObject):
 
     settingsChanged = Signal(object)  # GenerationSettings
     modelChanged = Signal(object)  # LoadedModel | None
+    initImageChanged = Signal(object)  # InitImage | None (`init_image_note` says why it is None)
     runningChanged = Signal(bool)  # a run started (True) or its thread has stopped (False)
     refused = Signal(str, str)  # title, sentence: Generate could not start a run
     # The run, on the GUI thread:
@@ -85,6 +100,9 @@ class GenerateState(QObject):
         self.store = store
         self._settings = GenerationSettings()
         self._model: LoadedModel | None = None
+        self._init_image: InitImage | None = None
+        self._init_images: dict[str, InitImage] = {}  # every init image of this session, by SHA-256
+        self.init_image_note = ""  # e.g. the restored image's init image is no longer available
         self.preview_hz = MAX_PREVIEW_HZ  # previews per second at most (coalesced in the worker)
         self.controller = GenerationController(self)
         c = self.controller
@@ -111,11 +129,45 @@ class GenerateState(QObject):
         self.set_settings(replace(self._settings, **changes))
 
     def restore(self, metadata: dict[str, Any]) -> list[str]:
-        """Take the generation parameters of PNG metadata (see `GenerationSettings.restore`);
-        returns the notes on what was kept or clamped. UsageError if the metadata holds none."""
+        """Take the generation parameters of PNG metadata (see `GenerationSettings.restore`)
+        and its init image when it is still available; returns the notes on what was kept,
+        clamped or missing. UsageError if the metadata holds none."""
         settings, notes = self._settings.restore(metadata, self.T)
+        notes += self._restore_init_image(metadata)
         self.set_settings(settings)
         return notes
+
+    # --- img2img ---------------------------------------------------------------------------
+    @property
+    def init_image(self) -> InitImage | None:
+        return self._init_image
+
+    def set_init_image(self, init: InitImage | None, note: str = "") -> None:
+        """Start the next runs from `init` (img2img), or from noise (None; `note` says why)."""
+        if init is not None:
+            self._init_images[init.sha256] = init
+        if init is self._init_image and note == self.init_image_note:
+            return
+        self._init_image, self.init_image_note = init, note
+        self.initImageChanged.emit(init)
+
+    def _restore_init_image(self, metadata: dict[str, Any]) -> list[str]:
+        """An img2img PNG: its init image from this session or its file, else a note; a
+        text-to-image PNG: no init image (so Generate makes that image again)."""
+        if metadata.get("strength") is None:
+            if self._init_image is None:
+                return []
+            self.set_init_image(None)
+            return ["init image cleared (the image was made from text alone)"]
+        found = find_recorded(metadata, self._init_images)
+        if found is not None:
+            self.set_init_image(found)
+            return [f"init image {found.source}"]
+        name = recorded_name(metadata)
+        note = (f"The init image {name} is no longer available: open it again to make this image."
+                if name else "The image was made from an init image it does not name.")
+        self.set_init_image(None, note)
+        return [note[0].lower() + note[1:-1]]
 
     def use_model_defaults(self) -> None:
         """Sampler, steps and guidance from the loaded bundle's model.json sampler_defaults."""
@@ -161,8 +213,11 @@ class GenerateState(QObject):
             return False
         settings = self._settings.for_next_run()
         self.set_settings(settings)
+        init = self._init_image
         try:  # resolved and checked once, here: a bad value is a dialog before any thread starts
-            sampling = model.pipeline.iterate(request_from_settings(settings))
+            bundle = model.bundle
+            init_array = None if init is None else init.model_array(bundle.image_size, bundle.channels)
+            sampling = model.pipeline.iterate(request_from_settings(settings, init_array))
         except UsageError as exc:
             self.refused.emit("Cannot generate", str(exc))
             return False
@@ -170,7 +225,8 @@ class GenerateState(QObject):
             log.exception("Generation could not start")
             self.refused.emit("Generation failed", f"Generation failed: {exc}")
             return False
-        finish = functools.partial(save_run, self.store, model.pipeline, model.provider_info.device_label)
+        finish = functools.partial(save_run, self.store, model.pipeline, model.provider_info.device_label,
+                                   extra=init.metadata() if init is not None else None)
         self.controller.start(model.pipeline, sampling, self.preview_hz, finish)
         return True  # `runStarted` follows from the worker thread
 

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL.Image
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
+from diffusion_studio.core.params import check_strength
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore
 from diffusion_studio.ui.generate.history_panel import HistoryPanel
+from diffusion_studio.ui.generate.init_image import InitImage
 from diffusion_studio.ui.generate.preview_area import PreviewArea
 from diffusion_studio.ui.generate.settings_panel import SettingsPanel
 from diffusion_studio.ui.generate.state import GenerateState
@@ -76,6 +79,7 @@ class GenerateWorkspace(QWidget):
         self.historyPanel.entrySelected.connect(self._on_history_selected)
         self.historyPanel.reuseRequested.connect(self.reuse_entry)
         self.historyPanel.errorOccurred.connect(lambda msg: self.errorOccurred.emit("History", msg))
+        self.settingsPanel.initImageBox.errorOccurred.connect(self.errorOccurred)
         self.previewArea.exportTrajectoryRequested.connect(self.export_trajectory_dialog)
         st = self.state
         st.refused.connect(self.errorOccurred)
@@ -130,6 +134,23 @@ class GenerateWorkspace(QWidget):
         if frame is not None:
             return np.array(frame.x0_pred[0], copy=True)
         return self.previewArea.previewView.image_array()
+
+    # --- img2img ---------------------------------------------------------------------------
+    def set_init_image(self, image: np.ndarray | PIL.Image.Image, strength: float, source: str = "") -> None:
+        """Start the next runs from `image` at `strength` (img2img), e.g. the Forward workspace's x₀.
+
+        `image`: a float32 array [H, W, C] in [-1, 1], a uint8 array [H, W(, C)] or a PIL image,
+        of any size (fitted to the model when a run starts, like the CLI's --init-image).
+        `source` names it in the form and the PNG metadata ("forward process"). A bad array or
+        strength raises UsageError with one sentence.
+        """
+        init = InitImage.from_image(image, source)
+        self.state.update(strength=check_strength(strength))
+        self.state.set_init_image(init)
+
+    def clear_init_image(self) -> None:
+        """Back to text-to-image."""
+        self.state.set_init_image(None)
 
     # --- runs ------------------------------------------------------------------------------
     def generate(self) -> None:
