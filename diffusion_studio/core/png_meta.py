@@ -12,6 +12,10 @@ Two text chunks are written:
 
 - `diffusion_studio`: a UTF-8 iTXt chunk holding the exact settings as JSON.
 
+An img2img image adds `strength` (A1111's "Denoising strength: 0.6") and names its init
+image, which a PNG cannot hold: `init_image` (its file's path) or `init_image_source`
+(e.g. "clipboard"), and `init_image_sha256` ("Init image SHA-256: …" in the text).
+
 `read_metadata` returns the JSON dict when it exists, else parses `parameters` (or, as a
 last resort, a ComfyUI `prompt` graph). Metadata dicts use our names: prompt,
 negative_prompt, steps, sampler, guidance, seed, width, height, model, model_hash, …
@@ -61,6 +65,9 @@ _LABELS: dict[str, str] = {
     "model_hash": "Model hash",
     "model": "Model",
     "strength": "Denoising strength",
+    "init_image": "Init image",
+    "init_image_source": "Init image source",
+    "init_image_sha256": "Init image SHA-256",
     "eta": "Eta",
 }
 _KEYS_BY_LABEL = {label.lower(): key for key, label in _LABELS.items()}

@@ -125,6 +125,33 @@ def test_read_parameters_only_png_and_json_wins_when_both_exist() -> None:
     assert read_metadata(broken_json) == {"prompt": "a dog", "steps": 3, "sampler": "ddim", "seed": 1}
 
 
+IMG2IMG = {"strength": 0.6, "init_image": "/photos/a, b: c.png", "init_image_sha256": "0f" * 32}
+
+
+def test_img2img_strength_and_init_image_round_trip(tmp_path) -> None:
+    meta = dict(META, **IMG2IMG)
+    path = write_png(tmp_path / "img2img.png", IMAGE, meta)
+    assert read_metadata(path) == meta  # the JSON chunk
+    _, text = text_chunk(path.read_bytes(), "parameters")
+    assert text == A1111_TEXT.replace(", Provider: CPUExecutionProvider", "") + (
+        ', Denoising strength: 0.6, Init image: "/photos/a, b: c.png", '
+        f"Init image SHA-256: {'0f' * 32}, Provider: CPUExecutionProvider")  # A1111's labels first
+    assert parse_parameters(text) == meta  # the A1111 text alone says the same
+    assert read_metadata(_png_with_text(parameters=text)) == meta
+    # A1111's own img2img line; an init image named by where it came from instead of a path
+    a1111 = read_metadata(_png_with_text(parameters="a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 3, "
+                                                    "Size: 512x512, Denoising strength: 0.45"))
+    assert a1111["strength"] == 0.45 and isinstance(a1111["strength"], float) and "init_image" not in a1111
+    pasted = dict(META, strength=1.0, init_image_source="clipboard", init_image_sha256="ab" * 32)
+    assert parse_parameters(format_parameters(pasted)) == pasted
+
+
+def test_text_to_image_metadata_has_no_img2img_fields() -> None:
+    text = format_parameters(META)
+    assert "Denoising" not in text and "Init image" not in text
+    assert set(parse_parameters(text)) == set(META)
+
+
 def test_read_comfyui_prompt_graph() -> None:
     graph = {
         "3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 25, "cfg": 6.5, "sampler_name": "euler",

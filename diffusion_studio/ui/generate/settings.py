@@ -149,8 +149,7 @@ class GenerationSettings:
         one. Each such case adds a note. An img2img strength ("Denoising strength") is
         taken when the metadata has one (the init image is the state's business). The seed
         is locked so that Generate reproduces the image. UsageError only if the metadata holds
-        no prompt at all (then it is not one of
-        ours or a parameters text).
+        no prompt at all (then it is not one of ours or a parameters text).
         """
         if "prompt" not in meta:
             raise UsageError("This image holds no generation parameters (no prompt in its metadata).")
