@@ -22,6 +22,7 @@ from diffusion_studio.errors import UsageError
 __all__ = [
     "A1111_SAMPLER_NAMES",
     "BATCH_MAX",
+    "CLIP_RANGE_MAX",
     "DDPM_VARIANCES",
     "DEFAULT_GUIDANCE",
     "DEFAULT_SAMPLER",
@@ -35,6 +36,7 @@ __all__ = [
     "DdpmVariance",
     "SamplerKind",
     "check_batch",
+    "check_clip_range",
     "check_eta",
     "check_guidance",
     "check_seed",
@@ -89,6 +91,9 @@ GUIDANCE_MAX = 100.0
 # the CLI has accepted 64 since the start, so the GUI's former 16 was the odd one out.
 BATCH_MAX = 64
 ETA_MAX = 1.0  # DDIM η (eq. 16): 0 deterministic, 1 DDPM-like; beyond 1 σ_t exceeds √(1 − ᾱ_{t−1})
+# x̂_0 is clipped to [−r, r] (diffusers' clip_sample_range); images live in [−1, 1], so r = 1 is the
+# default and other values only serve models trained on another range.
+CLIP_RANGE_MAX = 1000.0
 SEED_MAX = 2**63 - 1  # any non-negative int64: numpy, torch and JSON metadata all hold it
 RANDOM_SEED_MAX = 2**31 - 1  # random seeds are short (easy to read and type); any seed up to SEED_MAX works
 
@@ -181,6 +186,14 @@ def check_eta(eta: object) -> float:
     value = _as_float(eta)
     if value is None or not 0.0 <= value <= ETA_MAX:
         raise UsageError(f"Eta must be a number between 0 and {ETA_MAX:g} (DDIM's η), got {eta!r}.")
+    return value
+
+
+def check_clip_range(clip_range: object) -> float:
+    """The x̂_0 clipping bound r in (0, CLIP_RANGE_MAX] (clip to [−r, r])."""
+    value = _as_float(clip_range)
+    if value is None or not 0.0 < value <= CLIP_RANGE_MAX:
+        raise UsageError(f"The clip range must be a number in (0, {CLIP_RANGE_MAX:g}], got {clip_range!r}.")
     return value
 
 

@@ -1,13 +1,15 @@
 """Reverse-process samplers as pure step functions with one signature.
 
-Every step function maps x_t (at timestep t) and the network's ε(x_t, t) to the sample
-at an earlier timestep t_prev (0 means the clean image x_0):
+Every step function maps x_t (at timestep t) and the network's prediction at (x_t, t) to
+the sample at an earlier timestep t_prev (0 means the clean image x_0):
 
-    step(schedule, x_t, eps, t, t_prev, state, rng, options) -> StepResult
+    step(schedule, x_t, pred, t, t_prev, state, rng, options) -> StepResult
 
-`state` carries what a multistep solver needs from earlier steps (it is a frozen value,
-returned anew); `rng` is the only source of noise. Coefficients are float64; arrays
-stay float32.
+`pred` is a `prediction.Prediction`: x̂_0 and ε̂ (whatever the network predicts: ε, v or x_0;
+`prediction.interpret_output` makes it) and, for a learned_range model, the variance fraction
+that only the DDPM step uses. `state` carries what a multistep solver needs from earlier steps
+(it is a frozen value, returned anew); `rng` is the only source of noise. Coefficients are
+float64; arrays stay float32.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffusion_studio.core.forward import eps_from_x0, q_posterior, x0_from_eps
+from diffusion_studio.core.forward import eps_from_x0, q_posterior
 from diffusion_studio.core.params import DdpmVariance, SamplerKind, check_steps, parse_sampler
+from diffusion_studio.core.prediction import Prediction, learned_log_variance
 from diffusion_studio.core.schedule import Schedule, posterior
 from diffusion_studio.errors import UsageError
 
@@ -29,7 +32,7 @@ __all__ = [
     "StepResult",
     "StepFn",
     "make_timesteps",
-    "predict_x0",
+    "clip_prediction",
     "ddpm_step",
     "ddim_step",
     "dpmpp_2m_step",
@@ -39,9 +42,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SamplerOptions:
+    """clip_x0: clip x̂_0 to [−clip_range, clip_range] (diffusers' clip_sample / clip_sample_range);
+    eta: DDIM's η; ddpm_variance: the DDPM step's fixed σ_t² (a learned variance in the
+    prediction takes its place)."""
+
     clip_x0: bool = True
     eta: float = 0.0
     ddpm_variance: DdpmVariance = DdpmVariance.BETA
+    clip_range: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class StepResult:
 
 
 StepFn = Callable[
-    [Schedule, np.ndarray, np.ndarray, int, int, SolverState, np.random.Generator, SamplerOptions],
+    [Schedule, np.ndarray, Prediction, int, int, SolverState, np.random.Generator, SamplerOptions],
     StepResult,
 ]
 
@@ -86,63 +94,71 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.standard_normal(shape, dtype=np.float32)
 
 
-def predict_x0(
-    schedule: Schedule, x_t: np.ndarray, eps: np.ndarray, t: int, clip: bool
+def clip_prediction(
+    schedule: Schedule, x_t: np.ndarray, pred: Prediction, t: int, options: SamplerOptions
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x̂_0 from ε (`forward.x0_from_eps`, eq. 4 inverted), optionally clipped to [−1, 1].
+    """The step's x̂_0 and ε̂, with x̂_0 clipped to [−clip_range, clip_range] when options.clip_x0.
 
-    Returns (x0_pred, eps) as float32; when clipping changed x̂_0, ε is re-derived from it
-    (`forward.eps_from_x0`) so that x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε still holds (as improved-diffusion does).
+    Returns (x0_pred, eps) as float32; clipping re-derives ε from the clipped x̂_0
+    (`forward.eps_from_x0`) so that x_t = √ᾱ_t x̂_0 + √(1−ᾱ_t) ε still holds (as improved-diffusion
+    does, and diffusers' DDIM with use_clipped_model_output).
     """
-    x_t64 = x_t.astype(np.float64)
-    x0 = x0_from_eps(schedule, x_t64, t, eps)
-    if clip:
-        x0 = np.clip(x0, -1.0, 1.0)
-        eps = eps_from_x0(schedule, x_t64, t, x0)
-    return x0.astype(np.float32), np.asarray(eps, dtype=np.float32)
+    x0, eps = pred.x0, pred.eps
+    if options.clip_x0:
+        x0 = np.clip(x0, -options.clip_range, options.clip_range)
+        eps = eps_from_x0(schedule, x_t.astype(np.float64), t, x0)
+    return np.asarray(x0, dtype=np.float32), np.asarray(eps, dtype=np.float32)
 
 
 def ddpm_step(
     schedule: Schedule,
     x_t: np.ndarray,
-    eps: np.ndarray,
+    pred: Prediction,
     t: int,
     t_prev: int,
     state: SolverState,
     rng: np.random.Generator,
     options: SamplerOptions,
 ) -> StepResult:
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), on any sub-sequence of timesteps."""
-    # 1. x̂_0 from ε (eq. 15), optionally clipped.
-    x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), on any sub-sequence of timesteps.
+
+    With a learned variance (pred.var_frac) σ_t² is Improved DDPM's Σ_θ (eq. 15) and
+    options.ddpm_variance is not used.
+    """
+    # 1. x̂_0 (eq. 15 for ε-prediction), optionally clipped.
+    x0, eps = clip_prediction(schedule, x_t, pred, t, options)
     # 2. posterior mean μ̃ and variance β̃ between t and t_prev (eqs. 6–7); with unclipped x̂_0 the
     #    mean equals Algorithm 2's 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε).
     mean, var_tilde = q_posterior(schedule, x0.astype(np.float64), x_t.astype(np.float64), t, t_prev)
     # 3. x_{t−1} = μ̃ + σ_t z, σ_t² = β_t ("fixed large") or β̃_t ("fixed small") (§3.2), where on a
     #    sub-sequence β is the step's 1 − ᾱ_t/ᾱ_{t_prev}; no noise on the final step (z = 0 at t = 1).
+    #    A learned_range model gives σ_t² = Σ_θ = exp(frac log β + (1 − frac) log β̃) (Improved DDPM eq. 15).
     if t_prev > 0:
-        if options.ddpm_variance is DdpmVariance.BETA:
-            var = posterior(schedule.alpha_bar(t), schedule.alpha_bar(t_prev)).beta
+        if pred.var_frac is not None:
+            log_var = learned_log_variance(schedule.alpha_bar(t), schedule.alpha_bar(t_prev), pred.var_frac)
+            sigma: np.ndarray | float = np.exp(0.5 * log_var)
+        elif options.ddpm_variance is DdpmVariance.BETA:
+            sigma = math.sqrt(float(posterior(schedule.alpha_bar(t), schedule.alpha_bar(t_prev)).beta))
         else:
-            var = var_tilde
-        mean = mean + math.sqrt(float(var)) * _noise(rng, x_t.shape)
+            sigma = math.sqrt(float(var_tilde))
+        mean = mean + sigma * _noise(rng, x_t.shape)
     return StepResult(mean.astype(np.float32), x0, eps, state)
 
 
 def ddim_step(
     schedule: Schedule,
     x_t: np.ndarray,
-    eps: np.ndarray,
+    pred: Prediction,
     t: int,
     t_prev: int,
     state: SolverState,
     rng: np.random.Generator,
     options: SamplerOptions,
 ) -> StepResult:
-    """DDIM (Song et al. 2021, eq. 12); η = 0 is deterministic, η = 1 is DDPM-like."""
+    """DDIM (Song et al. 2021, eq. 12); η = 0 is deterministic, η = 1 is DDPM-like. Ignores a learned variance."""
     ab_prev = schedule.alpha_bar(t_prev)
     # 1. "predicted x_0" term of eq. 12.
-    x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
+    x0, eps = clip_prediction(schedule, x_t, pred, t, options)
     # 2. σ_t(η) = η √((1−ᾱ_{t−1})/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_{t−1}) = η √β̃  (eq. 16; β̃ on the sub-sequence).
     sigma = options.eta * math.sqrt(float(posterior(schedule.alpha_bar(t), ab_prev).variance))
     # 3. "direction pointing to x_t": √(1 − ᾱ_{t−1} − σ_t²) ε.
@@ -162,16 +178,19 @@ def _lambda(ab: float) -> float:
 def dpmpp_2m_step(
     schedule: Schedule,
     x_t: np.ndarray,
-    eps: np.ndarray,
+    pred: Prediction,
     t: int,
     t_prev: int,
     state: SolverState,
     rng: np.random.Generator,
     options: SamplerOptions,
 ) -> StepResult:
-    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, data prediction, deterministic."""
+    """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, data prediction, deterministic.
+
+    Ignores a learned variance.
+    """
     # 1. data prediction x_θ(x_t, t) = x̂_0.
-    x0, eps = predict_x0(schedule, x_t, eps, t, options.clip_x0)
+    x0, eps = clip_prediction(schedule, x_t, pred, t, options)
     ab_t, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
     lam_t = _lambda(ab_t)
     new_state = SolverState(x0_prev=x0, lambda_prev=lam_t)

@@ -13,23 +13,43 @@ from typing import Protocol
 import numpy as np
 
 from diffusion_studio.core.forward import q_sample
-from diffusion_studio.core.params import DEFAULT_SAMPLER, DEFAULT_STEPS, check_eta, check_strength, parse_ddpm_variance
+from diffusion_studio.core.params import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    DdpmVariance,
+    check_clip_range,
+    check_eta,
+    check_strength,
+    parse_ddpm_variance,
+)
+from diffusion_studio.core.prediction import (
+    PredictionKind,
+    VarianceKind,
+    interpret_output,
+    output_channels,
+    parse_prediction_kind,
+    parse_variance_kind,
+)
 from diffusion_studio.core.sampler_steps import SamplerOptions, SolverState, StepFn, make_timesteps, step_function
 from diffusion_studio.core.schedule import Schedule
 from diffusion_studio.errors import Cancelled, ModelOutputError, UsageError
 
-__all__ = ["Denoiser", "EpsFn", "Step", "sample", "img2img_timesteps", "run_to_end"]
+__all__ = ["Denoiser", "EpsFn", "Step", "sample", "img2img_timesteps", "run_to_end", "ddpm_variance_for"]
 
 
 class Denoiser(Protocol):
-    """A network ε_θ: (x [N,C,H,W] f32, t [N] int64, context [N,L,D] f32, mask [N,L] f32) -> ε."""
+    """A network: (x [N,C,H,W] f32, t [N] int64, context [N,L,D] f32, mask [N,L] f32) -> its raw output.
+
+    The raw output is [N,C,H,W] (ε̂, v̂ or x̂_0, see `prediction.PredictionKind`), or [N,2C,H,W]
+    for a learned_range model (the prediction, then the variance interpolation v).
+    """
 
     def __call__(
         self, x: np.ndarray, t: np.ndarray, context: np.ndarray, context_mask: np.ndarray
     ) -> np.ndarray: ...
 
 
-EpsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x_t, t[N]) -> eps
+EpsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x_t, t[N]) -> the raw network output (ε̂ by default)
 
 
 @dataclass(frozen=True)
@@ -38,7 +58,8 @@ class Step:
 
     index: 0-based step number; count: number of steps in this run; t: the timestep the
     network saw; x_prev: the sample the step produced, at timestep t_prev (the final x_0
-    after the last step); x0_pred: the step's x̂_0; eps: the ε it used.
+    after the last step); x0_pred: the step's x̂_0; eps: the ε̂ it used (whatever the network
+    predicts: both are converted from its output, clipped x̂_0 and ε̂ re-derived from it).
     """
 
     index: int
@@ -60,6 +81,14 @@ def img2img_timesteps(T: int, steps: int, strength: float) -> np.ndarray:
     t_start = max(1, round(strength * T))
     n = min(max(1, round(strength * steps)), t_start)
     return make_timesteps(T, n, t_start)
+
+
+def ddpm_variance_for(variance: str | VarianceKind) -> DdpmVariance | None:
+    """The DDPM σ_t² a model's variance kind implies: fixed_large -> β, fixed_small -> β̃, learned -> None."""
+    kind = parse_variance_kind(variance)
+    if kind is VarianceKind.LEARNED_RANGE:
+        return None
+    return DdpmVariance.BETA if kind is VarianceKind.FIXED_LARGE else DdpmVariance.BETA_TILDE
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -93,18 +122,31 @@ def sample(
     rng: np.random.Generator,
     clip_x0: bool = True,
     eta: float = 0.0,
-    ddpm_variance: str = "beta",
+    ddpm_variance: str | None = None,
     init_image: np.ndarray | None = None,
     strength: float = 1.0,
     should_stop: Callable[[], bool] | None = None,
+    prediction: str | PredictionKind = PredictionKind.EPSILON.value,
+    variance: str | VarianceKind = VarianceKind.FIXED_LARGE.value,
+    clip_range: float = 1.0,
 ) -> Iterator[Step]:
     """Run the reverse process from x_T (or a noised init_image) to x_0, yielding a Step each step.
+
+    `prediction` and `variance` describe the model (diffusers' prediction_type and
+    variance_type): eps_fn's output is ε̂, v̂ or x̂_0 with C channels, or 2C with
+    "learned_range", whose learned Σ_θ the DDPM sampler then uses (DDIM and DPM-Solver++ ignore
+    it). `ddpm_variance` ("beta" | "beta-tilde") is the DDPM sampler's fixed σ_t²; None takes the
+    model's (`ddpm_variance_for`: "beta" for fixed_large, "beta-tilde" for fixed_small); it is
+    ignored with learned_range. x̂_0 is clipped to [−clip_range, clip_range] when `clip_x0`.
 
     `should_stop` is checked before every network call; when it returns True the
     generator raises `Cancelled`. Bad arguments raise `UsageError` here, before any step.
     """
     step_fn = step_function(sampler)
-    variance = parse_ddpm_variance(ddpm_variance)
+    prediction = parse_prediction_kind(prediction)
+    variance = parse_variance_kind(variance)
+    fixed = parse_ddpm_variance(ddpm_variance) if ddpm_variance is not None else ddpm_variance_for(variance)
+    clip_range = check_clip_range(clip_range)
     eta = check_eta(eta)
     if not isinstance(rng, np.random.Generator):
         raise UsageError("rng must be a numpy.random.Generator (for example numpy.random.default_rng(seed)).")
@@ -113,8 +155,12 @@ def sample(
     timesteps = img2img_timesteps(schedule.T, steps, strength)
     if init_image is not None:
         init_image = _check_init_image(init_image, shape)
-    options = SamplerOptions(clip_x0=bool(clip_x0), eta=eta, ddpm_variance=variance)
-    return _run(eps_fn, schedule, shape, step_fn, timesteps, options, rng, init_image, should_stop)
+    options = SamplerOptions(
+        clip_x0=bool(clip_x0), eta=eta, ddpm_variance=fixed or DdpmVariance.BETA, clip_range=clip_range
+    )
+    return _run(
+        eps_fn, schedule, shape, step_fn, timesteps, options, rng, init_image, should_stop, prediction, variance
+    )
 
 
 def _run(
@@ -127,6 +173,8 @@ def _run(
     rng: np.random.Generator,
     init_image: np.ndarray | None,
     should_stop: Callable[[], bool] | None,
+    prediction: PredictionKind = PredictionKind.EPSILON,
+    variance: VarianceKind = VarianceKind.FIXED_LARGE,
 ) -> Iterator[Step]:
     # x_T ~ N(0, I) (Algorithm 2, line 1); SDEdit instead noises the input image to t_start.
     z = rng.standard_normal(shape, dtype=np.float32)
@@ -138,14 +186,20 @@ def _run(
 
     state = SolverState()
     count = len(timesteps)
+    out_shape = (shape[0], output_channels(shape[1], variance), *shape[2:]) if len(shape) > 1 else shape
     for i, t in enumerate(int(v) for v in timesteps):
         t_prev = int(timesteps[i + 1]) if i + 1 < count else 0
         if should_stop is not None and should_stop():
             raise Cancelled("sampling was cancelled.")
-        eps = np.asarray(eps_fn(x, np.full((shape[0],), t, dtype=np.int64)))
-        if eps.shape != x.shape:
-            raise UsageError(f"the denoiser returned eps of shape {eps.shape} for x of shape {x.shape}.")
-        result = step_fn(schedule, x, eps.astype(np.float32, copy=False), t, t_prev, state, rng, options)
+        output = np.asarray(eps_fn(x, np.full((shape[0],), t, dtype=np.int64)))
+        if output.shape != out_shape:
+            raise UsageError(
+                f"the denoiser returned an output of shape {output.shape} for x of shape {x.shape} "
+                f"(expected {out_shape} for {variance.value})."
+            )
+        # The raw output -> x̂_0, ε̂ (and the learned variance fraction) for every prediction kind.
+        pred = interpret_output(schedule, x, output.astype(np.float32, copy=False), t, prediction, variance)
+        result = step_fn(schedule, x, pred, t, t_prev, state, rng, options)
         x, state = result.x_prev, result.state
         yield Step(index=i, count=count, t=t, x_prev=x, x0_pred=result.x0_pred, eps=result.eps, t_prev=t_prev)
 

@@ -15,7 +15,15 @@ import numpy.typing as npt
 
 from diffusion_studio.errors import UsageError
 
-__all__ = ["ScheduleKind", "Schedule", "Posterior", "make_schedule", "parse_schedule_kind", "posterior"]
+__all__ = [
+    "SCHEDULE_ALIASES",
+    "ScheduleKind",
+    "Schedule",
+    "Posterior",
+    "make_schedule",
+    "parse_schedule_kind",
+    "posterior",
+]
 
 LINEAR_BETA_START = 1e-4
 LINEAR_BETA_END = 0.02
@@ -24,8 +32,13 @@ MAX_BETA = 0.999
 
 
 class ScheduleKind(str, Enum):
-    LINEAR = "linear"
-    COSINE = "cosine"
+    LINEAR = "linear"                # DDPM §4
+    COSINE = "cosine"                # Improved DDPM eq. 17 (diffusers' "squaredcos_cap_v2")
+    SCALED_LINEAR = "scaled_linear"  # √β linear (latent diffusion; diffusers' "scaled_linear")
+
+
+# Other tools' names for our kinds (diffusers' `beta_schedule`).
+SCHEDULE_ALIASES: dict[str, ScheduleKind] = {"squaredcos_cap_v2": ScheduleKind.COSINE}
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +94,12 @@ def posterior(alpha_bar_t: npt.ArrayLike, alpha_bar_s: npt.ArrayLike) -> Posteri
 
 
 def parse_schedule_kind(kind: str | ScheduleKind) -> ScheduleKind:
-    """Turn 'linear' / 'cosine' into a ScheduleKind, or raise UsageError."""
+    """Turn 'linear' / 'cosine' / 'scaled_linear' (or diffusers' 'squaredcos_cap_v2') into a ScheduleKind.
+
+    Raises UsageError for any other name.
+    """
+    if isinstance(kind, str) and kind in SCHEDULE_ALIASES:
+        return SCHEDULE_ALIASES[kind]
     try:
         return ScheduleKind(kind)
     except ValueError:
@@ -100,6 +118,21 @@ def _linear_betas(T: int) -> np.ndarray:
     return np.minimum(betas, MAX_BETA)
 
 
+def _check_beta_ends(beta_start: float | None, beta_end: float | None) -> tuple[float, float] | None:
+    """Explicit β ends: both or neither, finite, 0 < β_start ≤ β_end < 1."""
+    if beta_start is None and beta_end is None:
+        return None
+    values = []
+    for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise UsageError(f"{name} must be a number in (0, 1) (give both β ends or neither), got {value!r}.")
+        values.append(float(value))
+    start, end = values
+    if not (math.isfinite(start) and math.isfinite(end) and 0.0 < start <= end < 1.0):
+        raise UsageError(f"the β ends must satisfy 0 < beta_start <= beta_end < 1, got {start!r} and {end!r}.")
+    return start, end
+
+
 def _cosine_betas(T: int) -> np.ndarray:
     # Improved DDPM eq. 17: ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2);
     # β_t = 1 − ᾱ_t/ᾱ_{t−1}, clipped at 0.999 to avoid the singularity near t = T.
@@ -116,13 +149,37 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def make_schedule(kind: str | ScheduleKind = "linear", T: int = 1000) -> Schedule:
-    """Build a linear (DDPM) or cosine (Improved DDPM) schedule with T steps."""
+def make_schedule(
+    kind: str | ScheduleKind = "linear",
+    T: int = 1000,
+    beta_start: float | None = None,
+    beta_end: float | None = None,
+) -> Schedule:
+    """Build a linear (DDPM), cosine (Improved DDPM) or scaled-linear schedule with T steps.
+
+    `beta_start` / `beta_end` (both or neither) set the β ends of `linear` and `scaled_linear`
+    exactly as diffusers does: β = linspace(β_start, β_end, T), resp. linspace(√β_start, √β_end, T)²,
+    with no 1000/T scaling. Without them `linear` is DDPM's (scaled for T ≠ 1000, see
+    `_linear_betas`) and `scaled_linear` uses diffusers' default ends 1e-4 and 0.02.
+    The cosine schedule has no β ends (UsageError if given).
+    """
     kind = parse_schedule_kind(kind)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise UsageError(f"the number of diffusion steps T must be a positive integer, got {T!r}.")
     T = int(T)
-    betas = _linear_betas(T) if kind is ScheduleKind.LINEAR else _cosine_betas(T)
+    ends = _check_beta_ends(beta_start, beta_end)
+    if kind is ScheduleKind.COSINE:
+        if ends is not None:
+            raise UsageError("the cosine schedule takes no beta_start / beta_end (its β come from eq. 17).")
+        betas = _cosine_betas(T)
+    elif kind is ScheduleKind.SCALED_LINEAR:
+        # Latent diffusion's schedule: √β_t linear from √β_start to √β_end.
+        start, end = ends if ends is not None else (LINEAR_BETA_START, LINEAR_BETA_END)
+        betas = np.linspace(math.sqrt(start), math.sqrt(end), T, dtype=np.float64) ** 2
+    elif ends is not None:
+        betas = np.linspace(ends[0], ends[1], T, dtype=np.float64)
+    else:
+        betas = _linear_betas(T)
 
     alphas = 1.0 - betas
     alphas_cumprod = np.cumprod(alphas)
