@@ -1,4 +1,9 @@
-"""The model bundle's `model.json` (format_version 1): schema, validation, serialisation.
+"""The model bundle's `model.json` (format_version 1 or 2): schema, validation, serialisation.
+
+Format 2 adds, all optional with format-1 meanings as defaults: the schedule's β ends, the
+prediction target (ε, v or x_0), the reverse-process variance, x̂_0 clipping, and conditioning
+kinds beyond text (`class`: a class label per image; `none`: unconditional). A format-1
+document is read and written back unchanged; format-2 fields in it are refused.
 
 Every check names the field and the problem in one sentence, e.g.
 "model.json: field 'diffusion.T' must be a positive integer, got 'abc'."
@@ -15,6 +20,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ from diffusion_studio.core.files import (
     sha256_file,
 )
 from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS, GUIDANCE_MAX, SamplerKind
+from diffusion_studio.core.prediction import PredictionKind, VarianceKind
 from diffusion_studio.core.schedule import ScheduleKind
 from diffusion_studio.core.vocabulary import words
 from diffusion_studio.errors import BundleError
@@ -35,6 +42,7 @@ __all__ = [
     "MAX_T",
     "MODEL_JSON",
     "BundleSpec",
+    "ConditioningKind",
     "ConditioningSpec",
     "DiffusionSpec",
     "ImageSpec",
@@ -51,12 +59,18 @@ __all__ = [
 ]
 
 FORMAT = "diffusion-studio-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest format this app reads; the training exporter still writes 1
 MODEL_JSON = "model.json"
 SHARED_TEXT_ENCODER = "shared"
 MAX_T = 100_000        # diffusion steps: the training limit; a schedule holds 11 float64 arrays of T
 MAX_VOCABULARY = 10_000  # words in the optional `vocabulary` list
 MAX_WORD_LENGTH = 40     # characters of one vocabulary word
+MAX_CLASSES = 100_000   # conditioning.num_classes
+MIN_IMAGE_SIZE_V2, MAX_IMAGE_SIZE_V2 = 8, 1024
+# Fields a format-1 document may not carry (it would be read with other meanings by an older app).
+_V2_DIFFUSION = ("beta_start", "beta_end", "variance", "clip_sample", "clip_sample_range")
+_V2_CONDITIONING = ("kind", "num_classes", "class_names")
+_TEXT_FIELDS = ("text_encoder", "max_tokens", "embedding_dim", "text_encoder_sha256", "tokenizer_sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 
@@ -67,11 +81,24 @@ class ImageSpec:
     channels: int  # 1, 3 or 4
 
 
+class ConditioningKind(str, Enum):
+    """What the U-Net is conditioned on (model.json `conditioning.kind`)."""
+
+    TEXT = "text"    # context [N,L,D] + context_mask [N,L] from a text encoder (format 1's only kind)
+    CLASS = "class"  # class_labels int64 [N] in 0 … num_classes−1
+    NONE = "none"    # unconditional: x and t only
+
+
 @dataclass(frozen=True)
 class DiffusionSpec:
     T: int
     schedule: ScheduleKind
-    prediction: str = "epsilon"
+    prediction: PredictionKind = PredictionKind.EPSILON
+    beta_start: float | None = None  # None: the schedule's own ends (DDPM's, scaled to T for linear)
+    beta_end: float | None = None
+    variance: VarianceKind = VarianceKind.FIXED_LARGE  # σ_t² of the reverse process
+    clip_sample: bool = True          # clip x̂_0 to [−clip_sample_range, clip_sample_range]
+    clip_sample_range: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -92,11 +119,16 @@ class UNetSpec:
 
 @dataclass(frozen=True)
 class ConditioningSpec:
-    text_encoder: str  # "shared" (resources/text_encoder/) or a file name inside the bundle
-    max_tokens: int
-    embedding_dim: int
-    text_encoder_sha256: str | None
-    tokenizer_sha256: str | None
+    """Text fields are set for kind text only (else None / 0); class fields for kind class only."""
+
+    text_encoder: str | None = None  # "shared" (resources/text_encoder/) or a file name inside the bundle
+    max_tokens: int = 0
+    embedding_dim: int = 0
+    text_encoder_sha256: str | None = None
+    tokenizer_sha256: str | None = None
+    kind: ConditioningKind = ConditioningKind.TEXT
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None  # one per class when declared
 
     @property
     def shared(self) -> bool:
@@ -133,6 +165,8 @@ class BundleSpec:
     T = property(lambda self: self.diffusion.T)
     schedule = property(lambda self: self.diffusion.schedule)
     prediction = property(lambda self: self.diffusion.prediction)
+    variance = property(lambda self: self.diffusion.variance)
+    conditioning_kind = property(lambda self: self.conditioning.kind)
     sampler = property(lambda self: self.sampler_defaults.sampler)
     steps = property(lambda self: self.sampler_defaults.steps)
     guidance = property(lambda self: self.sampler_defaults.guidance)
@@ -147,16 +181,26 @@ class BundleSpec:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for model.json; parse_model_json(spec.to_dict()) == spec."""
         p = self.provenance
+        v2 = self.format_version >= 2
+        d, co = self.diffusion, self.conditioning
+        diffusion: dict[str, Any] = {"T": d.T, "schedule": d.schedule.value, "prediction": d.prediction.value}
+        if v2:
+            diffusion.update(beta_start=d.beta_start, beta_end=d.beta_end, variance=d.variance.value,
+                             clip_sample=d.clip_sample, clip_sample_range=d.clip_sample_range)
+        conditioning: dict[str, Any] = {"kind": co.kind.value} if v2 else {}
+        if co.kind is ConditioningKind.TEXT:
+            conditioning.update(text_encoder=co.text_encoder, max_tokens=co.max_tokens,
+                                embedding_dim=co.embedding_dim, text_encoder_sha256=co.text_encoder_sha256,
+                                tokenizer_sha256=co.tokenizer_sha256)
+        elif co.kind is ConditioningKind.CLASS:
+            conditioning.update(num_classes=co.num_classes,
+                                class_names=None if co.class_names is None else list(co.class_names))
         return {
             "format": FORMAT,
             "format_version": self.format_version,
             "name": self.name,
             "image": {"size": self.image.size, "channels": self.image.channels},
-            "diffusion": {
-                "T": self.diffusion.T,
-                "schedule": self.diffusion.schedule.value,
-                "prediction": self.diffusion.prediction,
-            },
+            "diffusion": diffusion,
             "sampler_defaults": {
                 "sampler": self.sampler_defaults.sampler.value,
                 "steps": self.sampler_defaults.steps,
@@ -169,13 +213,7 @@ class BundleSpec:
                 "parameters": self.unet.parameters,
                 "flops_per_forward": self.unet.flops_per_forward,
             },
-            "conditioning": {
-                "text_encoder": self.conditioning.text_encoder,
-                "max_tokens": self.conditioning.max_tokens,
-                "embedding_dim": self.conditioning.embedding_dim,
-                "text_encoder_sha256": self.conditioning.text_encoder_sha256,
-                "tokenizer_sha256": self.conditioning.tokenizer_sha256,
-            },
+            "conditioning": conditioning,
             "provenance": {
                 **p.extra,
                 "run": p.run,
@@ -236,6 +274,12 @@ class _Checker:
         if hi is not None and value > hi:
             raise self.fail(prefix + key, f"must be a number from {lo:g} to {hi:g}, got {_show(value)}")
         return float(value)
+
+    def boolean(self, obj: Mapping[str, Any], prefix: str, key: str) -> bool:
+        value = self.get(obj, prefix, key)
+        if not isinstance(value, bool):
+            raise self.fail(prefix + key, f"must be true or false, got {_show(value)}")
+        return value
 
     def _string(self, prefix: str, key: str, value: Any, or_null: str = "") -> str:
         if not isinstance(value, str) or not value.strip():
@@ -310,6 +354,113 @@ def _vocabulary(c: _Checker, data: Mapping[str, Any]) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(value))
 
 
+def _refuse_v2_fields(c: _Checker, obj: Mapping[str, Any], prefix: str, keys: tuple[str, ...], version: int) -> None:
+    for key in keys:
+        if version < 2 and key in obj:
+            raise c.fail(prefix + key, f"needs format_version 2, but the document has format_version {version}")
+
+
+def _image(c: _Checker, img: Mapping[str, Any], version: int) -> ImageSpec:
+    lo, hi = (1, 4096) if version < 2 else (MIN_IMAGE_SIZE_V2, MAX_IMAGE_SIZE_V2)
+    image = ImageSpec(
+        size=c.integer(img, "image.", "size", lo=lo, hi=hi, what=f"an integer from {lo} to {hi}"),
+        channels=c.integer(img, "image.", "channels", lo=1, hi=4, what="1, 3 or 4"),
+    )
+    if image.channels == 2:
+        raise c.fail("image.channels", "must be 1, 3 or 4, got 2")
+    return image
+
+
+def _beta_end_value(c: _Checker, dif: Mapping[str, Any], key: str) -> float | None:
+    if dif.get(key) is None:
+        return None
+    value = c.number(dif, "diffusion.", key)
+    if not 0.0 < value < 1.0:
+        raise c.fail("diffusion." + key, f"must be a number in (0, 1) or null, got {_show(dif[key])}")
+    return value
+
+
+def _diffusion(c: _Checker, dif: Mapping[str, Any], version: int) -> DiffusionSpec:
+    _refuse_v2_fields(c, dif, "diffusion.", _V2_DIFFUSION, version)
+    T = _diffusion_steps(c, dif)
+    v1_schedules = [ScheduleKind.LINEAR.value, ScheduleKind.COSINE.value]
+    schedules = [k.value for k in ScheduleKind] if version >= 2 else v1_schedules
+    schedule = ScheduleKind(c.choice(dif, "diffusion.", "schedule", schedules))
+    predictions = [k.value for k in PredictionKind] if version >= 2 else [PredictionKind.EPSILON.value]
+    prediction = PredictionKind(c.choice(dif, "diffusion.", "prediction", predictions))
+    beta_start, beta_end = _beta_end_value(c, dif, "beta_start"), _beta_end_value(c, dif, "beta_end")
+    if (beta_start is None) != (beta_end is None):
+        missing = "beta_end" if beta_end is None else "beta_start"
+        raise c.fail("diffusion." + missing, "must be a number in (0, 1) when the other β end is given "
+                     "(give both or neither)")
+    if beta_start is not None and beta_end is not None:
+        if schedule is ScheduleKind.COSINE:
+            raise c.fail("diffusion.beta_start", "must be null for the cosine schedule (its β come from ᾱ(t))")
+        if beta_start > beta_end:
+            raise c.fail("diffusion.beta_start", f"must be at most diffusion.beta_end ({beta_end:g}), "
+                         f"got {beta_start:g}")
+    variance = VarianceKind.FIXED_LARGE
+    if "variance" in dif:
+        variance = VarianceKind(c.choice(dif, "diffusion.", "variance", [k.value for k in VarianceKind]))
+    clip_sample = c.boolean(dif, "diffusion.", "clip_sample") if "clip_sample" in dif else True
+    clip_range = 1.0
+    if "clip_sample_range" in dif:
+        clip_range = c.number(dif, "diffusion.", "clip_sample_range")
+        if clip_range <= 0.0:
+            raise c.fail("diffusion.clip_sample_range",
+                         f"must be a positive number, got {_show(dif['clip_sample_range'])}")
+    return DiffusionSpec(T=T, schedule=schedule, prediction=prediction, beta_start=beta_start, beta_end=beta_end,
+                         variance=variance, clip_sample=clip_sample, clip_sample_range=clip_range)
+
+
+def _class_names(c: _Checker, co: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
+    value = co.get("class_names")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != num_classes:
+        raise c.fail("conditioning.class_names", f"must be a list of {num_classes} names (one per class) or null, "
+                     f"got {_show(value)}")
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+            raise c.fail(f"conditioning.class_names[{i}]", f"must be a non-empty name of at most 200 characters, "
+                         f"got {_show(name)}")
+    return tuple(value)
+
+
+def _conditioning(c: _Checker, co: Mapping[str, Any], version: int) -> ConditioningSpec:
+    _refuse_v2_fields(c, co, "conditioning.", _V2_CONDITIONING, version)
+    kind = ConditioningKind.TEXT
+    if "kind" in co:
+        kind = ConditioningKind(c.choice(co, "conditioning.", "kind", [k.value for k in ConditioningKind]))
+    allowed = {"kind", *({ConditioningKind.TEXT: _TEXT_FIELDS, ConditioningKind.CLASS: ("num_classes", "class_names"),
+                          ConditioningKind.NONE: ()}[kind])}
+    if kind is not ConditioningKind.TEXT:  # a text kind ignores unknown keys, as format 1 did
+        for key in co:
+            if key not in allowed:
+                raise c.fail("conditioning." + key, f"does not belong to conditioning kind {kind.value!r}")
+    else:
+        for key in ("num_classes", "class_names"):
+            if key in co:
+                raise c.fail("conditioning." + key, "does not belong to conditioning kind 'text'")
+    if kind is ConditioningKind.NONE:
+        return ConditioningSpec(kind=kind)
+    if kind is ConditioningKind.CLASS:
+        n = c.integer(co, "conditioning.", "num_classes", lo=1, hi=MAX_CLASSES,
+                      what=f"an integer from 1 to {MAX_CLASSES}")
+        return ConditioningSpec(kind=kind, num_classes=n, class_names=_class_names(c, co, n))
+    text_encoder = c.string(co, "conditioning.", "text_encoder")
+    if text_encoder != SHARED_TEXT_ENCODER and not _is_plain_name(text_encoder):
+        raise c.fail("conditioning.text_encoder",
+                     f"must be 'shared' or a file name inside the bundle folder, got {_show(text_encoder)}")
+    return ConditioningSpec(
+        text_encoder=text_encoder,
+        max_tokens=c.integer(co, "conditioning.", "max_tokens", lo=2, hi=512, what="an integer from 2 to 512"),
+        embedding_dim=c.integer(co, "conditioning.", "embedding_dim", lo=1, what="a positive integer"),
+        text_encoder_sha256=c.sha256_or_null(co, "conditioning.", "text_encoder_sha256"),
+        tokenizer_sha256=c.sha256_or_null(co, "conditioning.", "tokenizer_sha256"),
+    )
+
+
 def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     """Validate a model.json object and build the BundleSpec; BundleError names the bad field."""
     c = _Checker(where)
@@ -323,19 +474,8 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
                      f"is {version}, newer than this app supports ({FORMAT_VERSION}); update Diffusion Studio")
     name = c.string(data, "", "name")
 
-    img = c.obj(data, "", "image")
-    image = ImageSpec(
-        size=c.integer(img, "image.", "size", lo=1, hi=4096, what="an integer from 1 to 4096"),
-        channels=c.integer(img, "image.", "channels", lo=1, hi=4, what="1, 3 or 4"),
-    )
-    if image.channels == 2:
-        raise c.fail("image.channels", "must be 1, 3 or 4, got 2")
-    dif = c.obj(data, "", "diffusion")
-    diffusion = DiffusionSpec(
-        T=_diffusion_steps(c, dif),
-        schedule=ScheduleKind(c.choice(dif, "diffusion.", "schedule", [k.value for k in ScheduleKind])),
-        prediction=c.choice(dif, "diffusion.", "prediction", ["epsilon"]),
-    )
+    image = _image(c, c.obj(data, "", "image"), version)
+    diffusion = _diffusion(c, c.obj(data, "", "diffusion"), version)
     sd = c.obj(data, "", "sampler_defaults")
     sampler_defaults = SamplerDefaults(
         sampler=SamplerKind(c.choice(sd, "sampler_defaults.", "sampler", [k.value for k in SamplerKind])),
@@ -351,18 +491,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
         parameters=c.integer(un, "unet.", "parameters"),
         flops_per_forward=c.integer(un, "unet.", "flops_per_forward"),
     )
-    co = c.obj(data, "", "conditioning")
-    text_encoder = c.string(co, "conditioning.", "text_encoder")
-    if text_encoder != SHARED_TEXT_ENCODER and not _is_plain_name(text_encoder):
-        raise c.fail("conditioning.text_encoder",
-                     f"must be 'shared' or a file name inside the bundle folder, got {_show(text_encoder)}")
-    conditioning = ConditioningSpec(
-        text_encoder=text_encoder,
-        max_tokens=c.integer(co, "conditioning.", "max_tokens", lo=2, hi=512, what="an integer from 2 to 512"),
-        embedding_dim=c.integer(co, "conditioning.", "embedding_dim", lo=1, what="a positive integer"),
-        text_encoder_sha256=c.sha256_or_null(co, "conditioning.", "text_encoder_sha256"),
-        tokenizer_sha256=c.sha256_or_null(co, "conditioning.", "tokenizer_sha256"),
-    )
+    conditioning = _conditioning(c, c.obj(data, "", "conditioning"), version)
     pr = c.obj(data, "", "provenance", default={})
     known = {"run", "step", "weights", "metrics", "exporter"}
     provenance = Provenance(

@@ -72,7 +72,7 @@ def _set(data: dict, path: tuple[str, ...], value: object) -> None:
 BAD = [
     (("format",), "other-format", "format"),
     (("format",), MISSING, "format"),
-    (("format_version",), 2, "format_version"),
+    (("format_version",), 3, "format_version"),
     (("format_version",), "1", "format_version"),
     (("name",), "", "name"),
     (("name",), MISSING, "name"),
