@@ -5,6 +5,10 @@ model.json (field checks in core.bundle), a missing or altered file (sha256), by
 are not ONNX, graph inputs/outputs whose names, dtypes or fixed dims disagree with
 model.json, and a text encoder other than the one the U-Net was trained with.
 
+The graph's inputs follow the bundle's conditioning kind (model.json format 2): text takes
+x, t, context, context_mask and answers `eps`; class takes x, t, class_labels and none x, t,
+both answering `model_output`. The output has C channels, 2C with a learned variance.
+
 Every file is confined by its resolved path (`core.bundle.bundle_path`): model.json, the
 U-Nets and a bundle-local text encoder may be symlinks only to files inside the bundle
 folder; one that leads outside is refused before it is opened, read or hashed.
@@ -22,12 +26,19 @@ from typing import Any
 import onnxruntime as ort
 
 from diffusion_studio import paths
-from diffusion_studio.core.bundle import BundleSpec, bundle_path, read_model_json
+from diffusion_studio.core.bundle import BundleSpec, ConditioningKind, bundle_path, read_model_json
 from diffusion_studio.core.files import sha256_file
+from diffusion_studio.core.prediction import PredictionKind, VarianceKind, output_channels
 from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import BundleError, UsageError
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session, cuda_unusable_reason
-from diffusion_studio.inference.session import INPUT_NAMES, OUTPUT_NAME, OrtDenoiser
+from diffusion_studio.inference.session import (
+    CLASS_INPUT_NAMES,
+    INPUT_NAMES,
+    MODEL_OUTPUT_NAME,
+    OUTPUT_NAME,
+    OrtDenoiser,
+)
 from diffusion_studio.inference.text_encoder import ENCODER_FILE, INFO_FILE, TOKENIZER_FILE, TextEncoder
 from diffusion_studio.paths import text_encoder_dir
 
@@ -46,8 +57,10 @@ class LoadedBundle:
 
     spec: BundleSpec
     folder: Path
-    denoiser: OrtDenoiser  # the U-Net session (fp16 on CUDA when declared, with an fp32 fallback)
-    text_encoder: TextEncoder
+    # The U-Net session (fp16 on CUDA when declared, with an fp32 fallback):
+    # denoiser(x, t, context=None, context_mask=None, class_labels=None) -> raw output [N, C or 2C, H, W].
+    denoiser: OrtDenoiser
+    text_encoder: TextEncoder | None  # None unless conditioning_kind is text
     schedule: Schedule
     model_hash: str  # first 10 hex digits of unet.onnx's sha256 (as in A1111 "Model hash")
 
@@ -74,6 +87,27 @@ class LoadedBundle:
     @property
     def max_tokens(self) -> int:
         return self.spec.max_tokens
+
+    @property
+    def conditioning_kind(self) -> ConditioningKind:
+        """text (prompts), class (a class label per image) or none (unconditional)."""
+        return self.spec.conditioning.kind
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.spec.conditioning.num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return self.spec.conditioning.class_names
+
+    @property
+    def prediction(self) -> PredictionKind:
+        return self.spec.diffusion.prediction
+
+    @property
+    def variance(self) -> VarianceKind:
+        return self.spec.diffusion.variance
 
     @property
     def default_sampler(self) -> str:
@@ -146,27 +180,41 @@ def _dims_text(shape: list[Any]) -> str:
     return "[" + ", ".join(str(d) if isinstance(d, int) else "N" for d in shape) + "]"
 
 
+def _expected_io(spec: BundleSpec) -> tuple[dict[str, tuple[tuple[str, ...], list[int]]], str, str]:
+    """{input name: (dtypes, fixed dims)}, the output's name and what the kind's inputs are, in words."""
+    c, s = spec.channels, spec.image_size
+    float_types = ("tensor(float)", "tensor(float16)")
+    int64 = ("tensor(int64)",)
+    kind = spec.conditioning.kind
+    if kind is ConditioningKind.TEXT:
+        L, D = spec.max_tokens, spec.embedding_dim
+        expected = {"x": (float_types, [c, s, s]), "t": (int64, []),
+                    "context": (float_types, [L, D]), "context_mask": (float_types, [L])}
+        return {n: expected[n] for n in INPUT_NAMES}, OUTPUT_NAME, "x, t, context, context_mask"
+    if kind is ConditioningKind.CLASS:
+        expected = {"x": (float_types, [c, s, s]), "t": (int64, []), "class_labels": (int64, [])}
+        return {n: expected[n] for n in CLASS_INPUT_NAMES}, MODEL_OUTPUT_NAME, "x, t, class_labels"
+    return {"x": (float_types, [c, s, s]), "t": (int64, [])}, MODEL_OUTPUT_NAME, "x, t"
+
+
 def check_graph(session: ort.InferenceSession, spec: BundleSpec, label: str) -> None:
     """Check the U-Net graph's input/output names, dtypes and fixed dims against model.json."""
     c, s = spec.channels, spec.image_size
-    L, D = spec.max_tokens, spec.embedding_dim
-    float_types = ("tensor(float)", "tensor(float16)")
-    expected = {
-        "x": (float_types, [c, s, s]),
-        "t": (("tensor(int64)",), []),
-        "context": (float_types, [L, D]),
-        "context_mask": (float_types, [L]),
-    }
+    kind = spec.conditioning.kind.value
+    expected, output_name, listed = _expected_io(spec)
     inputs = {arg.name: arg for arg in session.get_inputs()}
-    if set(inputs) != set(INPUT_NAMES):
+    if set(inputs) != set(expected):
         raise BundleError(
-            f"{label} has inputs {sorted(inputs)}, but a U-Net must take exactly x, t, context, context_mask."
+            f"{label} has inputs {sorted(inputs)}, but a U-Net must take exactly {listed} "
+            f"(conditioning kind {kind!r})."
         )
     outputs = [arg.name for arg in session.get_outputs()]
-    if outputs[:1] != [OUTPUT_NAME]:
-        raise BundleError(f"{label} has outputs {outputs}, but a U-Net's first output must be {OUTPUT_NAME!r}.")
-    args = [*(inputs[name] for name in INPUT_NAMES), session.get_outputs()[0]]
-    wanted = [*(expected[name] for name in INPUT_NAMES), (float_types, [c, s, s])]
+    if outputs[:1] != [output_name]:
+        raise BundleError(f"{label} has outputs {outputs}, but a U-Net's first output must be {output_name!r}.")
+    out_c = output_channels(c, spec.variance)  # 2C with a learned variance
+    float_types = ("tensor(float)", "tensor(float16)")
+    args = [*(inputs[name] for name in expected), session.get_outputs()[0]]
+    wanted = [*expected.values(), (float_types, [out_c, s, s])]
     for arg, (dtypes, dims) in zip(args, wanted):
         if arg.type not in dtypes:
             raise BundleError(f"{label}: {arg.name} has type {arg.type}, but model.json needs {dtypes[0]}.")
@@ -179,10 +227,12 @@ def check_graph(session: ort.InferenceSession, spec: BundleSpec, label: str) -> 
         if isinstance(shape[0], int):
             raise BundleError(f"{label}: the batch axis of {arg.name} is fixed to {shape[0]}, but it must be dynamic.")
         for got, want in zip(shape[1:], dims):
-            if got != want and not (arg.name == OUTPUT_NAME and not isinstance(got, int)):
+            if got != want and not (arg.name == output_name and not isinstance(got, int)):
+                text = f"{spec.max_tokens} tokens of {spec.embedding_dim}" if kind == "text" else f"kind {kind}"
+                channels = f"{c} channels" + (f", {out_c} output channels" if out_c != c else "")
                 raise BundleError(
                     f"{label}: {arg.name} has shape {_dims_text(shape)}, but model.json needs "
-                    f"{_dims_text(expected_shape)} (image size {s}, {c} channels, {L} tokens of {D})."
+                    f"{_dims_text(expected_shape)} (image size {s}, {channels}, {text})."
                 )
 
 
@@ -261,6 +311,14 @@ def prefer_fp16(spec: BundleSpec, device: str) -> bool:
     return bool(spec.unet_fp16_file) and check_device(device) != "cpu" and cuda_unusable_reason() is None
 
 
+def _schedule(spec: BundleSpec) -> Schedule:
+    d = spec.diffusion
+    try:
+        return make_schedule(d.schedule, d.T, d.beta_start, d.beta_end)
+    except UsageError as exc:  # model.json passed its own checks, so this names a schedule problem
+        raise BundleError(f"model.json: the diffusion schedule cannot be built ({exc}).") from exc
+
+
 def load_bundle(path: str | os.PathLike[str] | None = None, device: str = "auto") -> LoadedBundle:
     """Validate a bundle folder and open its sessions; `None` loads the bundled default model."""
     device = check_device(device)
@@ -271,7 +329,7 @@ def load_bundle(path: str | os.PathLike[str] | None = None, device: str = "auto"
     fp16_path = None
     if spec.unet_fp16_file:
         fp16_path, _ = _checked_file(folder, spec.unet_fp16_file, files, "fp16 U-Net file")
-    text_encoder = _text_encoder(folder, spec)
+    text_encoder = _text_encoder(folder, spec) if spec.conditioning.kind is ConditioningKind.TEXT else None
 
     denoiser = None
     if fp16_path is not None and prefer_fp16(spec, device):
@@ -290,6 +348,6 @@ def load_bundle(path: str | os.PathLike[str] | None = None, device: str = "auto"
         folder=folder.resolve(),
         denoiser=denoiser,
         text_encoder=text_encoder,
-        schedule=make_schedule(spec.schedule, spec.T),
+        schedule=_schedule(spec),
         model_hash=unet_sha[:HASH_LENGTH],
     )

@@ -35,7 +35,7 @@ from diffusion_studio.core.sampling_loop import Step, run_to_end, sample
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.providers import ProviderInfo
 from diffusion_studio.inference.seeds import batch_rng
-from diffusion_studio.inference.text_encoder import replace_undecodable
+from diffusion_studio.inference.text_encoder import TextEncoder, replace_undecodable
 
 if TYPE_CHECKING:
     from diffusion_studio.inference.bundle_loader import LoadedBundle
@@ -169,7 +169,7 @@ class Pipeline:
         Tokenizing again is cheap and makes the note appear on every run, also when the
         encoder answers from its cache.
         """
-        encoder = self.bundle.text_encoder
+        encoder = self._text_encoder()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             encoder.tokenize(list(prompts))
@@ -180,8 +180,15 @@ class Pipeline:
     def unconditional(self) -> tuple[np.ndarray, np.ndarray]:
         """Embedding of the empty prompt "" (the unconditional input of guidance), computed once."""
         if self._uncond is None:
-            self._uncond = self.bundle.text_encoder.encode([""])
+            self._uncond = self._text_encoder().encode([""])
         return self._uncond
+
+    def _text_encoder(self) -> TextEncoder:
+        encoder = self.bundle.text_encoder
+        if encoder is None:  # a class-conditional or unconditional bundle (model.json format 2)
+            raise UsageError(f"The model {self.bundle.name} takes no prompt (conditioning "
+                             f"{self.bundle.conditioning_kind.value}).")
+        return encoder
 
     def _init_image(self, image: np.ndarray | None) -> np.ndarray | None:
         if image is None:

@@ -1,5 +1,9 @@
 """`OrtDenoiser`: the core Denoiser protocol, eps = ε_θ(x_t, t, context, mask), over an ONNX U-Net.
 
+The same class runs the graphs of every conditioning kind (model.json format 2): it feeds only
+the inputs the graph has (x, t and, per kind, context + context_mask or class_labels) and returns
+the graph's raw output (ε̂, v̂ or x̂_0; 2C channels with a learned variance) as float32.
+
 On CUDA the inputs are bound to device memory once per call and the output stays on the
 device until one copy back (IO binding). `cancel()` stops the call in flight through
 `RunOptions.terminate`. An fp16 graph whose output turns NaN or Inf is replaced by the fp32
@@ -19,8 +23,10 @@ import onnxruntime as ort
 from diffusion_studio.errors import Cancelled
 from diffusion_studio.inference.providers import ProviderInfo, create_session
 
-INPUT_NAMES = ("x", "t", "context", "context_mask")
+INPUT_NAMES = ("x", "t", "context", "context_mask")  # a text-conditioned U-Net
 OUTPUT_NAME = "eps"
+CLASS_INPUT_NAMES = ("x", "t", "class_labels")  # kind class; kind none takes x and t only
+MODEL_OUTPUT_NAME = "model_output"  # the output of class / none graphs (ε̂, v̂ or x̂_0, see model.json)
 
 _NUMPY_DTYPES = {
     "tensor(float)": np.float32,
@@ -69,6 +75,7 @@ class OrtDenoiser:
         self._input_dtypes = {
             arg.name: _NUMPY_DTYPES.get(arg.type, np.float32) for arg in session.get_inputs()
         }
+        self._output_name = session.get_outputs()[0].name
         self._io_binding = info.on_cuda if self._force_binding is None else self._force_binding
         self._device = "cuda" if info.on_cuda else "cpu"
 
@@ -76,19 +83,35 @@ class OrtDenoiser:
     def provider_info(self) -> ProviderInfo:
         return self.info
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self._input_dtypes)
+
     def __call__(
-        self, x: np.ndarray, t: np.ndarray, context: np.ndarray, context_mask: np.ndarray
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        context: np.ndarray | None = None,
+        context_mask: np.ndarray | None = None,
+        class_labels: np.ndarray | None = None,
     ) -> np.ndarray:
-        feeds = {
+        """The raw model output for x_t at the paper's timesteps t ∈ 1…T (int [N]).
+
+        Only the inputs the graph has are fed; one it needs but did not get is a ValueError.
+        """
+        given = {
             "x": x,
             "t": np.asarray(t, dtype=np.int64).reshape(-1),
             "context": context,
             "context_mask": context_mask,
+            "class_labels": None if class_labels is None else np.asarray(class_labels, dtype=np.int64).reshape(-1),
         }
-        feeds = {
-            name: np.ascontiguousarray(value, dtype=self._input_dtypes.get(name, np.float32))
-            for name, value in feeds.items()
-        }
+        feeds = {}
+        for name, dtype in self._input_dtypes.items():
+            value = given.get(name)
+            if value is None:
+                raise ValueError(f"This U-Net needs the input {name!r}, which was not given.")
+            feeds[name] = np.ascontiguousarray(value, dtype=dtype)
         eps = self._run(feeds)
         if not np.all(np.isfinite(eps)) and self._fp32_fallback is not None:
             self._switch_to_fp32()
@@ -112,7 +135,7 @@ class OrtDenoiser:
         try:
             if self._io_binding:
                 return self._run_bound(feeds, run_options)
-            return self.session.run([OUTPUT_NAME], feeds, run_options)[0]
+            return self.session.run([self._output_name], feeds, run_options)[0]
         except Exception as exc:
             if run_options.terminate or _is_terminated(exc):
                 raise Cancelled("Generation was cancelled.") from exc
@@ -126,7 +149,7 @@ class OrtDenoiser:
         for name, value in feeds.items():
             # One host-to-device copy per input; the U-Net reads them straight from device memory.
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, self._device, 0))
-        binding.bind_output(OUTPUT_NAME, self._device, 0)  # eps stays on the device ...
+        binding.bind_output(self._output_name, self._device, 0)  # eps stays on the device ...
         self.session.run_with_iobinding(binding, run_options)
         return binding.copy_outputs_to_cpu()[0]  # ... until this single copy back
 
