@@ -55,7 +55,8 @@ class LoadedModel:
     @property
     def conditioning(self) -> str:
         """"text" for a text-conditioned model ("class" or "none" for bundles that declare it)."""
-        return str(getattr(self.bundle.spec.conditioning, "kind", "text") or "text")
+        kind = getattr(self.bundle.spec.conditioning, "kind", "text") or "text"
+        return str(getattr(kind, "value", kind))  # core.bundle's ConditioningKind, or a plain str
 
 
 def is_default_model(folder: Path | str) -> bool:
