@@ -170,11 +170,11 @@ class InitImageBox(QGroupBox):
 
     def _update_enabled(self, *_args: object) -> None:
         running, has_image = self.state.is_running, self.state.init_image is not None
-        for widget in (self.openInitButton, self.pasteInitButton):
-            widget.setEnabled(not running)
+        self.openInitButton.setEnabled(not running)
+        self.pasteInitButton.setEnabled(not running)
         self.clearInitButton.setEnabled(has_image and not running)
-        for widget in (self.strengthSlider, self.strengthSpin):
-            widget.setEnabled(has_image)
+        self.strengthSlider.setEnabled(has_image)
+        self.strengthSpin.setEnabled(has_image)
 
     # --- where images come from --------------------------------------------------------------
     def load_file(self, path: str | Path) -> bool:
