@@ -39,6 +39,8 @@ class HistoryEntry:
             parts.append(f"{self.metadata['steps']} steps")
         if "sampler" in self.metadata:
             parts.append(sampler_label(self.metadata["sampler"]))
+        if self.metadata.get("strength") is not None:
+            parts.append(f"img2img {self.metadata['strength']}")
         return " · ".join(parts)
 
 

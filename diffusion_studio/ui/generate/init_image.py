@@ -14,7 +14,7 @@ uint8 pixels (row-major H × W × C) when it did not come from a file.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from diffusion_studio.core.images import init_image_array, to_uint8
 from diffusion_studio.core.png_meta import read_image
 from diffusion_studio.errors import UsageError
 
+PREVIEW_SIDE = 144  # the shown thumbnail's longest side at most (a 24-megapixel photo is not repainted)
 DEFAULT_STRENGTH = 0.6  # the form's strength before the user picks one (the CLI's default is 0.75)
 PATH_KEY, SOURCE_KEY, SHA_KEY = "init_image", "init_image_source", "init_image_sha256"
 
@@ -58,6 +59,7 @@ class InitImage:
     source: str  # shown in the form: the file name, "clipboard", "forward process", …
     sha256: str
     path: Path | None = None  # the file it was read from, if any
+    _cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)  # thumbnail, fitted arrays
 
     @classmethod
     def from_file(cls, path: str | Path) -> InitImage:
@@ -82,13 +84,24 @@ class InitImage:
         return self.image.size
 
     def model_array(self, size: int, channels: int) -> np.ndarray:
-        """float32 [1, C, size, size] in [-1, 1] for the model (UsageError if it cannot take one)."""
-        return init_image_array(self.image, size, channels)
+        """float32 [1, C, size, size] in [-1, 1] for the model (UsageError if it cannot take one);
+        computed once per model size (a large photo takes a while: the loader thread warms it)."""
+        key = ("fitted", size, channels)
+        if key not in self._cache:
+            array = init_image_array(self.image, size, channels)
+            array.setflags(write=False)
+            self._cache[key] = array
+        return self._cache[key]
 
     def thumbnail(self) -> np.ndarray:
-        """uint8 [H, W, 3 | 4] to show (as decoded, not yet fitted to the model)."""
-        transparent = self.image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in self.image.info
-        return np.asarray(self.image.convert("RGBA" if transparent else "RGB"))
+        """uint8 [H, W, 3 | 4] to show: the image as decoded (not yet fitted to the model), reduced
+        to at most PREVIEW_SIDE pixels a side."""
+        if "thumbnail" not in self._cache:
+            transparent = self.image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in self.image.info
+            shown = self.image.convert("RGBA" if transparent else "RGB")
+            shown.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
+            self._cache["thumbnail"] = np.asarray(shown)
+        return self._cache["thumbnail"]
 
     def metadata(self) -> dict[str, Any]:
         """What the PNG records of this image (see the module docstring)."""

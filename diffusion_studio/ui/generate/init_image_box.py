@@ -4,16 +4,20 @@ A view over `GenerateState` like the rest of the form: it shows `state.init_imag
 thumbnail, `initImageView`) and `settings.strength` (`strengthSlider` + `strengthSpin`) and
 writes edits back. An image comes from Open… (a file dialog), a file or image dropped on the
 box, or Paste (Ctrl+V while the box has focus, or the button). A PNG dropped here is the init
-image; anywhere else on the window it still means "restore its settings". A file that
-cannot be read is one sentence in `errorOccurred` (a dialog) and under the box.
+image; anywhere else on the window it still means "restore its settings". A file is decoded,
+hashed and fitted to the model in a loader thread (a large photo takes seconds; the latest
+request wins), so the GUI thread never waits on it. A file that cannot be read is one
+sentence in `errorOccurred` (a dialog) and under the box.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtCore import QMimeData, QObject, Qt, Signal
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
@@ -33,6 +37,8 @@ from diffusion_studio.ui.generate.init_image import InitImage
 from diffusion_studio.ui.generate.state import GenerateState
 from diffusion_studio.ui.widgets.image_view import ImageView
 
+log = logging.getLogger(__name__)
+
 SLIDER_STEPS = 100  # the slider moves in 0.01 steps of strength; the spin box takes the same
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff);;All files (*)"
 THUMB = 72  # the thumbnail's side in logical pixels
@@ -50,16 +56,53 @@ def local_files(mime: QMimeData) -> list[Path]:
     return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()] if mime.hasUrls() else []
 
 
+class FileLoader(QObject):
+    """Reads init image files in a daemon thread; `done` arrives on the GUI thread, the latest wins."""
+
+    done = Signal(int, object, str)  # request number, InitImage | None, the sentence if it failed
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.latest = 0
+
+    def load(self, path: Path, fit: tuple[int, int] | None) -> int:
+        self.latest += 1
+        threading.Thread(target=self._read, args=(self.latest, path, fit), name="init-image-loader",
+                         daemon=True).start()
+        return self.latest
+
+    def _read(self, number: int, path: Path, fit: tuple[int, int] | None) -> None:
+        init, error = None, ""
+        try:
+            init = InitImage.from_file(path)
+            init.thumbnail()
+            if fit is not None:
+                init.model_array(*fit)  # warmed here, so Generate does not wait for a large photo
+        except UsageError as exc:
+            if init is None:
+                error = str(exc)  # (a model that takes no init image says so when Generate starts)
+        except Exception as exc:  # noqa: BLE001 - a decoder bug is a sentence, logged, not a crash
+            log.exception("Reading the init image %s failed", path)
+            init, error = None, f"The init image {path} cannot be read ({exc})."
+        try:
+            self.done.emit(number, init, error)
+        except RuntimeError:  # the window closed while the file was read
+            pass
+
+
 class InitImageBox(QGroupBox):
     """Init image (thumbnail, Open…/Paste/Clear) and strength, over `GenerateState`."""
 
     errorOccurred = Signal(str, str)  # title, one sentence
+    loadFinished = Signal(bool)  # a file request ended: used (True) or refused (False)
 
     def __init__(self, state: GenerateState, parent: QWidget | None = None) -> None:
         super().__init__("Init image (img2img)", parent)
         self.setObjectName("initImageBox")
         self.state = state
         self._showing = False
+        self.loader = FileLoader(self)
+        self.loader.done.connect(self._on_loaded)
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # Ctrl+V pastes while the box has focus
         self.setToolTip("Start from an image instead of noise: open, drop or paste (Ctrl+V) one here")
@@ -78,7 +121,7 @@ class InitImageBox(QGroupBox):
         self.pasteInitButton.clicked.connect(self.paste)
         self.clearInitButton = QToolButton(objectName="clearInitButton", text="Clear")
         self.clearInitButton.setToolTip("Start from noise again (text-to-image)")
-        self.clearInitButton.clicked.connect(lambda: self.state.set_init_image(None))
+        self.clearInitButton.clicked.connect(self.clear)
         self.initImageLabel = QLabel(objectName="initImageLabel")
         self.initImageLabel.setWordWrap(True)
         self.initImageLabel.setTextFormat(Qt.TextFormat.PlainText)
@@ -177,17 +220,28 @@ class InitImageBox(QGroupBox):
         self.strengthSpin.setEnabled(has_image)
 
     # --- where images come from --------------------------------------------------------------
-    def load_file(self, path: str | Path) -> bool:
-        """Use an image file; a file that cannot be read is a dialog and a note, never a traceback."""
-        try:
-            init = InitImage.from_file(path)
-        except UsageError as exc:
-            self._refuse(str(exc))
-            return False
-        self.state.set_init_image(init)
-        return True
+    def load_file(self, path: str | Path) -> None:
+        """Use an image file, read in the loader thread (`loadFinished` says how it ended); a file
+        that cannot be read is a dialog and a note, never a traceback."""
+        path = Path(path)
+        model = self.state.model
+        fit = (model.bundle.image_size, model.bundle.channels) if model is not None else None
+        self.loader.load(path, fit)
+        self.initImageLabel.setText(f"Reading {path.name}…")
+
+    def _on_loaded(self, number: int, init: InitImage | None, error: str) -> None:
+        if number != self.loader.latest:
+            return  # a newer file was asked for meanwhile
+        if init is None:
+            self._refuse(error)
+        else:
+            self.state.set_init_image(init)
+            self._show_init()  # the same image again still replaces "Reading…"
+        self.loadFinished.emit(init is not None)
 
     def set_image(self, image: np.ndarray | QImage, source: str) -> bool:
+        """Use pixels (the clipboard's, a dragged image's): quick, on the GUI thread."""
+        self.loader.latest += 1  # a file still being read no longer replaces this
         try:
             pixels = image_from_qimage(image) if isinstance(image, QImage) else image
             if isinstance(image, QImage) and image.isNull():
@@ -198,17 +252,23 @@ class InitImageBox(QGroupBox):
             return False
         return True
 
+    def clear(self) -> None:
+        """Back to text-to-image (a file still being read is dropped too)."""
+        self.loader.latest += 1
+        self.state.set_init_image(None)
+
     def open_dialog(self) -> None:
         target, _ = QFileDialog.getOpenFileName(self, "Open init image", str(Path.home()), IMAGE_FILTER)
         if target:
             self.load_file(target)
 
     def paste(self) -> bool:
-        """The clipboard's image, or the image file it names (a copied file)."""
+        """The clipboard's image, or the image file it names (a copied file: read in the thread)."""
         mime = QGuiApplication.clipboard().mimeData()
         files = local_files(mime) if mime is not None else []
         if files:
-            return self.load_file(files[0])
+            self.load_file(files[0])
+            return True
         if mime is not None and mime.hasImage():
             return self.set_image(QImage(mime.imageData()), "clipboard")
         self._refuse("The clipboard holds no image to paste.")

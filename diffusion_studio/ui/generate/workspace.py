@@ -146,11 +146,12 @@ class GenerateWorkspace(QWidget):
         """
         init = InitImage.from_image(image, source)
         self.state.update(strength=check_strength(strength))
+        self.settingsPanel.initImageBox.loader.latest += 1  # a file still being read does not replace it
         self.state.set_init_image(init)
 
     def clear_init_image(self) -> None:
         """Back to text-to-image."""
-        self.state.set_init_image(None)
+        self.settingsPanel.initImageBox.clear()
 
     # --- runs ------------------------------------------------------------------------------
     def generate(self) -> None:

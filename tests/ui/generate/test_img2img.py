@@ -17,6 +17,7 @@ from diffusion_studio.core import png_meta
 from diffusion_studio.errors import UsageError
 from diffusion_studio.paths import default_model_dir
 from diffusion_studio.ui.generate.history import HistoryStore
+from diffusion_studio.ui.generate.history_panel import format_details
 from diffusion_studio.ui.generate.workspace import GenerateWorkspace
 from diffusion_studio.ui.models import LoadedModel, load_model
 
@@ -44,6 +45,13 @@ def red_png(tmp_path: Path) -> Path:
     path = tmp_path / "red.png"
     Image.fromarray(RED).save(path)
     return path
+
+
+def load(qtbot, box, path: Path, ok: bool = True) -> None:
+    """Open a file in the init image box and wait for its loader thread."""
+    with qtbot.waitSignal(box.loadFinished, timeout=10_000) as blocker:
+        box.load_file(path)
+    assert blocker.args == [ok]
 
 
 def drop(target, path: Path) -> None:
@@ -76,7 +84,7 @@ def test_strength_keeps_the_init_image_and_strength_1_is_text_to_image(qtbot, wo
     text_to_image, meta, progress = run(qtbot, ws)
     assert progress[-1].count == STEPS and "strength" not in meta and "init_image_sha256" not in meta
 
-    assert box.load_file(red_png)
+    load(qtbot, box, red_png)
     assert np.array_equal(box.initImageView.image_array(), RED) and "red.png · 32×32" in box.initImageLabel.text()
     ws.settingsPanel.strengthSpin.setValue(0.3)
     assert ws.settingsPanel.strengthSlider.value() == 30 and ws.state.settings.strength == 0.3
@@ -107,11 +115,14 @@ def test_reuse_restores_strength_and_the_init_image_or_says_it_is_gone(
     qtbot, workspace, red_png, tmp_path, shipped
 ) -> None:
     ws = workspace
-    ws.settingsPanel.initImageBox.load_file(red_png)
+    load(qtbot, ws.settingsPanel.initImageBox, red_png)
     ws.settingsPanel.strengthSpin.setValue(0.3)
     first, _, _ = run(qtbot, ws)
     entry = ws.state.store.entries()[0]
     assert png_meta.read_metadata(entry.path)["strength"] == 0.3
+    assert entry.subtitle == "seed 5 · 20 steps · DDIM · img2img 0.3"
+    details = format_details(entry)
+    assert "Strength (img2img): 0.3\nInit image: " + str(red_png) + "\nInit image SHA-256: " in details
 
     ws.clear_init_image()
     ws.settingsPanel.strengthSpin.setValue(0.8)
@@ -153,7 +164,7 @@ def test_open_drop_paste_and_bad_files(qtbot, workspace, red_png, tmp_path) -> N
     ws.errorOccurred.connect(lambda title, message: errors.append((title, message)))
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    assert not box.load_file(bad)
+    load(qtbot, box, bad, ok=False)
     assert errors == [("Cannot use the init image",
                        f"The init image {bad} cannot be read (not a readable image file).")]
     assert box.initImageLabel.text() == errors[0][1] and ws.state.init_image is None
@@ -161,7 +172,8 @@ def test_open_drop_paste_and_bad_files(qtbot, workspace, red_png, tmp_path) -> N
     # a PNG with our metadata dropped on the box is the init image, not "restore its settings"
     tagged = tmp_path / "tagged.png"
     png_meta.write_png(tagged, np.full((48, 64, 3), 200, np.uint8), {"prompt": "a dropped prompt", "steps": 5})
-    drop(box, tagged)
+    with qtbot.waitSignal(box.loadFinished, timeout=10_000):
+        drop(box, tagged)
     assert ws.state.init_image is not None and ws.state.init_image.size == (64, 48)
     assert ws.state.settings.prompt == "a blue circle" and ws.state.settings.steps == STEPS
 
@@ -184,7 +196,8 @@ def test_a_png_dropped_on_the_window_still_restores_settings(qtbot, make_window,
     assert (ws.state.settings.prompt, ws.state.settings.strength) == ("a dropped prompt", 0.4)
     assert ws.state.init_image is None
     assert "init image clipboard is no longer available" in ws.settingsPanel.initImageBox.initImageLabel.text()
-    drop(ws.settingsPanel.initImageBox.initImageView, tagged)  # on the init image box: its pixels
+    with qtbot.waitSignal(ws.settingsPanel.initImageBox.loadFinished, timeout=10_000):
+        drop(ws.settingsPanel.initImageBox.initImageView, tagged)  # on the init image box: its pixels
     assert ws.state.init_image is not None and ws.state.init_image.path == tagged
     assert ws.state.settings.prompt == "a dropped prompt"
 
@@ -203,3 +216,21 @@ def test_set_init_image_takes_x0_arrays_and_pil_images(workspace) -> None:
         ws.set_init_image(x0 * 3, 0.5)
     with pytest.raises(UsageError, match="Strength must lie in"):
         ws.set_init_image(x0, 0.0)
+
+
+def test_a_large_file_is_read_off_the_gui_thread_and_the_latest_request_wins(qtbot, workspace, red_png, tmp_path):
+    ws, box = workspace, workspace.settingsPanel.initImageBox
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1500, 2000, 3), np.uint8)).save(big)
+    box.load_file(big)
+    assert box.initImageLabel.text() == "Reading big.png…" and ws.state.init_image is None  # not read yet
+    load(qtbot, box, red_png)  # asked for later: it wins whenever the big file arrives
+    assert ws.state.init_image.path == red_png
+    load(qtbot, box, big)
+    init = ws.state.init_image
+    assert init.size == (2000, 1500) and box.initImageView.image_array().shape == (108, 144, 3)
+    assert ("fitted", 32, 3) in init._cache  # fitted to the model in the loader thread
+    box.load_file(red_png)
+    box.clear()  # Clear drops the file still being read
+    qtbot.wait(300)
+    assert ws.state.init_image is None
