@@ -149,14 +149,23 @@ def model_json(
     provenance: Mapping[str, Any],
     files: Mapping[str, Any] | None = None,
     vocabulary: Sequence[str] | None = None,
+    diffusion: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The model.json document (docs/architecture.md, format_version 1), checked by core.bundle."""
+    """The model.json document (docs/design.md), checked by core.bundle.
+
+    format_version 1 (a text-conditioned ε-prediction U-Net, as training exports), or 2 when
+    `diffusion` gives format-2 fields (β ends, prediction, variance, clipping) or the conditioning
+    has a `kind`; `diffusion`'s T and schedule are replaced by the arguments.
+    """
+    v2 = diffusion is not None or "kind" in conditioning
     spec = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if v2 else 1,
         "name": name,
         "image": {"size": int(image_size), "channels": int(channels)},
-        "diffusion": {"T": int(T), "schedule": str(schedule), "prediction": "epsilon"},
+        "diffusion": {"T": int(T), "schedule": str(schedule),
+                      **{k: v for k, v in (diffusion or {"prediction": "epsilon"}).items()
+                         if k not in ("T", "schedule")}},
         "sampler_defaults": dict(sampler_defaults),
         "unet": dict(unet),
         "conditioning": dict(conditioning),

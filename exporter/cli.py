@@ -5,6 +5,7 @@
         [--include-text-encoder]
     python -m exporter inspect BUNDLE
     python -m exporter text-encoder --out DIR
+    python -m exporter diffusers SRC --out BUNDLE [--name NAME] [--fp16] [--force] [--no-validate] [--opset N]
 
 Exit codes: 0 success; 2 bad input (one line on stderr, nothing written); 1 internal error
 (one line; the traceback with DIFFUSION_STUDIO_DEBUG=1) or failed parity (the bundle is not written).
@@ -64,6 +65,44 @@ def _inspect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _diffusers_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m exporter diffusers",
+                usage="python -m exporter diffusers SRC --out BUNDLE [options]",
+                description="Import a saved diffusers DDPMPipeline / DDIMPipeline folder (or a bare UNet2DModel "
+                            "folder) as a model bundle.")
+    p.add_argument("source", type=Path, help="the pipeline folder (model_index.json, unet/, scheduler/) "
+                                             "or a UNet2DModel folder (config.json + weights)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--name", help="bundle name in model.json (default: the folder name)")
+    p.add_argument("--fp16", action="store_true", help="also write unet.fp16.onnx (fp32 inputs/outputs)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle (after the new one is complete)")
+    p.add_argument("--no-validate", dest="validate", action="store_false",
+                   help="skip the diffusers (PyTorch) vs ONNX Runtime parity check")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    return p
+
+
+def _run_diffusers(argv: Sequence[str]) -> int:
+    from exporter.diffusers_import import ImportOptions, import_bundle
+    from exporter.parity import format_report
+
+    args = _diffusers_parser().parse_args(list(argv))
+    opts = ImportOptions(source=args.source, out=args.out, name=args.name, fp16=args.fp16, force=args.force,
+                         validate=args.validate, opset=args.opset)
+    result = import_bundle(opts, log=lambda msg: print(msg, flush=True))
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.report is not None:
+        print(format_report(result.report))
+    spec = result.spec
+    dif, co = spec["diffusion"], spec["conditioning"]
+    kind = co["kind"] + (f", {co['num_classes']} classes" if co["kind"] == "class" else "")
+    print(f"wrote {result.bundle} ({', '.join(spec['files'])}; {spec['provenance']['exporter']}, opset "
+          f"{spec['unet']['opset']}; T={dif['T']} {dif['schedule']}, {dif['prediction']}, {dif['variance']}; "
+          f"conditioning {kind})")
+    return 0
+
+
 def _run_export(argv: Sequence[str]) -> int:
     from exporter.export import ExportOptions, export_bundle
     from exporter.parity import format_report
@@ -105,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if argv[0] in ("-h", "--help"):
         _export_parser().print_help()
-        print("\n  python -m exporter inspect BUNDLE [--json]\n  python -m exporter text-encoder --out DIR")
+        print("\n  python -m exporter inspect BUNDLE [--json]\n  python -m exporter text-encoder --out DIR"
+              "\n  python -m exporter diffusers SRC --out BUNDLE [--name NAME] [--fp16] [--force] [--no-validate] "
+              "[--opset N]")
         return 0
-    command = argv[0] if argv[0] in ("inspect", "text-encoder") else "export"
+    command = argv[0] if argv[0] in ("inspect", "text-encoder", "diffusers") else "export"
     try:
         if command == "text-encoder":
             from exporter import text_encoder
@@ -118,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _inspect_parser().print_help()
                 return 0
             return _run_inspect(argv[1:])
+        if command == "diffusers":
+            if len(argv) > 1 and argv[1] in ("-h", "--help"):
+                _diffusers_parser().print_help()
+                return 0
+            return _run_diffusers(argv[1:])
         return _run_export(argv)
     except UsageError as exc:
         sys.stderr.write(f"error: {_one_line(exc)}\n")
@@ -136,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
             raise
-        tail = {"export": "; the bundle was not written", "text-encoder": "; nothing was written"}.get(command, "")
+        tail = {"export": "; the bundle was not written", "diffusers": "; the bundle was not written",
+                "text-encoder": "; nothing was written"}.get(command, "")
         sys.stderr.write(f"error: internal error: {type(exc).__name__}: {_one_line(exc)}{tail} "
                          f"(run with {DEBUG_ENV}=1 for the traceback)\n")
         return 1

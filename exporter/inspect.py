@@ -221,6 +221,34 @@ def _vocabulary_line(vocabulary: list[str] | None) -> str:
     return f"vocabulary {len(vocabulary)} word{'s' if len(vocabulary) != 1 else ''}: {shown}"
 
 
+def _diffusion_line(dif: dict[str, Any]) -> str:
+    """'T=1000, linear schedule (β 0.0001 → 0.02), predicts epsilon, variance fixed_small, x̂_0 clipped to ±1'."""
+    schedule = f"{dif['schedule']} schedule"
+    if dif.get("beta_start") is not None:
+        schedule += f" (β {dif['beta_start']:g} → {dif['beta_end']:g})"
+    elif dif["schedule"] != "cosine":
+        schedule += " (default β ends)"
+    line = f"T={dif['T']}, {schedule}, predicts {dif['prediction']}"
+    if "variance" in dif:  # format 2
+        clip = f"x̂_0 clipped to ±{dif['clip_sample_range']:g}" if dif.get("clip_sample", True) else "x̂_0 not clipped"
+        line += f", variance {dif['variance']}, {clip}"
+    return line
+
+
+def _conditioning_line(co: dict[str, Any]) -> str:
+    kind = co.get("kind", "text")
+    if kind == "none":
+        return "none (unconditional: no prompt, no class)"
+    if kind == "class":
+        names = co.get("class_names")
+        shown = ""
+        if names:
+            shown = ": " + ", ".join(names[:VOCABULARY_SHOWN]) + (", …" if len(names) > VOCABULARY_SHOWN else "")
+        return f"class, {co['num_classes']} classes{shown or ' (unnamed: 0 … ' + str(co['num_classes'] - 1) + ')'}"
+    return (f"text, {co['text_encoder']} encoder, {co['max_tokens']} tokens x {co['embedding_dim']}, "
+            f"sha256 {str(co.get('text_encoder_sha256'))[:12]}…")
+
+
 def describe(facts: dict[str, Any]) -> str:
     """Human-readable text of `inspect_bundle`'s facts."""
     from exporter.parity import format_report
@@ -231,16 +259,20 @@ def describe(facts: dict[str, Any]) -> str:
         f"bundle     {facts['bundle']}",
         f"name       {m['name']} (format {m['format_version']})",
         f"image      {img['size']}x{img['size']}, {img['channels']} channels",
-        f"diffusion  T={dif['T']}, {dif['schedule']} schedule, predicts {dif['prediction']}",
+        f"diffusion  {_diffusion_line(dif)}",
         f"sampling   {sd['sampler']}, {sd['steps']} steps, guidance {sd['guidance']}",
-        f"text       {co['text_encoder']} encoder, {co['max_tokens']} tokens x {co['embedding_dim']}, "
-        f"sha256 {str(co.get('text_encoder_sha256'))[:12]}…",
+        f"condition  {_conditioning_line(co)}",
         f"unet       {m['unet']['parameters']:,} parameters, {m['unet']['flops_per_forward'] / 1e6:.1f} MFLOP "
         f"per forward, opset {m['unet']['opset']}",
-        _vocabulary_line(m.get("vocabulary")),
-        f"training   run {pr.get('run')}, step {pr.get('step')}, {pr.get('weights')} weights",
-        f"exported   by {pr.get('exporter')} at {pr.get('exported_at', '?')}",
     ]
+    if co.get("kind", "text") == "text":
+        lines.append(_vocabulary_line(m.get("vocabulary")))
+    if pr.get("pipeline") is not None or pr.get("weights") == "diffusers":
+        lines.append(f"imported   from diffusers {pr.get('pipeline') or 'UNet2DModel folder'} {pr.get('source')!r}, "
+                     f"scheduler {pr.get('scheduler')}, diffusers {pr.get('source_diffusers_version')}")
+    else:
+        lines.append(f"training   run {pr.get('run')}, step {pr.get('step')}, {pr.get('weights')} weights")
+    lines.append(f"exported   by {pr.get('exporter')} at {pr.get('exported_at', '?')}")
     if pr.get("metrics"):
         lines.append("metrics    " + ", ".join(f"{k}={v}" for k, v in pr["metrics"].items()))
     for g in facts["graphs"]:

@@ -5,6 +5,10 @@ context float32 [N,L,D], context_mask float32 [N,L]; output eps float32 [N,C,H,W
 only N is dynamic. The current torch.onnx exporter (`dynamo=True`, torch.export +
 onnxscript) is tried first; the TorchScript exporter only when it fails, and the
 reason is kept for model.json provenance.
+
+Imported diffusers U-Nets (exporter.diffusers_import) use the graphs of the other conditioning
+kinds: x, t [, class_labels int64 [N]] -> model_output [N, C or 2C, H, W]; `GraphSpec.kind`
+selects them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from exporter.fp16 import convert_to_fp16
 
 INPUT_NAMES = ("x", "t", "context", "context_mask")
 OUTPUT_NAME = "eps"
+MODEL_OUTPUT_NAME = "model_output"  # the output of class / none graphs (as inference.session)
 BATCH_DIM = "N"
 DYNAMO, TORCHSCRIPT = "torch.onnx dynamo", "torch.onnx torchscript"
 MIN_OPSET = 17
@@ -37,19 +42,32 @@ class GraphSpec:
 
     channels: int
     image_size: int
-    max_tokens: int
-    context_dim: int
+    max_tokens: int = 0
+    context_dim: int = 0
+    kind: str = "text"  # model.json conditioning.kind: text, class or none
+    out_channels: int | None = None  # None: `channels` (2C with a learned variance)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return {"text": INPUT_NAMES, "class": ("x", "t", "class_labels")}.get(self.kind, ("x", "t"))
+
+    @property
+    def output_name(self) -> str:
+        return OUTPUT_NAME if self.kind == "text" else MODEL_OUTPUT_NAME
 
     def shapes(self) -> dict[str, tuple[tuple[str | int, ...], int]]:
         """name -> (shape with "N" for the batch axis, ONNX elem type)."""
         c, s, L, d = self.channels, self.image_size, self.max_tokens, self.context_dim
-        return {
+        every: dict[str, tuple[tuple[str | int, ...], int]] = {
             "x": ((BATCH_DIM, c, s, s), _FLOAT),
             "t": ((BATCH_DIM,), _INT64),
             "context": ((BATCH_DIM, L, d), _FLOAT),
             "context_mask": ((BATCH_DIM, L), _FLOAT),
-            OUTPUT_NAME: ((BATCH_DIM, c, s, s), _FLOAT),
+            "class_labels": ((BATCH_DIM,), _INT64),
         }
+        shapes = {name: every[name] for name in self.input_names}
+        shapes[self.output_name] = ((BATCH_DIM, self.out_channels or c, s, s), _FLOAT)
+        return shapes
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,10 @@ def _example_inputs(spec: GraphSpec, batch: int = 2) -> tuple:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, spec.channels, spec.image_size, spec.image_size, generator=gen)
     t = torch.arange(1, batch + 1, dtype=torch.int64)
+    if spec.kind == "class":
+        return x, t, torch.zeros(batch, dtype=torch.int64)
+    if spec.kind != "text":
+        return x, t
     context = torch.randn(batch, spec.max_tokens, spec.context_dim, generator=gen)
     mask = torch.ones(batch, spec.max_tokens)
     return x, t, context, mask
@@ -112,9 +134,9 @@ def _export_dynamo(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
     batch = torch.export.Dim(BATCH_DIM, min=1, max=65536)
     with _quiet():
         program = torch.onnx.export(
-            model, _example_inputs(spec), input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+            model, _example_inputs(spec), input_names=list(spec.input_names), output_names=[spec.output_name],
             opset_version=opset, dynamo=True, external_data=False, optimize=True,
-            dynamic_shapes={name: {0: batch} for name in INPUT_NAMES},
+            dynamic_shapes={name: {0: batch} for name in spec.input_names},
         )
     if program is None:  # dynamo=True always returns the program
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program.")
@@ -128,9 +150,9 @@ def _export_torchscript(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
     with _quiet():
         torch.onnx.export(
             # torch annotates `f` as a path; the TorchScript exporter writes to file objects as well
-            model, _example_inputs(spec), buffer, input_names=list(INPUT_NAMES),  # type: ignore[arg-type]
-            output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False, do_constant_folding=True,
-            dynamic_axes={name: {0: BATCH_DIM} for name in (*INPUT_NAMES, OUTPUT_NAME)},
+            model, _example_inputs(spec), buffer, input_names=list(spec.input_names),  # type: ignore[arg-type]
+            output_names=[spec.output_name], opset_version=opset, dynamo=False, do_constant_folding=True,
+            dynamic_axes={name: {0: BATCH_DIM} for name in (*spec.input_names, spec.output_name)},
         )
     return onnx.load_from_string(buffer.getvalue())
 
@@ -140,9 +162,9 @@ def _fix_io(model: onnx.ModelProto, spec: GraphSpec) -> None:
     graph = model.graph
     got_inputs = [i.name for i in graph.input]
     got_outputs = [o.name for o in graph.output]
-    if got_inputs != list(INPUT_NAMES) or got_outputs != [OUTPUT_NAME]:
+    if got_inputs != list(spec.input_names) or got_outputs != [spec.output_name]:
         raise RuntimeError(f"exported graph has inputs {got_inputs} and outputs {got_outputs}, "
-                           f"expected {list(INPUT_NAMES)} -> [{OUTPUT_NAME!r}]")
+                           f"expected {list(spec.input_names)} -> [{spec.output_name!r}]")
     expected = spec.shapes()
     for value in [*graph.input, *graph.output]:
         shape, elem = expected[value.name]
@@ -193,27 +215,33 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:300]}"
 
 
-def export_unet(model, spec: GraphSpec, opset: int) -> tuple[onnx.ModelProto, ExportInfo]:
+def export_unet(model, spec: GraphSpec, opset: int, first: str = DYNAMO) -> tuple[onnx.ModelProto, ExportInfo]:
     """Export `model` (a UNet in eval mode, float32, CPU) to a checked ONNX ModelProto.
 
-    The dynamo exporter's graph must also pass the checks in `_finish` (at the requested
-    opset); otherwise the TorchScript exporter is used and the reason recorded.
+    The `first` exporter's graph (dynamo by default) must also pass the checks in `_finish`
+    (at the requested opset); otherwise the other exporter is used and the reason recorded.
     """
     import torch
 
+    exporters = {DYNAMO: _export_dynamo, TORCHSCRIPT: _export_torchscript}
+    order = [first, *(name for name in exporters if name != first)]
     model = model.eval()
     with torch.no_grad():
         try:
-            proto = _finish(_export_dynamo(model, spec, opset), spec, opset)
-            return proto, ExportInfo(exporter=DYNAMO, opset=opset, fallback_reason=None)
-        except Exception as exc:  # noqa: BLE001 - any failure means: try the TorchScript exporter
+            proto = _finish(exporters[order[0]](model, spec, opset), spec, opset)
+            return proto, ExportInfo(exporter=order[0], opset=opset, fallback_reason=None)
+        except Exception as exc:  # noqa: BLE001 - any failure means: try the other exporter
             reason = _reason(exc)
         try:
-            proto = _finish(_export_torchscript(model, spec, opset), spec, opset)
+            proto = _finish(exporters[order[1]](model, spec, opset), spec, opset)
         except Exception as exc:
-            raise RuntimeError(f"both exporters failed at opset {opset}: dynamo ({reason}); "
-                               f"TorchScript ({_reason(exc)})") from exc
-    return proto, ExportInfo(exporter=TORCHSCRIPT, opset=opset, fallback_reason=reason)
+            raise RuntimeError(f"both exporters failed at opset {opset}: {_label(order[0])} ({reason}); "
+                               f"{_label(order[1])} ({_reason(exc)})") from exc
+    return proto, ExportInfo(exporter=order[1], opset=opset, fallback_reason=reason)
+
+
+def _label(exporter: str) -> str:
+    return "dynamo" if exporter == DYNAMO else "TorchScript"
 
 
 def fp16_variant(proto: onnx.ModelProto) -> onnx.ModelProto:
