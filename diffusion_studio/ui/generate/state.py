@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+KEPT_INIT_IMAGES = 8  # init images of this session Reuse can find again (a decoded photo is large)
+
 
 def request_from_settings(settings: GenerationSettings, init_image: np.ndarray | None = None) -> GenerationRequest:
     """The run's request; img2img (`init_image` fitted to the model, float [1, C, H, W]) with the
@@ -144,8 +146,11 @@ class GenerateState(QObject):
 
     def set_init_image(self, init: InitImage | None, note: str = "") -> None:
         """Start the next runs from `init` (img2img), or from noise (None; `note` says why)."""
-        if init is not None:
+        if init is not None:  # the most recently used last; the oldest are forgotten
+            self._init_images.pop(init.sha256, None)
             self._init_images[init.sha256] = init
+            while len(self._init_images) > KEPT_INIT_IMAGES:
+                del self._init_images[next(iter(self._init_images))]
         if init is self._init_image and note == self.init_image_note:
             return
         self._init_image, self.init_image_note = init, note
