@@ -200,6 +200,10 @@ def test_a_png_dropped_on_the_window_still_restores_settings(qtbot, make_window,
         drop(ws.settingsPanel.initImageBox.initImageView, tagged)  # on the init image box: its pixels
     assert ws.state.init_image is not None and ws.state.init_image.path == tagged
     assert ws.state.settings.prompt == "a dropped prompt"
+    QGuiApplication.clipboard().setImage(QImage(str(tagged)))  # Ctrl+V in the window, the box focused
+    ws.settingsPanel.initImageBox.setFocus()
+    qtbot.keyClick(ws.settingsPanel.initImageBox, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier)
+    assert ws.state.init_image.source == "clipboard" and ws.state.init_image.size == (8, 8)
 
 
 def test_set_init_image_takes_x0_arrays_and_pil_images(workspace) -> None:
