@@ -2,6 +2,11 @@
 
 ε̂ = ε_u + w (ε_c − ε_u). The caller picks the "unconditional" context: the empty
 prompt's embedding, or a negative prompt's embedding, which then takes its place.
+
+The combination is applied to the raw network output whatever it predicts (ε, v or x_0): the
+conversions to ε̂ are affine in the output with weights that sum to one, so guiding v̂ or x̂_0 is
+guiding ε̂. A learned_range output [N, 2C, …] is guided in its first C channels only; the variance
+half is the conditional prediction's (GLIDE, and diffusers' pipelines, do the same).
 """
 
 from __future__ import annotations
@@ -9,14 +14,28 @@ from __future__ import annotations
 import numpy as np
 
 from diffusion_studio.core.params import check_guidance
+from diffusion_studio.core.prediction import VarianceKind, parse_variance_kind
 from diffusion_studio.core.sampling_loop import Denoiser, EpsFn
 from diffusion_studio.errors import UsageError
 
 __all__ = ["guided_eps_fn", "combine_guidance"]
 
 
-def combine_guidance(eps_uncond: np.ndarray, eps_cond: np.ndarray, w: float) -> np.ndarray:
-    """ε̂ = ε_u + w (ε_c − ε_u): w = 0 is unconditional, w = 1 conditional, w > 1 extrapolates."""
+def combine_guidance(
+    eps_uncond: np.ndarray, eps_cond: np.ndarray, w: float, variance: str | VarianceKind = VarianceKind.FIXED_LARGE
+) -> np.ndarray:
+    """ε̂ = ε_u + w (ε_c − ε_u): w = 0 is unconditional, w = 1 conditional, w > 1 extrapolates.
+
+    With variance "learned_range" the outputs are [N, 2C, …]: only the first C channels are
+    combined, the variance channels are taken from the conditional output.
+    """
+    if parse_variance_kind(variance) is VarianceKind.LEARNED_RANGE:
+        if eps_cond.ndim < 2 or eps_cond.shape[1] % 2:
+            raise UsageError(f"a learned_range output needs an even channel count, got shape {eps_cond.shape}.")
+        c = eps_cond.shape[1] // 2
+        guided_half = combine_guidance(eps_uncond[:, :c], eps_cond[:, :c], w)
+        both: np.ndarray = np.concatenate([guided_half, eps_cond[:, c:].astype(np.float32)], axis=1)
+        return both
     guided: np.ndarray = (eps_uncond + np.float32(w) * (eps_cond - eps_uncond)).astype(np.float32)
     return guided
 
@@ -47,13 +66,16 @@ def guided_eps_fn(
     uncond_context: np.ndarray,
     uncond_mask: np.ndarray,
     w: float,
+    variance: str | VarianceKind = VarianceKind.FIXED_LARGE,
 ) -> EpsFn:
-    """An EpsFn that returns the guided ε̂ from ONE denoiser call on a [2N] batch.
+    """An EpsFn that returns the guided output from ONE denoiser call on a [2N] batch.
 
     Contexts of batch size 1 are repeated to the image batch N. With w = 1 only the
     conditional half is evaluated (batch N), with w = 0 only the unconditional half.
+    `variance` is the model's (`combine_guidance`: learned_range guides the prediction half only).
     """
     w = check_guidance(w)
+    variance = parse_variance_kind(variance)
     context, mask = _check_context("context", context, mask)
     uncond_context, uncond_mask = _check_context("uncond_context", uncond_context, uncond_mask)
     if context.shape[1:] != uncond_context.shape[1:]:
@@ -75,6 +97,6 @@ def guided_eps_fn(
         c2 = np.concatenate([_to_batch("uncond_context", uncond_context, n), _to_batch("context", context, n)])
         m2 = np.concatenate([_to_batch("uncond_context", uncond_mask, n), _to_batch("context", mask, n)])
         eps = np.asarray(denoiser(x2, t2, c2, m2), dtype=np.float32)
-        return combine_guidance(eps[:n], eps[n:], w)
+        return combine_guidance(eps[:n], eps[n:], w, variance)
 
     return eps_fn
