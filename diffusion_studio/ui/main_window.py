@@ -186,6 +186,7 @@ class MainWindow(QMainWindow):
             workspace.errorOccurred.connect(self.show_error)
             workspace.statusMessage.connect(lambda text: self.show_status(text, 8000))
         self.trainWorkspace.openBundleRequested.connect(self.open_exported_bundle)
+        self.forwardWorkspace.sendToImg2Img.connect(self.send_to_img2img)
         m = self.models
         m.modelChanged.connect(self._on_model_changed)
         m.entriesChanged.connect(self._show_models)
@@ -255,6 +256,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_changed(self, model: LoadedModel, take_defaults: bool) -> None:
         self.generateWorkspace.set_model(model)
+        self.forwardWorkspace.set_model(model)
         if take_defaults:  # the first launch, or another model: its sampler, steps and guidance
             self.generateWorkspace.state.use_model_defaults()
         info = model.provider_info
@@ -271,6 +273,7 @@ class MainWindow(QMainWindow):
 
     def _on_no_model(self, message: str) -> None:
         self.generateWorkspace.set_model(None, message)
+        self.forwardWorkspace.set_model(None, message)
         self.show_status(message)
 
     def _show_models(self, entries: list[ModelEntry], current: str | None) -> None:
@@ -291,6 +294,16 @@ class MainWindow(QMainWindow):
         """Load a bundle the Train tab exported and show it in the Generate tab."""
         if self.open_model(Path(folder)):
             self.tabs.setCurrentWidget(self.generateWorkspace)
+
+    def send_to_img2img(self, image: object, strength: float) -> None:
+        """The Forward tab's x₀ as the Generate tab's init image at strength t/T; shows the Generate tab."""
+        try:
+            self.generateWorkspace.set_init_image(image, strength, "forward process")  # type: ignore[arg-type]
+        except UsageError as exc:
+            self.show_error("Send to img2img", str(exc))
+            return
+        self.tabs.setCurrentWidget(self.generateWorkspace)
+        self.show_status(f"img2img from the Forward tab's x₀ at strength {strength:.3f}", 6000)
 
     def _on_device_changed(self, device: str) -> None:
         """Reload the current model on the chosen device (the old session stays if that fails)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -37,11 +39,16 @@ from PySide6.QtWidgets import (
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.forward.coefficients import coefficient_rows, correlation, formula_html, markov_html
 from diffusion_studio.ui.forward.controls import ForwardControls
-from diffusion_studio.ui.forward.sources import ArrayOrigin, FileOrigin, Origin
+from diffusion_studio.ui.forward.model_views import ModelViews
+from diffusion_studio.ui.forward.sources import SOURCE_SIZES, ArrayOrigin, FileOrigin, Origin
 from diffusion_studio.ui.forward.state import ForwardState, save_png
 from diffusion_studio.ui.widgets.contrast import set_muted
+from diffusion_studio.ui.widgets.hats import hat_font
 from diffusion_studio.ui.widgets.image_view import ImageView
 from diffusion_studio.ui.widgets.schedule_plot import SchedulePlot
+
+if TYPE_CHECKING:
+    from diffusion_studio.ui.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ def _panel(title: str, view: QWidget) -> tuple[QWidget, QLabel]:
 class ForwardWorkspace(QWidget):
     errorOccurred = Signal(str, str)  # title, one-sentence message
     statusMessage = Signal(str)
+    sendToImg2Img = Signal(object, float)  # x_0 as float32 [H, W, 3] in [-1, 1], strength t/T
 
     def __init__(
         self,
@@ -145,6 +153,11 @@ class ForwardWorkspace(QWidget):
         t_row.addWidget(self.timestepSlider, 1)
         t_row.addWidget(self.timestepSpin)
         t_row.addWidget(self.playButton)
+        self.sendToImg2ImgButton = QPushButton("Send to img2img", objectName="sendToImg2ImgButton")
+        self.sendToImg2ImgButton.setToolTip("Start the Generate tab from x₀ noised to this t: img2img with "
+                                            "strength t/T")
+        self.sendToImg2ImgButton.clicked.connect(self.send_to_img2img)
+        t_row.addWidget(self.sendToImg2ImgButton)
 
         self.formulaLabel = QLabel(objectName="formulaLabel", textFormat=Qt.TextFormat.RichText)
         self.markovFormulaLabel = QLabel(objectName="markovFormulaLabel", textFormat=Qt.TextFormat.RichText)
@@ -180,7 +193,20 @@ class ForwardWorkspace(QWidget):
         self.center.addLayout(t_row)
         self.center.addWidget(self.formulaLabel)
         self.center.addWidget(self.markovFormulaLabel)
-        self.center.addLayout(bottom, 2)
+        # The schedule and the loaded model's views share the space under the pictures, as tabs.
+        schedule_page = QWidget(objectName="schedulePage")
+        schedule_page.setLayout(bottom)
+        self.modelViews = ModelViews(self.state, self)
+        self.modelViews.matchModelRequested.connect(self.match_model)
+        self.modelPredictionView = self.modelViews.prediction
+        self.posteriorView = self.modelViews.posterior
+        self.detailTabs = QTabWidget(objectName="forwardDetailTabs")
+        self.detailTabs.setDocumentMode(True)
+        self.detailTabs.addTab(schedule_page, "Coefficients and schedule")
+        self.detailTabs.addTab(self.modelPredictionView, "Model prediction x̂₀")
+        self.detailTabs.addTab(self.posteriorView, "Posterior: q vs pθ")
+        self.detailTabs.tabBar().setFont(hat_font(self.detailTabs.tabBar().font()))
+        self.center.addWidget(self.detailTabs, 3)
 
     def sizeHint(self) -> QSize:
         return QSize(1200, 760)
@@ -304,6 +330,30 @@ class ForwardWorkspace(QWidget):
         self.markovView.set_image(self.state.markov_image(target))
         self.markovTitle.setText(f"x<sub>t</sub> after {target} Markov steps q(x<sub>t</sub> | x<sub>t−1</sub>)")
 
+    # --- the loaded model ------------------------------------------------------------------
+    def set_model(self, model: LoadedModel | None, reason: str | None = None) -> None:
+        """The model whose x̂₀ and p_θ the model tabs show (None: `reason` says why there is none)."""
+        self.modelViews.set_model(model, reason)
+
+    def match_model(self) -> None:
+        """x₀ at the model's image size and the model's schedule, so the model can be asked about x_t."""
+        model = self.modelViews.model()
+        if model is None:
+            return
+        index = self.controls.sizeCombo.findData(model.bundle.image_size)
+        if index < 0:
+            sizes = ", ".join(str(s) for s in SOURCE_SIZES)
+            self.errorOccurred.emit("Model prediction", f"The model makes {model.bundle.image_size}-pixel images; "
+                                    f"the Forward tab shows {sizes} pixels only.")
+            return
+        self.controls.sizeCombo.setCurrentIndex(index)
+        self.controls.set_schedule(model.bundle.schedule.kind.value, model.bundle.schedule.T)
+
+    def send_to_img2img(self) -> None:
+        """Emit x₀ (float32 [H, W, 3] in [−1, 1]) and strength t/T for the Generate tab's img2img."""
+        image = np.ascontiguousarray(np.moveaxis(self.state.x_0, 0, -1))
+        self.sendToImg2Img.emit(image, self.state.t / self.state.T)
+
     # --- play ------------------------------------------------------------------------------
     def _on_play_toggled(self, on: bool) -> None:
         if on:
@@ -350,6 +400,7 @@ class ForwardWorkspace(QWidget):
         self.playTimer.stop()
         self.markovTimer.stop()
         self._markov_target = None
+        self.modelViews.shutdown()
 
     def hideEvent(self, event: QHideEvent) -> None:
         self.playButton.setChecked(False)  # no animation behind another tab

@@ -1,0 +1,220 @@
+"""The Forward tab with the real shipped model (resources/models/shapes): x̂₀ and ε̂ for the x_t on screen,
+the MSE over t, q(x_{t−1} | x_t, x₀) beside p_θ(x_{t−1} | x_t), and Send to img2img."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLineEdit, QPushButton, QSlider, QWidget
+
+from diffusion_studio.core.images import to_uint8
+from diffusion_studio.paths import default_model_dir
+from diffusion_studio.ui.forward.model_probe import x0_eps_from_output
+from diffusion_studio.ui.forward.workspace import ForwardWorkspace
+from diffusion_studio.ui.models import LoadedModel, load_model
+from diffusion_studio.ui.widgets.image_view import ImageView
+
+WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def model() -> LoadedModel:
+    return load_model(default_model_dir(), "cpu")
+
+
+@pytest.fixture
+def workspace(qtbot, model):
+    """A Forward workspace on the shipped model, at its size and schedule, the model-prediction tab shown."""
+    ws = ForwardWorkspace()
+    qtbot.addWidget(ws)
+    ws.resize(1200, 800)
+    ws.show()
+    ws.set_model(model)
+    ws.match_model()
+    ws.detailTabs.setCurrentWidget(ws.findChild(QWidget, "modelPredictionView"))
+    yield ws
+    ws.shutdown()
+
+
+def _x0_view(ws: ForwardWorkspace) -> ImageView:
+    return ws.findChild(QWidget, "modelPredictionView").findChild(ImageView, "predictedX0View")
+
+
+def _wait_prediction(qtbot, ws: ForwardWorkspace, t: int, prompt: str = ""):
+    views = ws.modelViews
+
+    def arrived() -> bool:
+        p = views.last_prediction()
+        return p is not None and p.t == t and p.prompt == prompt
+
+    qtbot.waitUntil(arrived, timeout=WAIT_MS)
+    return views.last_prediction()
+
+
+def _by_hand(model: LoadedModel, ws: ForwardWorkspace, t: int, prompt: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """x̂₀ and ε̂ straight from the bundle's denoiser for the workspace's x_t."""
+    st = ws.state
+    x_t = st.x_t(t)
+    context, mask = model.bundle.text_encoder.encode([prompt])
+    out = model.bundle.denoiser(x_t[None], np.array([t]), context, mask)[0]
+    return x0_eps_from_output(model.bundle.schedule, x_t, t, out)
+
+
+def test_moving_the_slider_changes_the_prediction(qtbot, workspace, model) -> None:
+    ws = workspace
+    assert ws.state.source_size == 32 and ws.state.T == 1000  # match_model: the model's size and schedule
+    assert not ws.modelPredictionView.note.isVisible()
+    slider = ws.findChild(QSlider, "timestepSlider")
+    slider.setValue(100)
+    p = _wait_prediction(qtbot, ws, 100)
+    before = _x0_view(ws).image_array().copy()
+    x0, eps = _by_hand(model, ws, 100)
+    np.testing.assert_allclose(p.x0_pred, x0, atol=1e-5)  # the view shows this model's own answer
+    np.testing.assert_array_equal(before, to_uint8(x0))
+    np.testing.assert_allclose(p.mse_x0, np.mean((x0.astype(np.float64) - ws.state.x_0) ** 2), rtol=1e-5)
+    np.testing.assert_allclose(p.mse_eps, np.mean((eps.astype(np.float64) - ws.state.eps) ** 2), rtol=1e-5)
+
+    slider.setFocus()
+    qtbot.keyClick(slider, Qt.Key.Key_PageUp)  # + T/20 = 50 steps
+    assert ws.state.t == 150
+    qtbot.waitUntil(lambda: not np.array_equal(_x0_view(ws).image_array(), before), timeout=WAIT_MS)
+    assert _wait_prediction(qtbot, ws, 150).t == 150
+    np.testing.assert_array_equal(_x0_view(ws).image_array(), to_uint8(_by_hand(model, ws, 150)[0]))
+
+
+def test_the_error_grows_with_t(qtbot, workspace) -> None:
+    ws = workspace
+    ws.set_t(20)
+    small = _wait_prediction(qtbot, ws, 20)
+    ws.set_t(900)
+    large = _wait_prediction(qtbot, ws, 900)
+    assert small.mse_x0 < 0.01 < large.mse_x0  # x̂₀ is nearly x₀ at small t, a guess at large t
+    assert small.mse_x0 * 20 < large.mse_x0
+    qtbot.waitUntil(lambda: ws.modelPredictionView.curve() is not None, timeout=WAIT_MS)
+    curve = ws.modelPredictionView.curve()
+    assert curve.ts[0] == 1 and curve.ts[-1] == 1000 and len(curve.ts) == 25
+    assert curve.mse_x0[0] < curve.mse_x0[len(curve.ts) // 2] < curve.mse_x0[-1]
+    # the curve's points are the same computation as the single prediction
+    ws.set_t(curve.ts[-1])
+    at_T = _wait_prediction(qtbot, ws, curve.ts[-1])
+    assert at_T.mse_x0 == pytest.approx(curve.mse_x0[-1], rel=1e-5)
+    assert at_T.mse_eps == pytest.approx(curve.mse_eps[-1], rel=1e-5)
+
+
+def test_the_posterior_is_ddpm_eq_7_beside_the_model(qtbot, workspace) -> None:
+    ws = workspace
+    ws.detailTabs.setCurrentWidget(ws.findChild(QWidget, "posteriorView"))
+    ws.set_t(300)
+    p = _wait_prediction(qtbot, ws, 300)
+    c = ws.posteriorView.comparison()
+    assert c is not None and c.t == 300
+    betas = np.linspace(1e-4, 0.02, 1000)  # DDPM's linear schedule, written out
+    ab = np.cumprod(1 - betas)
+    beta, ab_t, ab_prev = betas[299], ab[299], ab[298]
+    c1 = math.sqrt(ab_prev) * beta / (1 - ab_t)
+    c2 = math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab_t)
+    beta_tilde = (1 - ab_prev) / (1 - ab_t) * beta
+    assert (c.coef_x0, c.coef_xt, c.beta_tilde) == (pytest.approx(c1, rel=1e-6), pytest.approx(c2, rel=1e-6),
+                                                    pytest.approx(beta_tilde, rel=1e-6))
+    x_0, x_t = ws.state.x_0.astype(np.float64), ws.state.x_t(300).astype(np.float64)
+    np.testing.assert_allclose(c.mean_q, c1 * x_0 + c2 * x_t, atol=1e-6)
+    np.testing.assert_allclose(c.mean_p, c1 * p.x0_pred + c2 * x_t, atol=1e-6)  # μ_θ = μ̃(x_t, x̂₀), eq. 11
+    assert c.sigma2 == pytest.approx(beta)  # σ_t² = β_t, the DDPM sampler's default
+    z_q = (c.sample_q - c.mean_q) / math.sqrt(beta_tilde)
+    z_p = (c.sample_p - c.mean_p) / math.sqrt(beta)
+    np.testing.assert_allclose(z_q, z_p, atol=2e-3)  # the same z for both samples
+    assert c.mean_distance == pytest.approx(c1**2 * np.sum((x_0 - p.x0_pred) ** 2), rel=1e-4)
+    text = ws.posteriorView.textLabel.text()
+    assert f"{c1:.6g}" in text and f"{beta_tilde:.6g}" in text
+    shown = ws.posteriorView.findChild(ImageView, "posteriorMeanView").image_array()
+    np.testing.assert_array_equal(shown, to_uint8(c.mean_q))
+
+    ws.posteriorView.varianceCombo.setCurrentIndex(1)  # σ_t² = β̃_t: no new model call needed
+    c_small = ws.posteriorView.comparison()
+    assert c_small.sigma2 == pytest.approx(beta_tilde, rel=1e-6)
+    assert c_small.kl_per_dim == pytest.approx(c.mean_distance / (2 * beta_tilde * c.dims), rel=1e-5)
+
+
+def test_a_prompt_changes_the_prediction(qtbot, workspace, model) -> None:
+    ws = workspace
+    ws.set_t(600)
+    uncond = _wait_prediction(qtbot, ws, 600)
+    edit = ws.findChild(QLineEdit, "forwardPromptEdit")
+    assert edit.isEnabled()
+    edit.setText("a red circle")
+    cond = _wait_prediction(qtbot, ws, 600, "a red circle")
+    assert np.abs(cond.x0_pred - uncond.x0_pred).max() > 0.05
+    np.testing.assert_allclose(cond.x0_pred, _by_hand(model, ws, 600, "a red circle")[0], atol=1e-5)
+    assert "a red circle" in ws.modelPredictionView.statsLabel.text()
+
+
+def test_latest_wins_while_the_slider_runs(qtbot, workspace) -> None:
+    ws = workspace
+    seen: list[int] = []
+    ws.modelViews.probe.predicted.connect(lambda p: seen.append(p.t))
+    for t in range(400, 460):  # 60 slider positions faster than the model answers
+        ws.set_t(t)
+    _wait_prediction(qtbot, ws, 459)
+    qtbot.waitUntil(lambda: not ws.modelViews.busy(), timeout=WAIT_MS)
+    assert seen[-1] == 459 and len(seen) <= 3, seen  # the first asked, maybe one in between, the newest
+
+
+def test_notes_without_a_model_and_at_another_size(qtbot, model) -> None:
+    ws = ForwardWorkspace()
+    qtbot.addWidget(ws)
+    ws.resize(1000, 700)
+    ws.show()
+    ws.detailTabs.setCurrentWidget(ws.modelPredictionView)
+    note = ws.modelPredictionView.note
+    assert note.isVisible() and note.label.text().startswith("No model is loaded")
+    assert _x0_view(ws).image_array() is None and not ws.modelViews.busy()
+    ws.set_model(model)  # the source is 64 × 64, the model makes 32 × 32
+    assert "32 × 32" in note.label.text() and "64 × 64" in note.label.text()
+    button = ws.findChild(QPushButton, "modelPredictionNoteButton")
+    assert button.isVisible() and button.text() == "Use 32 × 32"
+    assert not ws.modelViews.busy()  # nothing is asked while the model cannot answer
+    ws.set_schedule("cosine")
+    assert "linear schedule, T = 1000" in note.label.text() and button.text() == "Use 32 × 32 and the model's schedule"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert ws.state.source_size == 32 and ws.state.kind.value == "linear" and not note.isVisible()
+    _wait_prediction(qtbot, ws, ws.state.t)
+    ws.set_model(None, "The default model is not installed.")
+    assert note.isVisible() and note.label.text() == "The default model is not installed."
+    assert _x0_view(ws).image_array() is None
+    ws.shutdown()
+
+
+def test_send_to_img2img_emits_x0_and_t_over_T(qtbot) -> None:
+    ws = ForwardWorkspace()
+    qtbot.addWidget(ws)
+    ws.set_schedule("linear", 500)
+    ws.set_t(125)
+    button = ws.findChild(QPushButton, "sendToImg2ImgButton")
+    with qtbot.waitSignal(ws.sendToImg2Img, timeout=1000) as blocker:
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    image, strength = blocker.args
+    assert strength == pytest.approx(0.25)
+    assert image.dtype == np.float32 and image.shape == (64, 64, 3)
+    np.testing.assert_array_equal(image, np.moveaxis(ws.state.x_0, 0, -1))
+    np.testing.assert_array_equal(to_uint8(np.moveaxis(image, -1, 0)), ws.state.source)
+
+
+def test_the_window_sends_x0_to_the_generate_tab(qtbot) -> None:
+    from diffusion_studio.ui import MainWindow
+
+    window = MainWindow(model_path=str(default_model_dir()))
+    qtbot.addWidget(window)
+    forward = window.forwardWorkspace
+    window.tabs.setCurrentWidget(forward)
+    forward.set_t(400)
+    qtbot.mouseClick(forward.findChild(QPushButton, "sendToImg2ImgButton"), Qt.MouseButton.LeftButton)
+    generate = window.generateWorkspace
+    assert window.tabs.currentWidget() is generate
+    init = generate.state.init_image
+    assert init is not None and init.source == "forward process"
+    assert generate.state.settings.strength == pytest.approx(0.4)
+    np.testing.assert_array_equal(np.asarray(init.image.convert("RGB")), forward.state.source)
+    window.close()
