@@ -2,11 +2,13 @@
 `TrainRun`, and exit codes and stderr turned into one sentence for the user.
 
 The trainer writes one JSON event per line on stdout (training/events.py); the exporter's
-summary lines are collected by `ExportSummary`.
+summary lines are collected by `ExportSummary`. A run folder's checkpoints (`run_checkpoints`)
+and sample grids (`latest_sample_grid`) are read here too, without torch.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
@@ -46,9 +48,11 @@ class TrainRun:
     lr: float | None = None
     images_per_s: float | None = None
     eta_s: float | None = None
-    sample_grid: str | None = None
+    sample_grid: str | None = None  # the EMA weights' grid
+    raw_sample_grid: str | None = None  # the raw weights' grid (None from runs that made none)
     sample_step: int | None = None
     sample_prompts: list[str] = field(default_factory=list)
+    sample_columns: int | None = None  # prompt i is at row i // columns, column i % columns
     checkpoint: str | None = None
     outcome: str | None = None  # "done", "stopped" or "error" once the final event arrived
     error: str | None = None
@@ -79,8 +83,12 @@ class TrainRun:
             self.eta_s = self._wall_clock_eta(now, event.get("eta_s", self.eta_s))
         elif kind == "sample" and event.get("sample_grid"):
             self.sample_grid, self.sample_step = str(event["sample_grid"]), self.step
+            raw = event.get("raw_sample_grid")
+            self.raw_sample_grid = str(raw) if raw else None
             prompts = event.get("prompts")
             self.sample_prompts = [str(p) for p in prompts] if isinstance(prompts, list) else []
+            columns = event.get("grid_columns")
+            self.sample_columns = columns if isinstance(columns, int) and columns > 0 else None
         elif kind == "checkpoint" and event.get("checkpoint"):
             self.checkpoint = str(event["checkpoint"])
         elif kind in ("done", "stopped"):
@@ -110,19 +118,95 @@ class TrainRun:
 NOISE_ROUGHNESS = 0.1  # mean |difference| of neighbouring pixels (0..1) above which a grid is noise
 
 
-def latest_sample_grid(run_dir: Path | str) -> Path | None:
-    """The run's newest sample grid (RUN_DIR/samples/step-*.png), or None."""
+RAW_SUFFIX = "-raw"  # step-00000150-raw.png: the raw weights' grid (training/samples.py)
+
+
+def sample_grid_path(run_dir: Path | str, step: int, raw: bool = False) -> Path:
+    """RUN_DIR/samples/step-NNNNNNNN.png (EMA weights) or step-NNNNNNNN-raw.png (raw weights)."""
+    return Path(run_dir) / "samples" / f"step-{step:08d}{RAW_SUFFIX if raw else ''}.png"
+
+
+def latest_sample_grid(run_dir: Path | str, raw: bool = False) -> Path | None:
+    """The run's newest EMA sample grid (RUN_DIR/samples/step-N.png), or raw one (step-N-raw.png), or None."""
     try:
-        grids = sorted((Path(run_dir) / "samples").glob("step-*.png"))
+        grids = [p for p in (Path(run_dir) / "samples").glob("step-*.png") if grid_step(p, raw) is not None]
     except OSError:
         return None
-    return grids[-1] if grids else None
+    return max(grids, key=lambda p: grid_step(p, raw) or 0) if grids else None
 
 
-def grid_step(path: Path) -> int | None:
-    """The step in a grid's name (step-00000150.png -> 150)."""
-    found = re.fullmatch(r"step-(\d+)", path.stem)
+def grid_step(path: Path, raw: bool = False) -> int | None:
+    """The step in a grid's name (step-00000150.png -> 150; with raw, step-00000150-raw.png -> 150)."""
+    found = re.fullmatch(r"step-(\d+)" + (RAW_SUFFIX if raw else ""), path.stem)
     return int(found.group(1)) if found else None
+
+
+def grid_columns(count: int) -> int:
+    """Columns of a sample grid of `count` prompts: ⌈√count⌉ (core.images.make_grid's default)."""
+    return max(1, math.ceil(math.sqrt(count)))
+
+
+def prompt_rows(prompts: list[str], columns: int | None = None) -> list[str]:
+    """One line per grid row: "Row 1: 1. a red circle · 2. a blue square" (prompt i at row i // columns)."""
+    cols = columns or grid_columns(len(prompts))
+    numbered = [f"{i + 1}. {p or '(empty prompt)'}" for i, p in enumerate(prompts)]
+    return [f"Row {r + 1}: " + " · ".join(numbered[r * cols:(r + 1) * cols])
+            for r in range(math.ceil(len(numbered) / cols))]
+
+
+def run_sample_prompts(run_dir: Path | str) -> list[str]:
+    """The fixed prompts of a run's grids, from RUN_DIR/config.json (empty if unknown)."""
+    try:
+        config = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    prompts = config.get("sample_prompts") if isinstance(config, dict) else None
+    return [str(p) for p in prompts] if isinstance(prompts, list) else []
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One checkpoint of a run folder as the checkpoint list shows it."""
+
+    step: int
+    path: Path  # RUN_DIR/checkpoints/step-NNNNNNNN.safetensors
+    loss: float | None  # the last logged loss before it (its JSON sidecar's metrics), if known
+    written: float  # modification time (seconds since the epoch)
+
+    def time_text(self, now: float | None = None) -> str:
+        """"14:03:27" today, else "2026-12-01 14:03"."""
+        when = datetime.datetime.fromtimestamp(self.written)
+        today = datetime.datetime.fromtimestamp(time.time() if now is None else now).date()
+        return when.strftime("%H:%M:%S" if when.date() == today else "%Y-%m-%d %H:%M")
+
+
+_CHECKPOINT_RE = re.compile(r"^step-(\d{8,})\.safetensors$")
+
+
+def run_checkpoints(run_dir: Path | str) -> list[CheckpointInfo]:
+    """The complete checkpoints of a run (a .safetensors file with its .json sidecar), oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = []
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
+    for path in entries:
+        m = _CHECKPOINT_RE.match(path.name)
+        sidecar = path.with_suffix(".json")
+        if m is None:
+            continue
+        try:
+            written = path.stat().st_mtime
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # no sidecar (yet): not a complete checkpoint
+        metrics = meta.get("metrics") if isinstance(meta, dict) else None
+        loss = metrics.get("loss") if isinstance(metrics, dict) else None
+        known = isinstance(loss, (int, float)) and not isinstance(loss, bool) and math.isfinite(loss)
+        found.append(CheckpointInfo(int(m.group(1)), path, float(loss) if known and loss is not None else None,
+                                    written))
+    return sorted(found, key=lambda c: c.step)
 
 
 def looks_like_noise(image: np.ndarray) -> bool:

@@ -4,8 +4,9 @@ processes and what they said, with signals the views follow.
 Training is `python -m diffusion_studio train … --json` (the GUI never imports torch); its
 JSON-lines events are folded into `run` (a `TrainRun`) and announced with `eventApplied`.
 Stop sends SIGTERM, so the trainer writes a checkpoint and exits (it is killed after a
-timeout). Export runs `python -m exporter` the same way; its summary lines and the bundle
-it wrote end up here too. Every outcome is one sentence (`message`, `trainingFinished`,
+timeout). Export runs `python -m exporter` the same way (the run folder's latest checkpoint,
+or one chosen checkpoint, EMA or raw weights); its summary lines and the bundle it wrote end
+up here too. Every outcome is one sentence (`message`, `trainingFinished`,
 `exportFinished`).
 """
 
@@ -39,6 +40,24 @@ FROZEN_NOTE = ("Training and export need PyTorch, which this desktop build leave
 def is_frozen() -> bool:
     """True inside the PyInstaller desktop build (packaging/), which has no PyTorch."""
     return bool(getattr(sys, "frozen", False))
+
+
+WEIGHTS = ("ema", "raw")  # python -m exporter --weights
+
+
+def export_source_arguments(run_dir: Path, bundle: str, force: bool = False, checkpoint: Path | None = None,
+                            weights: str = "ema") -> list[str]:
+    """`-m exporter SOURCE --out BUNDLE [--weights raw] [--force]`: SOURCE is the run folder (its latest
+    checkpoint) or one of its checkpoints; UsageError with one sentence if it cannot be exported."""
+    if weights not in WEIGHTS:
+        raise UsageError(f"Unknown weights '{weights}'; use ema or raw.")
+    arguments = export_arguments(run_dir, bundle, force=force)  # checks the bundle and the run
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if path.suffix != ".safetensors" or not path.is_file():
+            raise UsageError(f"The checkpoint {path} is gone (only the newest ones are kept); pick another.")
+        arguments[2] = str(path)  # -m exporter SOURCE …
+    return arguments + (["--weights", weights] if weights != "ema" else [])
 
 
 class TrainState(QObject):
@@ -166,18 +185,23 @@ class TrainState(QObject):
             self.errorOccurred.emit("Training failed", text)
 
     # --- export ----------------------------------------------------------------------------
-    def start_export(self, run_dir: Path, bundle: str, force: bool = False) -> bool:
-        """Export the run folder's latest checkpoint to `bundle`; False (and `errorOccurred`) if refused."""
+    def start_export(self, run_dir: Path, bundle: str, force: bool = False, checkpoint: Path | None = None,
+                     weights: str = "ema") -> bool:
+        """Export the run folder's latest checkpoint (or `checkpoint`, a .safetensors file) with its
+        EMA or raw `weights` to `bundle`; False (and `errorOccurred`) if refused."""
         if self.is_busy():
             return False
         if is_frozen():
             self._fail("Cannot export", FROZEN_NOTE)
             return False
         try:
-            arguments = export_arguments(run_dir, bundle, force=force)
+            arguments = export_source_arguments(run_dir, bundle, force=force, checkpoint=checkpoint, weights=weights)
         except UsageError as exc:
             self._fail("Cannot export", str(exc))
             return False
+        source = f"{checkpoint}" if checkpoint is not None else f"{run_dir}"
+        if weights != "ema":
+            source += f" ({weights} weights)"
         target = Path(bundle).expanduser()
         self.summary = ExportSummary()
         self.export_stderr = []
@@ -185,7 +209,7 @@ class TrainState(QObject):
         self.exported_bundle = None
         self.exportStarted.emit()
         self.exportSummaryChanged.emit("")
-        self.message.emit(f"Exporting {run_dir} to {target} (with a PyTorch vs ONNX Runtime parity check)…", False)
+        self.message.emit(f"Exporting {source} to {target} (with a PyTorch vs ONNX Runtime parity check)…", False)
         self.logLine.emit("$ python " + " ".join(arguments))
         self.exportProcess.start(arguments)
         self.busyChanged.emit()

@@ -2,8 +2,10 @@
 
 The form column (form_panel.py) | what the run shows (view.py), over one `TrainState`
 (state.py) that owns the training and export processes. The views follow the state's
-signals: its events drive the loss plot, the progress bar, the latest sample grid and the
-checkpoint path; its sentences go to the message line (and errors to `errorOccurred`).
+signals: its events drive the loss plot, the progress bar, the latest EMA and raw sample
+grids and the checkpoint list; its sentences go to the message line (and errors to
+`errorOccurred`). Choosing a run folder shows its checkpoints and latest grids; Export writes
+the selected checkpoint (else the newest) with the chosen weights.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from PySide6.QtWidgets import QHBoxLayout, QMessageBox, QScrollArea, QWidget
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.train.form_panel import TrainFormPanel
 from diffusion_studio.ui.train.processes import STOP_TIMEOUT_MS, PythonProcess
-from diffusion_studio.ui.train.run import TrainRun, grid_step, latest_sample_grid, looks_like_noise
+from diffusion_studio.ui.train.run import (
+    TrainRun,
+    grid_step,
+    latest_sample_grid,
+    looks_like_noise,
+    run_checkpoints,
+    run_sample_prompts,
+    sample_grid_path,
+)
 from diffusion_studio.ui.train.settings import TrainForm, checkpoints_in, suggest_run_dir
 from diffusion_studio.ui.train.state import TrainState
 from diffusion_studio.ui.train.view import TrainView
@@ -63,7 +73,8 @@ class TrainWorkspace(QWidget):
         p.stopRequested.connect(self.stop_training)
         p.exportRequested.connect(self.start_export)
         p.openBundleRequested.connect(self._offer_bundle)
-        p.runFolderChanged.connect(lambda _text: self._update_buttons())
+        p.runFolderChanged.connect(lambda _text: self._show_run_folder())
+        self.view.exportCheckpointButton.clicked.connect(lambda: self.start_export())
         st = self.state
         st.busyChanged.connect(self._update_buttons)
         st.trainingStarted.connect(self._on_training_started)
@@ -74,7 +85,7 @@ class TrainWorkspace(QWidget):
         st.message.connect(self.view.show_message)
         st.logLine.connect(self.view.log)
         st.errorOccurred.connect(self.errorOccurred)
-        self._update_buttons()
+        self._show_run_folder()
 
     def sizeHint(self) -> QSize:
         return QSize(1200, 760)
@@ -145,8 +156,31 @@ class TrainWorkspace(QWidget):
         can_export = run_dir is not None and bool(checkpoints_in(run_dir))
         st = self.state
         self.panel.set_running(st.is_training(), st.is_exporting(), can_export, st.exported_bundle is not None)
+        self.view.exportCheckpointButton.setEnabled(not st.is_busy() and can_export)
         if st.is_stopping():
             self.panel.trainStopButton.setEnabled(False)  # already stopping
+
+    def _show_run_folder(self) -> None:
+        """The run folder's checkpoints, and (unless a run is training) its latest EMA and raw grids."""
+        run_dir = self.run_dir()
+        self.refresh_checkpoints()
+        if self.state.is_training():
+            return
+        grid = latest_sample_grid(run_dir) if run_dir is not None else None
+        step = grid_step(grid) if grid is not None else None
+        if run_dir is None or grid is None or step is None:
+            self.view.clear_samples()
+            return
+        raw = sample_grid_path(run_dir, step, raw=True)
+        for problem in self.view.show_samples(grid, raw if raw.is_file() else None, step,
+                                              run_sample_prompts(run_dir)):
+            self.view.log(problem)
+
+    def refresh_checkpoints(self) -> None:
+        """List the run folder's checkpoints (after one is written, a run ends, or the folder changes)."""
+        run_dir = self.run_dir()
+        self.view.set_checkpoints(run_checkpoints(run_dir) if run_dir is not None else [])
+        self._update_buttons()
 
     # --- training --------------------------------------------------------------------------
     def start_training(self) -> bool:
@@ -163,6 +197,7 @@ class TrainWorkspace(QWidget):
         self.view.starting()
         if self.state.run.losses:  # a resumed run continues its loss curve
             self.lossPlot.set_points(self.state.run.losses)
+            self._show_run_folder()  # and shows its last grids until the next ones arrive
 
     def _on_event(self, kind: str) -> None:
         run = self.state.run
@@ -173,14 +208,17 @@ class TrainWorkspace(QWidget):
             self.view.show_loss(run)
             self.view.show_progress(run)
         elif kind == "sample" and run.sample_grid:
-            problem = self.view.show_sample(Path(run.sample_grid), run.sample_step or run.step, run.sample_prompts)
-            if problem:
+            raw = Path(run.raw_sample_grid) if run.raw_sample_grid else None
+            for problem in self.view.show_samples(Path(run.sample_grid), raw, run.sample_step or run.step,
+                                                  run.sample_prompts, run.sample_columns):
                 self.view.log(problem)
         elif kind == "checkpoint":
             self.view.show_checkpoint(run.checkpoint)
+            self.refresh_checkpoints()
 
     def _on_training_finished(self, kind: str, message: str) -> None:
         self.view.show_end(self.state.run, kind)
+        self.refresh_checkpoints()
         run_dir = self.run_dir()
         if run_dir is not None and checkpoints_in(run_dir):
             self.panel.resumeCheck.setChecked(True)  # Start now continues this run
@@ -190,7 +228,8 @@ class TrainWorkspace(QWidget):
 
     # --- export ----------------------------------------------------------------------------
     def start_export(self, force: bool | None = None) -> bool:
-        """Export the run folder's latest checkpoint to the bundle folder (asks before replacing one)."""
+        """Export the selected checkpoint (else the run folder's newest) with the chosen EMA or raw
+        weights to the bundle folder (asks before replacing one)."""
         if self.state.is_busy():
             return False
         run_dir, bundle = self.run_dir(), self.panel.bundle_dir()
@@ -198,7 +237,8 @@ class TrainWorkspace(QWidget):
             self.state.message.emit("Choose the run folder to export.", True)
             self.errorOccurred.emit("Cannot export", "Choose the run folder to export.")
             return False
-        if force is None and not self._confirm_samples(run_dir):
+        chosen, weights = self.view.selected_checkpoint(), self.view.export_weights()
+        if force is None and not self._confirm_samples(run_dir, chosen.step if chosen else None, weights == "raw"):
             return False
         if force is None:
             force = False
@@ -209,22 +249,28 @@ class TrainWorkspace(QWidget):
                 if answer != QMessageBox.StandardButton.Yes:
                     return False
                 force = True
-        return self.state.start_export(run_dir, bundle, force=force)
+        return self.state.start_export(run_dir, bundle, force=force,
+                                       checkpoint=chosen.path if chosen else None, weights=weights)
 
-    def _confirm_samples(self, run_dir: Path) -> bool:
-        """If the run's latest sample grid is still noise, say so (with the grid) and ask; True: export."""
-        grid = latest_sample_grid(run_dir)
+    def _confirm_samples(self, run_dir: Path, step: int | None = None, raw: bool = False) -> bool:
+        """If the grid of the exported weights (at the chosen checkpoint's step if there is one, else the
+        latest) is still noise, say so (with the grid) and ask; True: export."""
+        grid = sample_grid_path(run_dir, step, raw) if step is not None else None
+        if grid is None or not grid.is_file():
+            grid = latest_sample_grid(run_dir, raw) or latest_sample_grid(run_dir)  # older runs: EMA grids only
         if grid is None:
             return True
+        raw = grid_step(grid, raw=True) is not None
+        step = grid_step(grid, raw)
         try:
             image = read_image_array(grid, "The sample grid", alpha=False)
         except UsageError:
             return True
         if not looks_like_noise(image):
             return True
-        step = grid_step(grid)
         box = QMessageBox(QMessageBox.Icon.Warning, "The samples are still noise",
-                          f"The latest samples (step {step if step is not None else '?'}) are still noise.",
+                          f"The {'raw weights’ ' if raw else ''}samples at step "
+                          f"{step if step is not None else '?'} are still noise.",
                           QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
         box.setInformativeText("A model exported now draws noise too. Train longer (Resume continues the run), "
                                "or export anyway?")
@@ -236,7 +282,7 @@ class TrainWorkspace(QWidget):
         if not pixmap.isNull():  # the grid beside the question
             box.setIconPixmap(pixmap.scaled(256, 256, Qt.AspectRatioMode.KeepAspectRatio,
                                             Qt.TransformationMode.FastTransformation))
-        self.view.show_sample(grid, step or 0)
+        self.view.show_sample(grid, step or 0, raw=raw)
         self.noise_warning = box  # for tests
         if int(box.exec()) != QMessageBox.StandardButton.Yes.value:
             self.state.message.emit(f"Not exported: the samples at step {step} are still noise.", False)

@@ -91,7 +91,8 @@ def test_tiny_training_run_fills_plot_progress_samples_and_checkpoint(qtbot, wor
     with Image.open(run_dir / "samples" / "step-00000012.png") as im:
         grid = np.asarray(im.convert("RGB"))
     np.testing.assert_array_equal(ws.view.sampleView.image_array(), grid)  # the latest sample grid
-    assert ws.view.sampleCaption.text() == "Step 12 · EMA weights · 4 prompts"
+    assert ws.view.sampleBox.title() == "Samples at step 12"
+    assert ws.view.promptsLabel.text().count("Row ") == 2  # 4 prompts: a 2 x 2 grid
     assert "a large red circle in the top left on a black background" in ws.view.sampleView.toolTip()
     assert "images/s" in ws.view.statsLabel.text() and "parameters" in ws.view.statsLabel.text()
 
