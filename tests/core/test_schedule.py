@@ -85,3 +85,52 @@ def test_bad_schedule_arguments(kind: str, T: object) -> None:
     with pytest.raises(UsageError) as e:
         make_schedule(kind, T)  # type: ignore[arg-type]
     assert "\n" not in str(e.value) and str(e.value).endswith(".")
+
+
+def test_scaled_linear_is_squared_linspace_of_square_roots() -> None:
+    s = make_schedule("scaled_linear", 1000, 0.00085, 0.012)  # Stable Diffusion's ends
+    assert s.kind is ScheduleKind.SCALED_LINEAR
+    np.testing.assert_allclose(s.betas, np.linspace(math.sqrt(0.00085), math.sqrt(0.012), 1000) ** 2, rtol=1e-15)
+    assert s.betas[0] == pytest.approx(0.00085, rel=1e-14) and s.betas[-1] == pytest.approx(0.012, rel=1e-14)
+    # √β grows by a constant step
+    np.testing.assert_allclose(np.diff(np.sqrt(s.betas)), (math.sqrt(0.012) - math.sqrt(0.00085)) / 999, rtol=1e-9)
+    # without ends: diffusers' defaults 1e-4 and 0.02 for any T (no 1000/T scaling)
+    d = make_schedule("scaled_linear", 50)
+    assert d.betas[0] == pytest.approx(1e-4) and d.betas[-1] == pytest.approx(0.02)
+
+
+def test_explicit_linear_ends_are_not_scaled() -> None:
+    np.testing.assert_array_equal(make_schedule("linear", 250, 1e-4, 0.02).betas, np.linspace(1e-4, 0.02, 250))
+    np.testing.assert_array_equal(make_schedule("linear", 1000, 1e-4, 0.02).betas, make_schedule("linear", 1000).betas)
+    # the defaults stay DDPM's, scaled by 1000/T
+    assert make_schedule("linear", 100).betas[-1] == pytest.approx(0.2)
+
+
+def test_squaredcos_cap_v2_is_our_cosine() -> None:
+    from diffusion_studio.core.schedule import parse_schedule_kind
+
+    assert parse_schedule_kind("squaredcos_cap_v2") is ScheduleKind.COSINE
+    assert parse_schedule_kind("scaled_linear") is ScheduleKind.SCALED_LINEAR
+    np.testing.assert_array_equal(make_schedule("squaredcos_cap_v2", 100).betas, make_schedule("cosine", 100).betas)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("cosine", 100, 1e-4, 0.02), "the cosine schedule takes no beta_start / beta_end"),
+    (("linear", 100, 1e-4, None), r"beta_end must be a number in \(0, 1\) \(give both β ends or neither\), got None\."),
+    (("linear", 100, 0.02, 1e-4), "the β ends must satisfy 0 < beta_start <= beta_end < 1, got 0.02 and 0.0001."),
+    (("scaled_linear", 100, 0.0, 0.5), "the β ends must satisfy"),
+    (("linear", 100, 1e-4, 1.0), "the β ends must satisfy"),
+    (("linear", 100, 1e-4, float("nan")), "the β ends must satisfy"),
+    (("linear", 100, "1e-4", 0.02), "beta_start must be a number"),
+    (("sigmoid", 100), "unknown schedule 'sigmoid'; choose one of linear, cosine, scaled_linear."),
+])
+def test_bad_beta_ends_and_kinds(args: tuple, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        make_schedule(*args)
+
+
+def test_scaled_linear_derived_arrays() -> None:
+    s = make_schedule("scaled_linear", 300, 0.00085, 0.012)
+    np.testing.assert_allclose(s.alphas_cumprod, np.cumprod(1 - s.betas), rtol=1e-14)
+    np.testing.assert_allclose(s.posterior_log_variance_clipped[1:], np.log(s.posterior_variance[1:]), rtol=1e-12)
+    assert s.posterior_log_variance_clipped[0] == s.posterior_log_variance_clipped[1]
