@@ -62,11 +62,15 @@ class InitImage:
     _cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)  # thumbnail, fitted arrays
 
     @classmethod
-    def from_file(cls, path: str | Path) -> InitImage:
-        """Any image file Pillow reads; UsageError with one sentence if it cannot be read."""
+    def from_file(cls, path: str | Path, expected_sha256: str = "") -> InitImage:
+        """Any image file Pillow reads; UsageError with one sentence if it cannot be read, or if
+        its SHA-256 is not `expected_sha256` (when given: the file a PNG names has changed)."""
         path = Path(path).absolute()
-        image = read_image(path, "The init image")
-        return cls(image, path.name, sha256_file(path, "init image"), path)
+        sha = sha256_file(path, "init image")
+        if expected_sha256 and sha != expected_sha256:
+            raise UsageError(f"The init image {path.name} has changed since (its SHA-256 differs): "
+                             "open the original again to make this image.")
+        return cls(read_image(path, "The init image"), path.name, sha, path)
 
     @classmethod
     def from_image(cls, image: np.ndarray | Image.Image, source: str = "") -> InitImage:
@@ -120,18 +124,14 @@ def recorded_name(metadata: dict[str, Any]) -> str:
     return str(metadata.get(SOURCE_KEY) or "")
 
 
-def find_recorded(metadata: dict[str, Any], known: dict[str, InitImage]) -> InitImage | None:
-    """The init image a PNG's metadata names, if it is still available: one used in this
-    session with the recorded SHA-256, else the recorded file if it still has that SHA-256
-    (or exists, when no hash was recorded, e.g. by the CLI)."""
-    sha = str(metadata.get(SHA_KEY) or "")
-    if sha and sha in known:
-        return known[sha]
+def recorded_sha256(metadata: dict[str, Any]) -> str:
+    return str(metadata.get(SHA_KEY) or "")
+
+
+def recorded_file(metadata: dict[str, Any]) -> Path | None:
+    """The init image file a PNG's metadata names, if it still exists (its SHA-256 is checked
+    when it is read: `InitImage.from_file(path, recorded_sha256(metadata))`)."""
     path = metadata.get(PATH_KEY)
-    if not path:
+    if not path or not Path(str(path)).is_file():
         return None
-    try:
-        found = InitImage.from_file(str(path))
-    except UsageError:
-        return None
-    return found if not sha or found.sha256 == sha else None
+    return Path(str(path))

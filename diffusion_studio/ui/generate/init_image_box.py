@@ -65,16 +65,17 @@ class FileLoader(QObject):
         super().__init__(parent)
         self.latest = 0
 
-    def load(self, path: Path, fit: tuple[int, int] | None) -> int:
+    def load(self, path: Path, fit: tuple[int, int] | None, sha256: str = "") -> int:
+        """Read `path` (refused if `sha256` is given and the file's differs)."""
         self.latest += 1
-        threading.Thread(target=self._read, args=(self.latest, path, fit), name="init-image-loader",
+        threading.Thread(target=self._read, args=(self.latest, path, fit, sha256), name="init-image-loader",
                          daemon=True).start()
         return self.latest
 
-    def _read(self, number: int, path: Path, fit: tuple[int, int] | None) -> None:
+    def _read(self, number: int, path: Path, fit: tuple[int, int] | None, sha256: str) -> None:
         init, error = None, ""
         try:
-            init = InitImage.from_file(path)
+            init = InitImage.from_file(path, sha256)
             init.thumbnail()
             if fit is not None:
                 init.model_array(*fit)  # warmed here, so Generate does not wait for a large photo
@@ -170,6 +171,7 @@ class InitImageBox(QGroupBox):
         self.strengthSpin.valueChanged.connect(self._push_strength)
         state.settingsChanged.connect(self._show_settings)
         state.initImageChanged.connect(self._show_init)
+        state.initImageFileWanted.connect(self.load_file)  # Reuse of a PNG whose init image is a file
         state.runningChanged.connect(self._update_enabled)
         self._show_settings()
         self._show_init()
@@ -220,13 +222,13 @@ class InitImageBox(QGroupBox):
         self.strengthSpin.setEnabled(has_image)
 
     # --- where images come from --------------------------------------------------------------
-    def load_file(self, path: str | Path) -> None:
+    def load_file(self, path: str | Path, sha256: str = "") -> None:
         """Use an image file, read in the loader thread (`loadFinished` says how it ended); a file
-        that cannot be read is a dialog and a note, never a traceback."""
+        that cannot be read (or, with `sha256`, has changed) is a dialog and a note, never a traceback."""
         path = Path(path)
         model = self.state.model
         fit = (model.bundle.image_size, model.bundle.channels) if model is not None else None
-        self.loader.load(path, fit)
+        self.loader.load(path, fit, sha256)
         self.initImageLabel.setText(f"Reading {path.name}…")
 
     def _on_loaded(self, number: int, init: InitImage | None, error: str) -> None:
@@ -275,6 +277,8 @@ class InitImageBox(QGroupBox):
         return False
 
     def _refuse(self, sentence: str) -> None:
+        if self.state.init_image is None:
+            self.state.set_init_image(None, sentence)  # the note stays under the empty box
         self.initImageLabel.setText(sentence)
         self.errorOccurred.emit("Cannot use the init image", sentence)
 

@@ -28,7 +28,7 @@ from diffusion_studio.core.images import to_uint8
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.pipeline import GenerationRequest
 from diffusion_studio.ui.generate.history import HistoryEntry, HistoryStore
-from diffusion_studio.ui.generate.init_image import InitImage, find_recorded, recorded_name
+from diffusion_studio.ui.generate.init_image import InitImage, recorded_file, recorded_name, recorded_sha256
 from diffusion_studio.ui.generate.settings import GenerationSettings
 from diffusion_studio.ui.generate.worker import MAX_PREVIEW_HZ, GenerationController, RunResult
 
@@ -86,6 +86,7 @@ class GenerateState(QObject):
     settingsChanged = Signal(object)  # GenerationSettings
     modelChanged = Signal(object)  # LoadedModel | None
     initImageChanged = Signal(object)  # InitImage | None (`init_image_note` says why it is None)
+    initImageFileWanted = Signal(object, str)  # Path, SHA-256: Reuse needs this file read (a view's thread)
     runningChanged = Signal(bool)  # a run started (True) or its thread has stopped (False)
     refused = Signal(str, str)  # title, sentence: Generate could not start a run
     # The run, on the GUI thread:
@@ -157,18 +158,24 @@ class GenerateState(QObject):
         self.initImageChanged.emit(init)
 
     def _restore_init_image(self, metadata: dict[str, Any]) -> list[str]:
-        """An img2img PNG: its init image from this session or its file, else a note; a
-        text-to-image PNG: no init image (so Generate makes that image again)."""
+        """An img2img PNG: its init image from this session, or its file (read by the view's loader
+        thread, `initImageFileWanted`), else a note; a text-to-image PNG: no init image (so
+        Generate makes that image again)."""
         if metadata.get("strength") is None:
             if self._init_image is None:
                 return []
             self.set_init_image(None)
             return ["init image cleared (the image was made from text alone)"]
-        found = find_recorded(metadata, self._init_images)
-        if found is not None:
+        sha, name = recorded_sha256(metadata), recorded_name(metadata)
+        if sha in self._init_images:
+            found = self._init_images[sha]
             self.set_init_image(found)
             return [f"init image {found.source}"]
-        name = recorded_name(metadata)
+        path = recorded_file(metadata)
+        if path is not None:
+            self.set_init_image(None, f"Reading {name}…")
+            self.initImageFileWanted.emit(path, sha)
+            return [f"init image {name} (from its file)"]
         note = (f"The init image {name} is no longer available: open it again to make this image."
                 if name else "The image was made from an init image it does not name.")
         self.set_init_image(None, note)

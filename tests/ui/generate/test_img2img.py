@@ -135,14 +135,24 @@ def test_reuse_restores_strength_and_the_init_image_or_says_it_is_gone(
     again, _, _ = run(qtbot, ws)
     assert np.array_equal(again, first)  # Reuse makes the image again
 
-    fresh = GenerateWorkspace(HistoryStore(tmp_path / "other"))  # a later session: found at its path
+    fresh = GenerateWorkspace(HistoryStore(tmp_path / "other"))  # a later session: read from its path
     qtbot.addWidget(fresh)
     fresh.set_model(shipped)
-    assert fresh.apply_metadata(entry.metadata, entry.path.name)
-    assert fresh.state.init_image is not None and fresh.state.init_image.sha256 == entry.metadata["init_image_sha256"]
-    red_png.unlink()
-    later = GenerateWorkspace(HistoryStore(tmp_path / "later"))
+    with qtbot.waitSignal(fresh.settingsPanel.initImageBox.loadFinished, timeout=10_000) as blocker:
+        assert fresh.apply_metadata(entry.metadata, entry.path.name)
+    assert blocker.args == [True] and fresh.state.init_image.sha256 == entry.metadata["init_image_sha256"]
+    later = GenerateWorkspace(HistoryStore(tmp_path / "later"))  # another session, the file changed since
     qtbot.addWidget(later)
+    Image.fromarray(RED[::-1, ::-1].copy() // 2).save(red_png)
+    errors: list[str] = []
+    later.errorOccurred.connect(lambda _title, message: errors.append(message))
+    with qtbot.waitSignal(later.settingsPanel.initImageBox.loadFinished, timeout=10_000) as blocker:
+        later.apply_metadata(entry.metadata, entry.path.name)
+    assert blocker.args == [False] and later.state.init_image is None
+    assert errors == ["The init image red.png has changed since (its SHA-256 differs): open the original "
+                      "again to make this image."]
+    assert later.settingsPanel.initImageBox.initImageLabel.text() == errors[0]
+    red_png.unlink()  # and then deleted
     later.statusMessage.connect(messages.append)
     assert later.apply_metadata(entry.metadata, entry.path.name)
     assert later.state.settings.strength == 0.3 and later.state.init_image is None
