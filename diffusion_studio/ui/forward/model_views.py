@@ -238,14 +238,19 @@ class PosteriorView(QWidget):
         boxes = []
         self.views: dict[str, ImageView] = {}
         for key, title, name in (
-            ("mean_q", "μ̃<sub>t</sub> (true mean, uses x<sub>0</sub>)", "posteriorMeanView"),
-            ("sample_q", "sample of q: μ̃<sub>t</sub> + √β̃<sub>t</sub> z", "posteriorSampleView"),
-            ("mean_p", "μ<sub>θ</sub> (model mean, uses x̂<sub>0</sub>)", "modelMeanView"),
-            ("sample_p", "sample of p<sub>θ</sub>: μ<sub>θ</sub> + σ<sub>t</sub> z", "modelSampleView"),
+            ("mean_q", "μ̃<sub>t</sub> (true mean)", "posteriorMeanView"),
+            ("sample_q", "q: μ̃<sub>t</sub> + √β̃<sub>t</sub> z", "posteriorSampleView"),
+            ("mean_p", "μ<sub>θ</sub> (model mean)", "modelMeanView"),
+            ("sample_p", "p<sub>θ</sub>: μ<sub>θ</sub> + σ<sub>t</sub> z", "modelSampleView"),
         ):
             box, view, _label = _image_panel(title, name, "")
             boxes.append(box)
             self.views[key] = view
+        for key, tip in (("mean_q", "μ̃_t = c₁ x₀ + c₂ x_t: the mean of q, from the true x₀"),
+                         ("sample_q", "x_{t−1} drawn from q(x_{t−1} | x_t, x₀)"),
+                         ("mean_p", "μ_θ = c₁ x̂₀ + c₂ x_t: the same formula with the model's x̂₀"),
+                         ("sample_p", "x_{t−1} drawn from p_θ(x_{t−1} | x_t) with the same z")):
+            self.views[key].setToolTip(tip)
         diff_box, self.differenceView, self.differenceTitle = _image_panel("μ̃<sub>t</sub> − μ<sub>θ</sub>",
                                                                            "meanDifferenceView", "")
         self.differenceView.setToolTip("c₁ (x₀ − x̂₀), stretched so its largest value is full scale; grey is 0")
