@@ -40,7 +40,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "guidance": ("guided_eps_fn",),
     "images": ("from_uint8", "make_grid", "to_uint8"),
     "params": ("DdpmVariance", "SamplerKind", "parse_sampler"),
-    "samplers": ("make_timesteps",),
+    "sampler_steps": ("make_timesteps",),
     "sampling_loop": ("Denoiser", "EpsFn", "Step", "sample"),
     "schedule": ("Schedule", "ScheduleKind", "make_schedule"),
 }
