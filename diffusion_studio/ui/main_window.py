@@ -30,6 +30,7 @@ from diffusion_studio.ui.generate.worker import RunResult
 from diffusion_studio.ui.generate.workspace import GenerateWorkspace
 from diffusion_studio.ui.models import LoadedModel, ModelEntry, ModelLibrary, device_text
 from diffusion_studio.ui.persistence import AppSettings, data_dir, ensure_identity, history_dir
+from diffusion_studio.ui.toy.workspace import ToyLabWorkspace
 from diffusion_studio.ui.train.workspace import TrainWorkspace
 from diffusion_studio.ui.widgets.hats import hat_font
 
@@ -64,6 +65,9 @@ class MainWindow(QMainWindow):
         self.add_workspace(self.forwardWorkspace, "Forward process")
         self.trainWorkspace = TrainWorkspace(data_dir() / "runs")
         self.add_workspace(self.trainWorkspace, "Train")
+        self.toyLab = ToyLabWorkspace()  # the 2D lab: train and sample an MLP ε_θ on point clouds
+        self.add_workspace(self.toyLab, "2D lab")
+        self.toyLab.statusMessage.connect(lambda text: self.show_status(text, 8000))
         self.setCentralWidget(self.tabs)
 
         self._build_status_bar()
@@ -424,6 +428,8 @@ class MainWindow(QMainWindow):
             if not self.generateWorkspace.shutdown():
                 log.error("The generation thread did not stop in time.")
             self.forwardWorkspace.shutdown()
+            if not self.toyLab.shutdown():
+                log.error("The 2D lab thread did not stop in time.")
             self.save_settings()
         event.accept()
 

@@ -1,0 +1,207 @@
+"""`ToyPlot` (objectName `toyPlot`): the 2D lab's one pyqtgraph plot.
+
+Layers, bottom to top: the learned field as arrows on a grid (one PlotDataItem with
+connect='pairs' for the shafts and one for the heads: pyqtgraph has no quiver), the data
+(x_0, or x_t of the forward process), the drawn anchor points, a few reverse trajectories as
+lines from x_T (hollow circles) to x_0, and the samples. Clicking or dragging with the left
+button adds points while drawing is on (`pointsDrawn`). Colours follow the palette (dark
+text on a light background in the default theme) and the fonts are large enough to project.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtWidgets import QWidget
+
+VIEW_RANGE = 3.2  # the plot shows [−3.2, 3.2]²: unit-variance data and most of N(0, I)
+FONT_PT = 12
+HEAD_ANGLE = np.deg2rad(28.0)
+HEAD_FRACTION = 0.32  # head length / arrow length
+
+DATA_COLOR = QColor(31, 119, 180)  # blue
+SAMPLE_COLOR = QColor(214, 39, 40)  # red
+PATH_COLOR = QColor(255, 127, 14)  # orange
+DRAWN_COLOR = QColor(44, 160, 44)  # green
+
+
+class DrawViewBox(pg.ViewBox):
+    """A ViewBox that turns left clicks and drags into points while `drawing` is on."""
+
+    pointsDrawn = Signal(object)  # np.ndarray [k, 2] in data coordinates
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawing = False
+
+    def _emit_at(self, scene_pos: object) -> None:
+        p = self.mapSceneToView(scene_pos)
+        self.pointsDrawn.emit(np.array([[p.x(), p.y()]], dtype=np.float64))
+
+    def mouseClickEvent(self, ev: Any) -> None:  # noqa: N802 (Qt name)
+        if self.drawing and ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._emit_at(ev.scenePos())
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev: Any, axis: object = None) -> None:  # noqa: N802 (Qt name)
+        if self.drawing and ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            self._emit_at(ev.scenePos())
+        else:
+            super().mouseDragEvent(ev, axis)
+
+
+def arrow_segments(origins: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shafts [2K, 2], heads [4K, 2]) as point pairs for connect='pairs': each arrow from o to o + v
+    and two head strokes from the tip back at ±HEAD_ANGLE. Zero-length arrows are left out."""
+    keep = np.linalg.norm(vectors, axis=1) > 1e-9
+    o, v = origins[keep], vectors[keep]
+    tips = o + v
+    shafts = np.stack([o, tips], axis=1).reshape(-1, 2)
+    back = -v * HEAD_FRACTION
+    strokes = []
+    for angle in (HEAD_ANGLE, -HEAD_ANGLE):
+        c, s = np.cos(angle), np.sin(angle)
+        rotated = np.stack([c * back[:, 0] - s * back[:, 1], s * back[:, 0] + c * back[:, 1]], axis=1)
+        strokes.append(np.stack([tips, tips + rotated], axis=1))
+    heads = np.concatenate(strokes, axis=1).reshape(-1, 2)
+    return shafts, heads
+
+
+def path_polyline(paths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trajectories [K, S, 2] as one polyline broken by NaN rows (connect='finite')."""
+    k, s, _ = paths.shape
+    gap = np.full((k, 1, 2), np.nan)
+    joined = np.concatenate([paths, gap], axis=1).reshape(-1, 2)
+    return joined[:, 0], joined[:, 1]
+
+
+class ToyPlot(pg.PlotWidget):
+    pointsDrawn = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        self.viewBox = DrawViewBox()
+        palette = (parent or QWidget()).palette() if parent is not None else QPalette()
+        background = palette.color(QPalette.ColorRole.Base)
+        super().__init__(parent, background=background, viewBox=self.viewBox)
+        self.setObjectName("toyPlot")
+        self.setAccessibleName("2D lab plot: data, samples, trajectories and the learned field")
+        self.setMinimumSize(420, 420)
+        fg = palette.color(QPalette.ColorRole.Text)
+        font = QFont(self.font())
+        font.setPointSizeF(FONT_PT)
+        item = self.getPlotItem()
+        item.setAspectLocked(True)
+        item.showGrid(x=True, y=True, alpha=0.15)
+        for name in ("left", "bottom"):
+            axis = item.getAxis(name)
+            axis.setPen(pg.mkPen(fg))
+            axis.setTextPen(pg.mkPen(fg))
+            axis.setStyle(tickFont=font)
+        label_style = {"color": fg.name(), "font-size": f"{FONT_PT}pt"}
+        item.setLabel("bottom", "x₁", **label_style)
+        item.setLabel("left", "x₂", **label_style)
+        self.setRange(xRange=(-VIEW_RANGE, VIEW_RANGE), yRange=(-VIEW_RANGE, VIEW_RANGE), padding=0)
+        self.legend = item.addLegend(offset=(8, 8), labelTextSize=f"{FONT_PT}pt", labelTextColor=fg,
+                                     brush=pg.mkBrush(QColor(background.red(), background.green(),
+                                                             background.blue(), 215)),
+                                     pen=pg.mkPen(QColor(fg.red(), fg.green(), fg.blue(), 90)))
+
+        field_color = QColor(fg)
+        field_color.setAlpha(120)
+        self.fieldItem = pg.PlotDataItem(connect="pairs", pen=pg.mkPen(field_color, width=1.4),
+                                         name="learned field (arrows)")
+        self.fieldHeadItem = pg.PlotDataItem(connect="pairs", pen=pg.mkPen(field_color, width=1.4))
+        data_brush = QColor(DATA_COLOR)
+        data_brush.setAlpha(110)
+        self.dataItem = pg.PlotDataItem(pen=None, symbol="o", symbolSize=5, symbolPen=None,
+                                        symbolBrush=data_brush, name="data x₀")
+        self.drawnItem = pg.PlotDataItem(pen=None, symbol="+", symbolSize=11,
+                                         symbolPen=pg.mkPen(DRAWN_COLOR, width=2), name="drawn points")
+        self.pathItem = pg.PlotDataItem(connect="finite", pen=pg.mkPen(PATH_COLOR, width=1.6),
+                                        name="reverse trajectories x_T → x₀")
+        self.pathStartItem = pg.PlotDataItem(pen=None, symbol="o", symbolSize=8, symbolBrush=None,
+                                             symbolPen=pg.mkPen(PATH_COLOR, width=1.6))
+        sample_brush = QColor(SAMPLE_COLOR)
+        sample_brush.setAlpha(150)
+        self.sampleItem = pg.PlotDataItem(pen=None, symbol="o", symbolSize=5, symbolPen=None,
+                                          symbolBrush=sample_brush, name="samples")
+        for it in (self.fieldItem, self.fieldHeadItem, self.dataItem, self.drawnItem, self.pathItem,
+                   self.pathStartItem, self.sampleItem):
+            item.addItem(it)
+        self._legend_items: dict[str, pg.PlotDataItem] = {}
+        self.viewBox.pointsDrawn.connect(self.pointsDrawn)
+        self._sync_legend()
+
+    # --- drawing -----------------------------------------------------------------------------
+    def set_drawing(self, on: bool) -> None:
+        self.viewBox.drawing = bool(on)
+        self.viewBox.setMouseEnabled(x=not on, y=not on)  # no panning while drawing
+        self.setCursor(Qt.CursorShape.CrossCursor if on else Qt.CursorShape.ArrowCursor)
+
+    # --- layers ------------------------------------------------------------------------------
+    def set_data(self, points: np.ndarray | None, name: str) -> None:
+        if points is None or len(points) == 0:
+            self.dataItem.setData([], [])
+        else:
+            self.dataItem.setData(points[:, 0], points[:, 1])
+        self.dataItem.opts["name"] = name
+        self._sync_legend()
+
+    def set_drawn(self, points: np.ndarray | None) -> None:
+        if points is None or len(points) == 0:
+            self.drawnItem.setData([], [])
+        else:
+            self.drawnItem.setData(points[:, 0], points[:, 1])
+        self._sync_legend()
+
+    def set_samples(self, points: np.ndarray | None, name: str = "samples") -> None:
+        if points is None or len(points) == 0:
+            self.sampleItem.setData([], [])
+        else:
+            self.sampleItem.setData(points[:, 0], points[:, 1])
+        self.sampleItem.opts["name"] = name
+        self._sync_legend()
+
+    def set_paths(self, paths: np.ndarray | None) -> None:
+        """Reverse trajectories [K, S, 2] from x_T (marked) to x_0, or None."""
+        if paths is None or paths.size == 0:
+            self.pathItem.setData([], [])
+            self.pathStartItem.setData([], [])
+        else:
+            x, y = path_polyline(paths)
+            self.pathItem.setData(x, y)
+            self.pathStartItem.setData(paths[:, 0, 0], paths[:, 0, 1])
+        self._sync_legend()
+
+    def set_field(self, origins: np.ndarray | None, vectors: np.ndarray | None, name: str = "") -> None:
+        if origins is None or vectors is None or len(origins) == 0:
+            self.fieldItem.setData([], [])
+            self.fieldHeadItem.setData([], [])
+        else:
+            shafts, heads = arrow_segments(origins, vectors)
+            self.fieldItem.setData(shafts[:, 0], shafts[:, 1])
+            self.fieldHeadItem.setData(heads[:, 0], heads[:, 1])
+        if name:
+            self.fieldItem.opts["name"] = name
+        self._sync_legend()
+
+    def _sync_legend(self) -> None:
+        """The legend lists the layers that show something, under their current names."""
+        self.legend.clear()
+        for it in (self.dataItem, self.drawnItem, self.sampleItem, self.pathItem, self.fieldItem):
+            if it.isVisible() and it.xData is not None and len(it.xData) > 0:
+                self.legend.addItem(it, it.opts["name"])
+
+    def set_layer_visible(self, layer: str, visible: bool) -> None:
+        items = {"data": (self.dataItem, self.drawnItem), "samples": (self.sampleItem,),
+                 "paths": (self.pathItem, self.pathStartItem), "field": (self.fieldItem, self.fieldHeadItem)}[layer]
+        for it in items:
+            it.setVisible(visible)
+        self._sync_legend()
