@@ -388,3 +388,110 @@ def test_hostile_model_json_huge_T(bundle_copy, T):
         load_bundle(folder, device="cpu")
     assert str(info.value).startswith(f"{folder / 'model.json'}: field 'diffusion.T' must be at most 100000 "
                                       "(the most steps a schedule can hold), got 1")
+
+
+# --- format 2: class-conditional and unconditional graphs --------------------------------------
+
+
+def _v2_graph(path: Path, *, kind: str, out_channels: int = 3, label_type=TensorProto.INT64,
+              output: str = "model_output") -> None:
+    """out = x + t/1000 (+ class_label), concatenated twice for 2C outputs: inputs x, t[, class_labels]."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8]),
+              helper.make_tensor_value_info("t", TensorProto.INT64, ["N"])]
+    nodes = [helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
+             helper.make_node("Constant", [], ["k"], value=helper.make_tensor("k", TensorProto.FLOAT, [], [1e-3])),
+             helper.make_node("Mul", ["tf", "k"], ["shift"])]
+    if kind == "class":
+        inputs.append(helper.make_tensor_value_info("class_labels", label_type, ["N"]))
+        nodes += [helper.make_node("Cast", ["class_labels"], ["lf"], to=TensorProto.FLOAT),
+                  helper.make_node("Add", ["shift", "lf"], ["shift2"])]
+        shift = "shift2"
+    else:
+        shift = "shift"
+    nodes += [helper.make_node("Constant", [], ["shape"],
+                               value=helper.make_tensor("shape", TensorProto.INT64, [4], [-1, 1, 1, 1])),
+              helper.make_node("Reshape", [shift, "shape"], ["s4"]),
+              helper.make_node("Add", ["x", "s4"], ["y" if out_channels == 6 else output])]
+    if out_channels == 6:
+        nodes.append(helper.make_node("Concat", ["y", "y"], [output], axis=1))
+    out = helper.make_tensor_value_info(output, TensorProto.FLOAT, ["N", out_channels, 8, 8])
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, [out]),
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def _v2_bundle(folder: Path, *, kind: str, variance: str = "fixed_large", **graph) -> Path:
+    _v2_graph(folder / "unet.onnx", kind=kind, out_channels=6 if variance == "learned_range" else 3, **graph)
+
+    def edit(d: dict) -> None:
+        d["format_version"] = 2
+        d["diffusion"].update(schedule="scaled_linear", beta_start=0.001, beta_end=0.02, prediction="v_prediction",
+                              variance=variance)
+        d["conditioning"] = {"kind": "class", "num_classes": 4, "class_names": ["a", "b", "c", "d"]} \
+            if kind == "class" else {"kind": "none"}
+
+    _edit_model_json(folder, edit)
+    _rehash(folder)
+    return folder
+
+
+def test_unconditional_v2_bundle_loads_and_feeds_only_x_and_t(bundle_copy):
+    bundle = load_bundle(_v2_bundle(bundle_copy(), kind="none"), device="cpu")
+    assert (bundle.conditioning_kind, bundle.num_classes, bundle.class_names, bundle.text_encoder) == (
+        "none", None, None, None)
+    assert (bundle.prediction, bundle.variance) == ("v_prediction", "fixed_large")
+    np.testing.assert_array_equal(bundle.schedule.betas, make_schedule("scaled_linear", 50, 0.001, 0.02).betas)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    out = bundle.denoiser(x, np.array([10, 40]), context=np.zeros((2, 8, 384), np.float32))  # extra input: unused
+    np.testing.assert_allclose(out, x + np.array([0.01, 0.04], np.float32)[:, None, None, None], atol=1e-6)
+
+
+def test_class_v2_bundle_feeds_class_labels_and_learned_range_has_2c_outputs(bundle_copy):
+    bundle = load_bundle(_v2_bundle(bundle_copy(), kind="class", variance="learned_range"), device="cpu")
+    assert (bundle.conditioning_kind, bundle.num_classes, bundle.class_names) == ("class", 4, ("a", "b", "c", "d"))
+    assert bundle.variance == "learned_range"
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    out = bundle.denoiser(x, np.array([1, 2]), class_labels=np.array([3, 0]))
+    assert out.shape == (2, 6, 8, 8) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, 0, 0, 0], [3.001, 0.002], atol=1e-6)
+    with pytest.raises(ValueError, match="needs the input 'class_labels'"):
+        bundle.denoiser(x, np.array([1, 2]))
+
+
+def test_text_denoiser_keywords_equal_the_positional_call(tiny_bundle):
+    bundle = load_bundle(tiny_bundle, device="cpu")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    context, mask = bundle.text_encoder.encode(["a red circle", ""])
+    t = np.array([3, 30])
+    np.testing.assert_array_equal(bundle.denoiser(x, t, context, mask),
+                                  bundle.denoiser(x, t, context=context, context_mask=mask))
+
+
+V2_BROKEN = {
+    "text graph for kind none": (dict(kind="none"), _graph(),
+                                 "but a U-Net must take exactly x, t (conditioning kind 'none')"),
+    "no labels for kind class": (dict(kind="class"), lambda f: _v2_graph(f / "unet.onnx", kind="none"),
+                                 "but a U-Net must take exactly x, t, class_labels (conditioning kind 'class')"),
+    "float labels": (dict(kind="class"), lambda f: _v2_graph(f / "unet.onnx", kind="class",
+                                                             label_type=TensorProto.FLOAT),
+                     "class_labels has type tensor(float), but model.json needs tensor(int64)"),
+    "eps output name": (dict(kind="none"), lambda f: _v2_graph(f / "unet.onnx", kind="none", output="eps"),
+                        "has outputs ['eps'], but a U-Net's first output must be 'model_output'"),
+    "C outputs for learned_range": (dict(kind="none", variance="learned_range"),
+                                    lambda f: _v2_graph(f / "unet.onnx", kind="none"),
+                                    "model_output has shape [N, 3, 8, 8], but model.json needs [N, 6, 8, 8] "
+                                    "(image size 8, 3 channels, 6 output channels, kind none)"),
+}
+
+
+@pytest.mark.parametrize("case", list(V2_BROKEN))
+def test_v2_graph_that_disagrees_with_its_kind_is_one_sentence(bundle_copy, case):
+    bundle_args, breaker, words = V2_BROKEN[case]
+    folder = _v2_bundle(bundle_copy(), **bundle_args)
+    breaker(folder)
+    _rehash(folder)
+    with pytest.raises(BundleError) as info:
+        load_bundle(folder, device="cpu")
+    assert words in str(info.value) and "\n" not in str(info.value)
