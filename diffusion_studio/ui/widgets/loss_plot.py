@@ -1,5 +1,6 @@
-"""`LossPlot`: the training loss over steps (linear or log scale) and the latest loss per
-timestep bucket as bars (t ∈ (bT/10, (b+1)T/10]), painted with QPainter in the palette's colours.
+"""`LossPlot`: the training loss over steps (linear or log scale) and, below it, the latest
+loss per timestep bucket as bars (bucket b holds t ∈ (bT/n, (b+1)T/n]); pyqtgraph plots with
+pan, zoom, a hover readout and export from the context menu.
 
 The ε-prediction loss ‖ε − ε_θ(x_t, t)‖² is large at small t (the noise is hard to see) and
 small at large t (x_t is almost all noise), so the bars show where the network still errs.
@@ -9,25 +10,25 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt
-from PySide6.QtGui import QColor, QFontMetricsF, QPainter, QPalette, QPen
+import numpy as np
+from PySide6.QtCore import QEvent, QSize
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from diffusion_studio.ui.widgets.plotting import (
-    Axes,
-    draw_frame,
-    draw_legend,
-    log_ticks,
-    muted,
-    nice_ticks,
-    polylines,
+    HoverReadout,
+    Readout,
+    label_style,
+    pg,
     series_color,
+    style_plot,
 )
 
 PLACEHOLDER = "The loss appears here once training runs."
+MARK_POINTS_UP_TO = 60  # with few points, each one gets a dot
 
 
-class LossPlot(QWidget):
+class LossPlot(pg.GraphicsView):
+    # Not a pg.GraphicsLayoutWidget: that one shadows clear() with its layout's (instance attribute).
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("lossPlot")
@@ -38,145 +39,152 @@ class LossPlot(QWidget):
         self._buckets: list[float | None] = []
         self._log = False
 
+        self.ci = pg.GraphicsLayout()
+        self.setCentralItem(self.ci)
+        self.lossItem: pg.PlotItem = self.ci.addPlot(row=0, col=0)
+        self.lossItem.setLabel("bottom", "step")
+        self.lossCurve = self.lossItem.plot([], [], name="loss")
+        self.bucketItem: pg.PlotItem = self.ci.addPlot(row=1, col=0)
+        self.bucketItem.setLabel("bottom", "t / T  (bucket of the sampled timestep)")
+        self.bucketItem.setMouseEnabled(x=False, y=True)
+        self.bucketItem.setXRange(0.0, 1.0, padding=0.02)
+        self.bucketItem.hideButtons()
+        self.bucketBars = pg.BarGraphItem(x0=[], height=[], width=[])
+        self.bucketItem.addItem(self.bucketBars)
+        layout = self.ci.layout
+        layout.setRowStretchFactor(0, 5)
+        layout.setRowStretchFactor(1, 2)
+        self.lossHover = HoverReadout(self.lossItem, self._read_loss)
+        self.bucketHover = HoverReadout(self.bucketItem, self._read_bucket)
+        self._restyle()
+        self._redraw()
+
     # --- data ------------------------------------------------------------------------------
     def clear(self) -> None:
         self._points, self._buckets = [], []
-        self.update()
+        self.lossItem.enableAutoRange()
+        self._redraw()
 
     def add_point(self, step: int, loss: float) -> None:
         if math.isfinite(loss):
             self._points.append((int(step), float(loss)))
-            self.update()
+            self._redraw_loss()
 
     def set_points(self, points: list[tuple[int, float]]) -> None:
         self._points = [(int(s), float(v)) for s, v in points if math.isfinite(v)]
-        self.update()
+        self._redraw_loss()
 
     def points(self) -> list[tuple[int, float]]:
         return list(self._points)
 
     def set_bucket_loss(self, values: list[float | None]) -> None:
         self._buckets = list(values)
-        self.update()
+        self._redraw_buckets()
 
     def bucket_loss(self) -> list[float | None]:
         return list(self._buckets)
 
     def set_log_scale(self, on: bool) -> None:
         self._log = bool(on)
-        self.update()
+        self.lossHover.hide()  # its place was in the other scale
+        self.lossItem.setLogMode(y=self._log)
+        self.lossItem.enableAutoRange()
+        self._redraw_loss()
 
     def log_scale(self) -> bool:
         return self._log
 
-    # --- geometry --------------------------------------------------------------------------
-    def _layout(self) -> tuple[QRectF, QRectF]:
-        """(loss rectangle, bucket-bar rectangle) in pixels."""
-        metrics = QFontMetricsF(self.font())
-        left = metrics.horizontalAdvance("0.0000") + 12
-        right = metrics.horizontalAdvance("00000") / 2 + 8
-        line = metrics.height()
-        width = max(10.0, self.width() - left - right)
-        bars_h = max(50.0, self.height() * 0.28)
-        top = line + 10
-        loss_h = max(20.0, self.height() - top - bars_h - 4 * line - 14)
-        loss = QRectF(left, top, width, loss_h)
-        bars = QRectF(left, loss.bottom() + 2 * line + 10, width, bars_h - line - 4)
-        return loss, bars
+    # --- what is drawn (tests read these back) ---------------------------------------------
+    def curve_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, losses) the loss curve holds (losses as given, before any log scaling)."""
+        x, y = self.lossCurve.getOriginalDataset()
+        return (np.asarray([] if x is None else x, float), np.asarray([] if y is None else y, float))
 
-    def loss_axes(self) -> Axes | None:
-        """The loss axes (None while there is nothing to draw)."""
-        values = [v for _, v in self._points if v > 0 or not self._log]
-        if not values:
-            return None
-        rect, _ = self._layout()
-        lo, hi = min(values), max(values)
-        if self._log:
-            # quarter-decade bounds around the data
-            lo, hi = 10 ** (math.floor(math.log10(lo) * 4) / 4), 10 ** (math.ceil(math.log10(hi) * 4) / 4)
-            if hi <= lo:
-                hi = lo * 10
+    def bar_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """(left edges in t/T, heights) of the bucket bars; empty buckets have none."""
+        return (np.asarray(self.bucketBars.opts["x0"], float), np.asarray(self.bucketBars.opts["height"], float))
+
+    def data_to_pixel(self, plot: pg.PlotItem, x: float, y: float) -> tuple[float, float]:
+        """Widget pixel of data (x, y) in `plot` (y as data, log-scaled here when the axis is)."""
+        if plot is self.lossItem and self._log:
+            y = math.log10(y)
+        vb = plot.getViewBox()
+        vb.prepareForPaint()  # apply a pending auto-range first (it is otherwise applied at the next paint)
+        scene = vb.mapViewToScene(pg.Point(x, y))
+        pixel = self.viewportTransform().map(scene)  # viewport = widget (no frame); not rounded
+        return float(pixel.x()), float(pixel.y())
+
+    # --- drawing ---------------------------------------------------------------------------
+    def _redraw(self) -> None:
+        self._redraw_loss()
+        self._redraw_buckets()
+
+    def _redraw_loss(self) -> None:
+        palette = self.palette()
+        color = series_color(palette, 0)
+        points = [(s, v) for s, v in self._points if v > 0 or not self._log]
+        steps = np.array([s for s, _ in points], dtype=float)
+        values = np.array([v for _, v in points], dtype=float)
+        marks = len(points) <= MARK_POINTS_UP_TO
+        self.lossCurve.setData(
+            steps, values, pen=pg.mkPen(color, width=2),
+            symbol="o" if marks else None, symbolSize=6, symbolBrush=color, symbolPen=None,
+        )
+        if not self._points:
+            title = PLACEHOLDER
         else:
-            pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
-            lo, hi = max(0.0, lo - pad), hi + pad
-        steps = [s for s, _ in self._points]
-        x0, x1 = min(steps), max(steps)
-        if x1 <= x0:
-            x0, x1 = x0 - 1, x1 + 1
-        return Axes(rect, float(x0), float(x1), lo, hi, log_y=self._log)
+            step, loss = self._points[-1]
+            title = f"loss ‖ε − ε_θ‖²  ·  step {step}: {loss:.4f}" + ("  (log scale)" if self._log else "")
+        self.lossItem.setTitle(title, **label_style(palette, self.font()))
+
+    def _redraw_buckets(self) -> None:
+        palette = self.palette()
+        n = len(self._buckets)
+        filled = [(i, float(v)) for i, v in enumerate(self._buckets)
+                  if isinstance(v, (int, float)) and math.isfinite(v)]
+        width = 0.7 / n if n else 0.0
+        x0 = np.array([(i + 0.15) / n for i, _ in filled], dtype=float)
+        heights = np.array([v for _, v in filled], dtype=float)
+        self.bucketBars.setOpts(x0=x0, height=heights, width=width,
+                                brush=pg.mkBrush(series_color(palette, 1)), pen=pg.mkPen(None))
+        top = float(heights.max()) * 1.1 if len(heights) and heights.max() > 0 else 1.0
+        self.bucketItem.setYRange(0.0, top, padding=0.0)
+        self.bucketItem.setTitle("latest loss per timestep bucket", **label_style(palette, self.font()))
+
+    # --- hover -----------------------------------------------------------------------------
+    def _read_loss(self, x: float) -> Readout:
+        if not self._points:
+            return None
+        steps = np.array([s for s, _ in self._points], dtype=float)
+        i = int(np.argmin(np.abs(steps - x)))
+        step, loss = self._points[i]
+        if self._log and loss <= 0:
+            return None
+        y = math.log10(loss) if self._log else loss
+        return float(step), y, f"step {step}\nloss {loss:.5g}"
+
+    def _read_bucket(self, x: float) -> Readout:
+        n = len(self._buckets)
+        if not n or not 0.0 <= x <= 1.0:
+            return None
+        b = min(n - 1, int(x * n))
+        value = self._buckets[b]
+        known = isinstance(value, (int, float)) and math.isfinite(value)
+        text = f"t/T ∈ ({b / n:g}, {(b + 1) / n:g}]\n" + (f"loss {value:.5g}" if known else "no loss yet")
+        return (b + 0.5) / n, float(value) if known else None, text  # type: ignore[arg-type]
+
+    # --- palette ---------------------------------------------------------------------------
+    def _restyle(self) -> None:
+        palette, font = self.palette(), self.font()
+        style_plot(self, [self.lossItem, self.bucketItem], palette, font)
+        self.lossHover.style(palette, font)
+        self.bucketHover.style(palette, font)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.FontChange) and hasattr(self, "bucketHover"):
+            self._restyle()
+            self._redraw()
+        super().changeEvent(event)
 
     def sizeHint(self) -> QSize:
         return QSize(560, 360)
-
-    # --- painting --------------------------------------------------------------------------
-    def paintEvent(self, event: object) -> None:
-        painter = QPainter(self)
-        try:
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            palette = self.palette()
-            painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Base))
-            metrics = QFontMetricsF(painter.font())
-            axes = self.loss_axes()
-            if axes is None:
-                painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
-                painter.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter, PLACEHOLDER)
-                return
-            self._paint_loss(painter, axes, palette, metrics)
-            self._paint_buckets(painter, palette, metrics)
-        finally:
-            painter.end()
-
-    def _paint_loss(self, painter: QPainter, axes: Axes, palette: QPalette, metrics: QFontMetricsF) -> None:
-        yticks = log_ticks(axes.y0, axes.y1) if self._log else nice_ticks(axes.y0, axes.y1, 4)
-        if self._log and len(yticks) < 2:
-            yticks = [axes.y0, axes.y1]
-        draw_frame(painter, axes, palette, nice_ticks(axes.x0, axes.x1, 5), yticks,
-                   fmt_x=lambda v: f"{v:g}" if v == int(v) else "", fmt_y=lambda v: f"{v:.3g}")
-        color = series_color(palette, 0)
-        painter.save()
-        painter.setClipRect(axes.rect.adjusted(-3, -3, 3, 3))
-        painter.setPen(QPen(color, 2.0))
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        steps = [s for s, _ in self._points]
-        values = [v for _, v in self._points]
-        for line in polylines(axes, steps, values):
-            painter.drawPolyline(line)
-        if len(self._points) <= 60:  # few points: mark each one
-            painter.setBrush(color)
-            painter.setPen(Qt.PenStyle.NoPen)
-            for s, v in self._points:
-                if v > 0 or not self._log:
-                    painter.drawEllipse(axes.point(s, v), 3.0, 3.0)
-        painter.restore()
-        step, loss = self._points[-1]
-        title = f"loss ‖ε − ε_θ‖²  ·  step {step}: {loss:.4f}" + ("  (log scale)" if self._log else "")
-        draw_legend(painter, QPointF(axes.rect.left(), metrics.ascent() + 3), [(title, color)], palette)
-
-    def _paint_buckets(self, painter: QPainter, palette: QPalette, metrics: QFontMetricsF) -> None:
-        _, rect = self._layout()
-        painter.setPen(palette.color(QPalette.ColorRole.Text))
-        painter.drawText(QPointF(rect.left(), rect.top() - 6),
-                         "latest loss per timestep bucket (t from 1 to T, left to right)")
-        values = [v for v in self._buckets if isinstance(v, (int, float)) and math.isfinite(v)]
-        painter.setPen(QPen(muted(palette, 110), 1.0))
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        painter.drawRect(rect)
-        if not values:
-            return
-        top = max(values) * 1.1 or 1.0
-        n = len(self._buckets)
-        slot = rect.width() / n
-        color = QColor(series_color(palette, 1))
-        for i, value in enumerate(self._buckets):
-            if value is None or not math.isfinite(value):
-                continue
-            h = rect.height() * min(1.0, value / top)
-            bar = QRectF(rect.left() + i * slot + slot * 0.15, rect.bottom() - h, slot * 0.7, h)
-            painter.fillRect(bar, color)
-        painter.setPen(palette.color(QPalette.ColorRole.Text))
-        label = f"{top:.3g}"
-        painter.drawText(QPointF(rect.left() - metrics.horizontalAdvance(label) - 5, rect.top() + metrics.ascent()),
-                         label)
-        painter.drawText(QPointF(rect.left(), rect.bottom() + metrics.ascent() + 3), "t = 1")
-        below = rect.bottom() + metrics.ascent() + 3
-        painter.drawText(QPointF(rect.right() - metrics.horizontalAdvance("t = T"), below), "t = T")

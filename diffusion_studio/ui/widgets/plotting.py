@@ -1,63 +1,40 @@
-"""Small QPainter plotting helpers shared by the schedule plot and the loss plot (no matplotlib).
+"""pyqtgraph, configured once for the app's plots (schedule_plot.py, loss_plot.py), and the
+pieces they share: palette-aware styling and a hover readout.
 
-Axes map data to pixels (linear or log y), ticks are "nice" numbers, and every colour is
-derived from the widget's palette so plots follow light and dark themes.
+pyqtgraph picks the Qt binding that is already imported, so PySide6 is imported first (and
+named in PYQTGRAPH_QT_LIB). Every colour comes from the widget's palette, so plots follow
+light and dark themes instead of pyqtgraph's black default; pan and zoom are pyqtgraph's
+(drag, wheel, the "A" button resets), and its context menu exports PNG, SVG or CSV.
 """
 
 from __future__ import annotations
 
-import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
-from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFontMetricsF, QPainter, QPalette, QPen, QPolygonF
+from PySide6 import QtCore, QtGui, QtWidgets  # noqa: F401  (the binding pyqtgraph must use)
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QFont, QPalette
+
+os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+import pyqtgraph as pg  # noqa: E402
+
+pg.setConfigOptions(antialias=True)
 
 # Hues (degrees) of the data series after the palette's highlight colour.
 SERIES_HUES = (28, 140, 280, 0)
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About `count` round numbers (1, 2, 2.5 or 5 × 10^k apart) covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        return [lo] if math.isfinite(lo) else []
-    raw = (hi - lo) / max(1, count)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step - 1e-9) * step
-    ticks = []
-    value = first
-    while value <= hi + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
-
-
-def log_ticks(lo: float, hi: float) -> list[float]:
-    """Powers of ten inside [lo, hi]; 2× and 5× in between when the range is under two decades."""
-    if lo <= 0 or hi <= lo:
-        return []
-    k_lo, k_hi = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    mults = (1,) if math.log10(hi / lo) > 2 else (1, 2, 5)
-    ticks = [m * 10.0**k for k in range(k_lo, k_hi + 1) for m in mults]
-    return [v for v in ticks if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
-
-
-def format_tick(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or abs(value) < 1e-3:
-        return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
-    return f"{value:g}"
-
-
 def series_color(palette: QPalette, index: int) -> QColor:
     """Series 0 is the palette's highlight; the others are fixed hues, light enough on dark themes."""
     if index == 0:
-        return palette.color(QPalette.ColorRole.Highlight)
-    dark = palette.color(QPalette.ColorRole.Base).lightnessF() < 0.5
+        return QColor(palette.color(QPalette.ColorRole.Highlight))
     hue = SERIES_HUES[(index - 1) % len(SERIES_HUES)]
-    return QColor.fromHsl(hue, 190, 165 if dark else 105)
+    return QColor.fromHsl(hue, 190, 165 if is_dark(palette) else 105)
+
+
+def is_dark(palette: QPalette) -> bool:
+    return palette.color(QPalette.ColorRole.Base).lightnessF() < 0.5
 
 
 def muted(palette: QPalette, alpha: int = 60) -> QColor:
@@ -67,95 +44,113 @@ def muted(palette: QPalette, alpha: int = 60) -> QColor:
     return color
 
 
-@dataclass
-class Axes:
-    """A data window [x0, x1] × [y0, y1] drawn into `rect` (pixels); y may be log-scaled."""
-
-    rect: QRectF
-    x0: float
-    x1: float
-    y0: float
-    y1: float
-    log_y: bool = False
-
-    def _fy(self, y: float) -> float:
-        return math.log10(max(y, 1e-300)) if self.log_y else y
-
-    def px(self, x: float) -> float:
-        span = self.x1 - self.x0 or 1.0
-        return self.rect.left() + (x - self.x0) / span * self.rect.width()
-
-    def py(self, y: float) -> float:
-        lo, hi = self._fy(self.y0), self._fy(self.y1)
-        span = hi - lo or 1.0
-        return self.rect.bottom() - (self._fy(y) - lo) / span * self.rect.height()
-
-    def point(self, x: float, y: float) -> QPointF:
-        return QPointF(self.px(x), self.py(y))
+def text_color(palette: QPalette) -> QColor:
+    return QColor(palette.color(QPalette.ColorRole.Text))
 
 
-def draw_frame(
-    painter: QPainter,
-    axes: Axes,
-    palette: QPalette,
-    xticks: Sequence[float],
-    yticks: Sequence[float],
-    fmt_x: Callable[[float], str] = format_tick,
-    fmt_y: Callable[[float], str] = format_tick,
-) -> None:
-    """Grid lines at the ticks, tick labels left of and below the plot, and a frame."""
-    metrics = QFontMetricsF(painter.font())
-    text = palette.color(QPalette.ColorRole.Text)
-    r = axes.rect
-    painter.setPen(QPen(muted(palette, 40), 1.0))
-    for x in xticks:
-        painter.drawLine(QPointF(axes.px(x), r.top()), QPointF(axes.px(x), r.bottom()))
-    for y in yticks:
-        painter.drawLine(QPointF(r.left(), axes.py(y)), QPointF(r.right(), axes.py(y)))
-    painter.setPen(text)
-    for x in xticks:
-        label = fmt_x(x)
-        w = metrics.horizontalAdvance(label)
-        painter.drawText(QPointF(axes.px(x) - w / 2, r.bottom() + metrics.ascent() + 3), label)
-    for y in yticks:
-        label = fmt_y(y)
-        w = metrics.horizontalAdvance(label)
-        painter.drawText(QPointF(r.left() - w - 5, axes.py(y) + metrics.ascent() / 2 - 1), label)
-    painter.setPen(QPen(muted(palette, 110), 1.0))
-    painter.setBrush(Qt.BrushStyle.NoBrush)
-    painter.drawRect(r)
+def background(palette: QPalette) -> QColor:
+    return QColor(palette.color(QPalette.ColorRole.Base))
 
 
-def polylines(axes: Axes, xs: Sequence[float], ys: Sequence[float | None]) -> list[QPolygonF]:
-    """Polylines through the points, broken at non-finite (or, on log axes, non-positive) values."""
-    runs: list[list[QPointF]] = [[]]
-    for x, y in zip(xs, ys, strict=False):
-        if y is None or not math.isfinite(y) or (axes.log_y and y <= 0):
-            if runs[-1]:
-                runs.append([])
-            continue
-        runs[-1].append(axes.point(x, y))
-    return [QPolygonF(run) for run in runs if run]
+def style_plot(view: pg.GraphicsView, plots: Sequence[pg.PlotItem], palette: QPalette, font: QFont) -> None:
+    """Palette background, text-coloured axes with the widget's font, a faint grid."""
+    view.setBackground(background(palette))
+    text = text_color(palette)
+    for plot in plots:
+        for name in ("left", "bottom"):
+            axis = plot.getAxis(name)
+            axis.setPen(pg.mkPen(muted(palette, 130)))
+            axis.setTextPen(pg.mkPen(text))
+            axis.setTickFont(font)
+            axis.setStyle(tickTextOffset=4)
+            if axis.labelText:
+                axis.setLabel(axis.labelText, units=axis.labelUnits, **label_style(palette, font))
+        plot.showGrid(x=True, y=True, alpha=0.14)
+        plot.titleLabel.setAttr("color", text.name())
+        plot.titleLabel.setAttr("size", f"{font.pointSizeF():g}pt")
+        plot.titleLabel.setText(plot.titleLabel.text)
 
 
-def legend_entry_width(metrics: QFontMetricsF, label: str) -> float:
-    """Pixels one legend entry takes (line sample, gap, label, gap to the next)."""
-    return 21 + metrics.horizontalAdvance(label) + 14
+def label_style(palette: QPalette, font: QFont) -> dict[str, str]:
+    """CSS for an axis label in the widget's font and text colour."""
+    return {"color": text_color(palette).name(), "font-size": f"{font.pointSizeF():g}pt"}
 
 
-def draw_legend(painter: QPainter, origin: QPointF, entries: Sequence[tuple[str, QColor]],
-                palette: QPalette) -> float:
-    """A one-row legend (line sample + label per entry) with its baseline left end at `origin`.
+def style_legend(legend: pg.LegendItem, palette: QPalette, font: QFont, frame: bool = True) -> None:
+    """Text-coloured labels; a translucent box over the data, or none (a legend beside the plot)."""
+    fill = background(palette)
+    fill.setAlpha(215 if frame else 0)
+    legend.setBrush(pg.mkBrush(fill))
+    legend.setPen(pg.mkPen(muted(palette, 90)) if frame else pg.mkPen(None))
+    legend.setLabelTextColor(text_color(palette))
+    legend.setLabelTextSize(f"{font.pointSizeF():g}pt")
 
-    Returns the x where it ended.
-    """
-    metrics = QFontMetricsF(painter.font())
-    x = origin.x()
-    mid = origin.y() - metrics.ascent() / 2 + 1
-    for label, color in entries:
-        painter.setPen(QPen(color, 2.5))
-        painter.drawLine(QPointF(x, mid), QPointF(x + 16, mid))
-        painter.setPen(palette.color(QPalette.ColorRole.Text))
-        painter.drawText(QPointF(x + 21, origin.y()), label)
-        x += legend_entry_width(metrics, label)
-    return x
+
+# (x of the readout line, y of its dot or None, the text), or None: nothing under the mouse.
+Readout = tuple[float, float | None, str] | None
+
+
+class HoverReadout:
+    """A vertical line, a dot and a label that follow the mouse over a plot and show the
+    values there; what to show for a data-space x comes from `read(x)`."""
+
+    def __init__(self, plot: pg.PlotItem, read: Callable[[float], Readout]) -> None:
+        self.plot = plot
+        self.read = read
+        self.line = pg.InfiniteLine(angle=90, movable=False)
+        self.dot = pg.ScatterPlotItem(size=9)
+        self.label = pg.TextItem(anchor=(0, 1))
+        self.text = ""
+        for item in (self.line, self.dot, self.label):
+            item.setZValue(20)
+            item.hide()
+            plot.addItem(item, ignoreBounds=True)
+        plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
+
+    def style(self, palette: QPalette, font: QFont) -> None:
+        text = text_color(palette)
+        self.line.setPen(pg.mkPen(muted(palette, 150), width=1, style=Qt.PenStyle.DotLine))
+        self.dot.setPen(pg.mkPen(text, width=2))  # a ring, told apart from filled data dots
+        self.dot.setBrush(pg.mkBrush(background(palette)))
+        fill = background(palette)
+        fill.setAlpha(225)
+        self.label.fill = pg.mkBrush(fill)
+        self.label.border = pg.mkPen(muted(palette, 110))
+        self.label.setColor(text)
+        self.label.setFont(font)
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        vb = self.plot.getViewBox()
+        if not vb.sceneBoundingRect().contains(scene_pos):
+            self.hide()
+            return
+        self.show_at(vb.mapSceneToView(scene_pos).x())
+
+    def show_at(self, x: float) -> str:
+        """Show the readout for data x (as the mouse does); returns its text ('' for none)."""
+        reading = self.read(x)
+        if reading is None:
+            self.hide()
+            return ""
+        x_snap, y, self.text = reading
+        self.plot.getViewBox().prepareForPaint()  # the view range, with any pending auto-range applied
+        self.line.setPos(x_snap)
+        self.label.setText(self.text)
+        (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
+        # The label sits right of the line, or left of it in the right half of the view.
+        right_half = x_snap > (x0 + x1) / 2
+        self.label.setAnchor((1.0, 0.0) if right_half else (0.0, 0.0))
+        self.label.setPos(x_snap, y1)
+        if y is None:
+            self.dot.hide()
+        else:
+            self.dot.setData([x_snap], [y])
+            self.dot.show()
+        self.line.show()
+        self.label.show()
+        return self.text
+
+    def hide(self) -> None:
+        self.text = ""
+        for item in (self.line, self.dot, self.label):
+            item.hide()

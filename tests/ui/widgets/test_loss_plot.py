@@ -1,102 +1,139 @@
-"""`lossPlot` and the schedule plot: what they draw lands where their axes say."""
+"""`lossPlot`: the points it holds are the ones given, and they land where its axes say (pixels
+of a real grab), in linear and log scale; the bucket bars scale with their loss."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
-from PySide6.QtCore import QRectF
-from PySide6.QtGui import QColor, QPalette
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QColor, QMouseEvent, QPalette
+from PySide6.QtWidgets import QApplication
 
-from diffusion_studio.core.schedule import make_schedule
-from diffusion_studio.ui.widgets.loss_plot import LossPlot
-from diffusion_studio.ui.widgets.plotting import Axes, log_ticks, nice_ticks, series_color
-from diffusion_studio.ui.widgets.schedule_plot import SchedulePlot
+from diffusion_studio.ui.widgets.loss_plot import PLACEHOLDER, LossPlot
+from diffusion_studio.ui.widgets.plotting import series_color
 
 
-def _near(image, x: float, y: float, color: QColor, radius: int = 2) -> bool:
-    """Is a pixel within `radius` of (x, y) close to `color`?"""
+def _near(image, point: tuple[float, float], color: QColor, radius: int = 2, tol: int = 40) -> bool:
+    """Is a pixel within `radius` of `point` (x, y) close to `color`?"""
+    x, y = point
     for dx in range(-radius, radius + 1):
         for dy in range(-radius, radius + 1):
             px = image.pixelColor(int(round(x)) + dx, int(round(y)) + dy)
             if max(abs(px.red() - color.red()), abs(px.green() - color.green()),
-                   abs(px.blue() - color.blue())) < 40:
+                   abs(px.blue() - color.blue())) < tol:
                 return True
     return False
 
 
-def test_nice_and_log_ticks() -> None:
-    assert nice_ticks(0, 1, 4) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert nice_ticks(0.013, 0.071, 4) == [0.02, 0.04, 0.06]
-    assert nice_ticks(1, 1000, 5) == [200, 400, 600, 800, 1000]
-    assert log_ticks(0.05, 2) == pytest.approx([0.05, 0.1, 0.2, 0.5, 1, 2])
-    assert log_ticks(0.01, 2) == pytest.approx([0.01, 0.1, 1])
-    assert log_ticks(1e-4, 10) == [1e-4, 1e-3, 1e-2, 1e-1, 1, 10]
-    axes = Axes(QRectF(0, 0, 100, 100), x0=0, x1=10, y0=0.01, y1=1, log_y=True)
-    assert axes.py(0.1) == pytest.approx(50.0) and axes.px(5) == pytest.approx(50.0)
+@pytest.fixture
+def plot(qtbot) -> LossPlot:
+    widget = LossPlot()
+    qtbot.addWidget(widget)
+    widget.resize(600, 420)
+    widget.show()
+    qtbot.waitExposed(widget)
+    assert widget.objectName() == "lossPlot"
+    return widget
 
 
-def test_loss_points_are_drawn_where_the_axes_put_them(qtbot) -> None:
-    plot = LossPlot()
-    qtbot.addWidget(plot)
-    plot.resize(600, 400)
-    assert plot.points() == [] and plot.loss_axes() is None
-    losses = [(10 * i, 1.0 / i) for i in range(1, 9)]
-    for step, loss in losses:
+LOSSES = [(10 * i, 1.0 / i) for i in range(1, 9)]
+
+
+def test_loss_points_appear_where_the_axes_put_them_in_both_scales(plot, qtbot) -> None:
+    assert plot.points() == [] and plot.curve_data()[0].size == 0
+    assert plot.lossItem.titleLabel.text.endswith(PLACEHOLDER)
+    for step, loss in LOSSES:
         plot.add_point(step, loss)
     plot.add_point(90, math.nan)  # ignored
-    assert plot.points() == losses
+    assert plot.points() == LOSSES
+    steps, values = plot.curve_data()
+    np.testing.assert_array_equal(steps, [s for s, _ in LOSSES])
+    np.testing.assert_array_equal(values, [v for _, v in LOSSES])
+    assert "step 80: 0.1250" in plot.lossItem.titleLabel.text
     color = series_color(plot.palette(), 0)
+    pixels = {}
     for log_scale in (False, True):
         plot.set_log_scale(log_scale)
-        axes = plot.loss_axes()
-        assert axes is not None and axes.log_y is log_scale
+        assert plot.log_scale() is log_scale
+        qtbot.wait(20)
+        _, shown = plot.lossCurve.getData()  # what pyqtgraph draws: log10 of the loss on a log axis
+        np.testing.assert_allclose(shown, np.log10(values) if log_scale else values)
+        assert ("(log scale)" in plot.lossItem.titleLabel.text) is log_scale
         image = plot.grab().toImage()
-        for step, loss in losses:
-            assert _near(image, axes.px(step), axes.py(loss), color), (log_scale, step)
+        for step, loss in LOSSES:
+            assert _near(image, plot.data_to_pixel(plot.lossItem, step, loss), color), (log_scale, step)
         # a point the curve does not pass through stays background
-        assert not _near(image, axes.px(75), axes.py(0.95), color, radius=1)
-    axes = plot.loss_axes()
-    assert axes.py(1.0) < axes.py(0.5) < axes.py(0.125)  # higher loss is higher up
+        assert not _near(image, plot.data_to_pixel(plot.lossItem, 75, 0.95), color, radius=1)
+        pixels[log_scale] = [plot.data_to_pixel(plot.lossItem, 40, v)[1] for v in (1.0, 0.5, 0.125)]
+    for ys in pixels.values():
+        assert ys[0] < ys[1] < ys[2]  # higher loss is higher up
+    lin, log = pixels[False], pixels[True]
+    # linear: 1 → 0.5 is 4/7 of 1 → 0.125; log: it is one decade-third, 1/3 of the way
+    assert (lin[1] - lin[0]) / (lin[2] - lin[0]) == pytest.approx(4 / 7, abs=0.01)
+    assert (log[1] - log[0]) / (log[2] - log[0]) == pytest.approx(1 / 3, abs=0.01)
 
 
-def test_bucket_bars_scale_with_their_loss(qtbot) -> None:
-    plot = LossPlot()
-    qtbot.addWidget(plot)
-    plot.resize(600, 400)
+def test_set_points_and_clear(plot) -> None:
+    plot.set_points([(1, 0.5), (2, math.inf), (3, 0.25)])
+    assert plot.points() == [(1, 0.5), (3, 0.25)]
+    np.testing.assert_array_equal(plot.curve_data()[1], [0.5, 0.25])
+    plot.set_bucket_loss([0.1, None])
+    plot.clear()
+    assert plot.points() == [] and plot.bucket_loss() == [] and plot.curve_data()[0].size == 0
+    assert plot.bar_data()[1].size == 0
+    assert plot.lossItem.titleLabel.text.endswith(PLACEHOLDER)
+
+
+def test_bucket_bars_scale_with_their_loss(plot, qtbot) -> None:
     plot.add_point(1, 1.0)
-    plot.set_bucket_loss([None, 1.0, 0.5, 0.25, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05])
-    _, bars = plot._layout()
+    buckets = [None, 1.0, 0.5, 0.25, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05]
+    plot.set_bucket_loss(buckets)
+    assert plot.bucket_loss() == buckets
+    x0, heights = plot.bar_data()
+    np.testing.assert_allclose(heights, [v for v in buckets if v is not None])
+    np.testing.assert_allclose(x0, [(i + 0.15) / 10 for i in range(1, 10)])  # bucket b from b/10
+    qtbot.wait(20)
     image = plot.grab().toImage()
     color = series_color(plot.palette(), 1)
-    slot = bars.width() / 10
 
-    def bar_height(i: int) -> int:
-        x = int(bars.left() + (i + 0.5) * slot)
-        return sum(1 for y in range(int(bars.top()), int(bars.bottom()))
-                   if _near(image, x, y, color, radius=0))
+    def bar_pixels(i: int) -> int:
+        x, top = plot.data_to_pixel(plot.bucketItem, (i + 0.5) / 10, 1.1)
+        _, bottom = plot.data_to_pixel(plot.bucketItem, (i + 0.5) / 10, 0.0)
+        return sum(1 for y in range(int(top), int(bottom)) if _near(image, (x, y), color, radius=0))
 
-    heights = [bar_height(i) for i in range(10)]
-    assert heights[0] == 0  # an empty bucket has no bar
-    assert heights[1] == pytest.approx(bars.height() / 1.1, abs=3)
-    assert heights[2] == pytest.approx(heights[1] / 2, abs=3)
-    assert heights[3] == pytest.approx(heights[1] / 4, abs=3)
+    heights_px = [bar_pixels(i) for i in range(10)]
+    full = plot.data_to_pixel(plot.bucketItem, 0, 0.0)[1] - plot.data_to_pixel(plot.bucketItem, 0, 1.0)[1]
+    assert heights_px[0] == 0  # an empty bucket has no bar
+    assert heights_px[1] == pytest.approx(full, abs=3)
+    assert heights_px[2] == pytest.approx(full / 2, abs=3)
+    assert heights_px[3] == pytest.approx(full / 4, abs=3)
 
 
-def test_schedule_plot_marks_the_current_t(qtbot) -> None:
-    schedule = make_schedule("linear", 1000)
-    plot = SchedulePlot(schedule, 250)
-    qtbot.addWidget(plot)
-    plot.resize(500, 260)
-    axes = plot._axes()
+def test_hover_reads_the_nearest_point(plot) -> None:
+    plot.set_points(LOSSES)
+    x, y = plot.data_to_pixel(plot.lossItem, 31, 0.6)
+    view = plot.viewport()
+    pos = QPointF(x, y)
+    move = QMouseEvent(QEvent.Type.MouseMove, pos, QPointF(view.mapToGlobal(pos)), Qt.MouseButton.NoButton,
+                       Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view, move)
+    assert plot.lossHover.text == "step 30\nloss 0.33333"
+    assert plot.lossHover.dot.getData()[1][0] == pytest.approx(1 / 3)
+    plot.set_bucket_loss([0.2, None])
+    assert plot.bucketHover.show_at(0.7) == "t/T ∈ (0.5, 1]\nno loss yet"
+    assert plot.bucketHover.show_at(0.2) == "t/T ∈ (0, 0.5]\nloss 0.2"
+
+
+def test_export_menu_and_palette(plot, qtbot) -> None:
+    assert any(action.text().startswith("Export") for action in plot.scene().contextMenu)
+    plot.set_points(LOSSES)
+    palette = QPalette(plot.palette())
+    for role, rgb in ((QPalette.ColorRole.Base, (30, 30, 32)), (QPalette.ColorRole.Text, (230, 230, 230))):
+        palette.setColor(role, QColor(*rgb))
+    plot.setPalette(palette)
+    qtbot.wait(20)
     image = plot.grab().toImage()
-    palette = plot.palette()
-    for i, attr in enumerate(("alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")):
-        value = float(getattr(schedule, attr)[249])
-        assert _near(image, axes.px(250), axes.py(value), series_color(palette, i)), attr
-        value_end = float(getattr(schedule, attr)[899])
-        assert _near(image, axes.px(900), axes.py(value_end), series_color(palette, i)), attr
-    x250 = plot.marker_x()
-    plot.set_schedule(make_schedule("cosine", 100))
-    assert plot.t() == 100 and plot.marker_x() > x250  # clamped to the new T, at the right end
-    assert palette.color(QPalette.ColorRole.Base).isValid()
+    assert image.pixelColor(3, 3) == QColor(30, 30, 32)
+    assert _near(image, plot.data_to_pixel(plot.lossItem, 40, 0.25), series_color(palette, 0))
