@@ -59,6 +59,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="start a new run from the EMA weights of a run folder or .safetensors checkpoint with "
                    "the same U-Net (fine-tuning, e.g. on a new data mix); the optimizer starts fresh")
+    p.add_argument("--schedule", choices=("linear", "cosine"),
+                   help="noise schedule: linear (DDPM) or cosine (Improved DDPM eq. 17); default: the preset's, linear")
+    p.add_argument("--learn-sigma", action="store_true", default=None,
+                   help="also learn the reverse variance Σ_θ (Improved DDPM): the U-Net outputs 2C channels and "
+                   "trains on L_hybrid = L_simple + 0.001·L_vlb; a new run only (it changes the U-Net)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -69,8 +74,9 @@ _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset")
               ("seed", "--seed"), ("device", "--device"), ("threads", "--threads"),
               ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
               ("two_shape_share", "--two-shape-share"), ("p_uncond", "--p-uncond"),
-              ("ema_decay", "--ema-decay"), ("init_from", "--init-from"))
-_FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"))
+              ("ema_decay", "--ema-decay"), ("init_from", "--init-from"), ("schedule", "--schedule"))
+_FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"),
+                       ("learn_sigma", "--learn-sigma"))
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -87,8 +93,14 @@ def build_config(args: argparse.Namespace) -> Any:
                  "checkpoint_every": args.checkpoint_every, "hflip": getattr(args, "hflip", None),
                  "two_shape_share": getattr(args, "two_shape_share", None),
                  "p_uncond": getattr(args, "p_uncond", None), "ema_decay": getattr(args, "ema_decay", None),
-                 "init_from": _absolute(getattr(args, "init_from", None))}
+                 "init_from": _absolute(getattr(args, "init_from", None)),
+                 "schedule": getattr(args, "schedule", None)}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    if getattr(args, "learn_sigma", None) and not config.unet.learn_sigma:
+        if args.resume and saved.is_file():
+            raise UsageError(f"Cannot resume with --learn-sigma: the run in {args.out} was trained without a "
+                             "variance head (the U-Net's output differs); start a new run.")
+        config = replace(config, unet=replace(config.unet, learn_sigma=True))
     config.validate()
     return config
 

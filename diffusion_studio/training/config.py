@@ -45,8 +45,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # warmed up as min(decay, (1+n)/(10+n))
     p_uncond: float = 0.1  # share of captions replaced by "" (classifier-free guidance)
-    schedule: str = "linear"
+    schedule: str = "linear"  # noise schedule: "linear" (DDPM) or "cosine" (Improved DDPM eq. 17)
     T: int = 1000
+    # λ of L_hybrid = L_simple + λ·L_vlb (Improved DDPM §3.1); used when unet.learn_sigma is on.
+    vlb_weight: float = 0.001
     checkpoint_every: int = 1000
     keep_last: int = 3
     sample_every: int = 1000
@@ -109,7 +111,8 @@ class TrainConfig:
                   ("ema_decay", self.ema_decay, 0.0, 1.0, True, False),
                   ("p_uncond", self.p_uncond, 0.0, 1.0, True, False),
                   ("two_shape_share", self.two_shape_share, 0.0, 1.0, True, True),
-                  ("sample_guidance", self.sample_guidance, 0.0, GUIDANCE_MAX, True, True)]
+                  ("sample_guidance", self.sample_guidance, 0.0, GUIDANCE_MAX, True, True),
+                  ("vlb_weight", self.vlb_weight, 0.0, 1.0, True, True)]
         for name, number, low, high, low_ok, high_ok in floats:
             ok = (isinstance(number, (int, float)) and not isinstance(number, bool)
                   and (low <= number if low_ok else low < number) and (number <= high if high_ok else number < high))
@@ -136,6 +139,11 @@ class TrainConfig:
             raise UsageError(f"Image size {self.image_size} is not divisible by the U-Net's total "
                              f"downsampling factor {self.unet.downsampling}.")
         self.unet.validate()
+
+    @property
+    def learn_sigma(self) -> bool:
+        """Whether the U-Net learns Σ_θ (trained with L_hybrid); lives in the U-Net config, as it sets the output."""
+        return self.unet.learn_sigma
 
     def with_image_size(self, size: int) -> TrainConfig:
         """Same config at another image size; attention stays at the same depth levels."""

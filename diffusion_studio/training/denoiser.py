@@ -1,7 +1,9 @@
 """TorchDenoiser: the core `Denoiser` protocol over a PyTorch U-Net (numpy in, numpy out).
 
 Training draws its sample grids through it with `core.sampling_loop.sample()` — the same loop
-the app runs over ONNX Runtime — and the exporter uses it for torch-vs-ONNX parity.
+the app runs over ONNX Runtime — and the exporter uses it for torch-vs-ONNX parity. It returns
+the network's raw output: ε̂, or [ε̂, v] (2C channels) for a U-Net with a learned variance, which
+the loop splits when told `variance=model_variance(model)`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,15 @@ import torch
 from torch import nn
 
 
+def model_variance(model: nn.Module) -> str:
+    """The sampling loop's `variance` for a U-Net: "learned_range" when it learns Σ_θ
+    (Improved DDPM eq. 15), else "fixed_large" (σ_t² = β_t, DDPM's default)."""
+    config = getattr(model, "config", None)
+    return "learned_range" if getattr(config, "learn_sigma", False) else "fixed_large"
+
+
 class TorchDenoiser:
-    """ε_θ(x, t, context, context_mask) -> eps as float32 numpy, evaluated without gradients."""
+    """The raw output of ε_θ(x, t, context, context_mask) as float32 numpy, evaluated without gradients."""
 
     def __init__(self, model: nn.Module, device: torch.device | str | None = None,
                  bf16: bool = False) -> None:

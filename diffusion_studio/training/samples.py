@@ -24,7 +24,7 @@ from diffusion_studio.core.params import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFA
 from diffusion_studio.core.sampling_loop import run_to_end, sample
 from diffusion_studio.core.schedule import Schedule
 from diffusion_studio.errors import UsageError
-from diffusion_studio.training.denoiser import TorchDenoiser
+from diffusion_studio.training.denoiser import TorchDenoiser, model_variance
 
 Encode = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
 
@@ -47,13 +47,17 @@ def sample_images(model: nn.Module, schedule: Schedule, encode: Encode, prompts:
                   image_size: int, channels: int = 3, steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
                   seed: int = 0, sampler: str = DEFAULT_SAMPLER.value, bf16: bool = False,
                   should_stop: Callable[[], bool] | None = None) -> np.ndarray:
-    """uint8 [N, H, W, C] samples for the prompts (DPM-Solver++ by default, classifier-free guidance)."""
+    """uint8 [N, H, W, C] samples for the prompts (DPM-Solver++ by default, classifier-free guidance).
+
+    A U-Net with a learned variance is sampled with it ("learned_range": DDPM uses its Σ_θ)."""
     context, mask = encode(list(prompts))
     uncond_context, uncond_mask = encode([""])
-    eps_fn = guided_eps_fn(TorchDenoiser(model, bf16=bf16), context, mask, uncond_context, uncond_mask, guidance)
+    variance = model_variance(model)
+    eps_fn = guided_eps_fn(TorchDenoiser(model, bf16=bf16), context, mask, uncond_context, uncond_mask, guidance,
+                           variance)
     shape = (len(prompts), channels, image_size, image_size)
     steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(seed),
-                       should_stop=should_stop)
+                       should_stop=should_stop, variance=variance)
     # A grid is written even if a sample is not finite (black pixels): the trainer's loss check,
     # not a preview, decides whether a run has diverged.
     return to_uint8(run_to_end(steps_run, check_finite=False).x_prev)

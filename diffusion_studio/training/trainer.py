@@ -3,6 +3,7 @@
 repeat:  x_0 ~ data,  t ~ U{1..T},  ε ~ N(0, I)
          x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε                         (closed form of q(x_t | x_0))
          gradient step on ‖ε − ε_θ(x_t, t, context, mask)‖²
+(with unet.learn_sigma: on L_hybrid = L_simple + λ·T·L_t, Improved DDPM §3.1, see training/vlb.py)
 with AdamW, linear LR warm-up, gradient clipping, an EMA of the weights, captions dropped
 to "" with probability p_uncond (classifier-free guidance), checkpoints that resume
 exactly, and sample grids drawn by the app's own sampling loop.
@@ -46,6 +47,7 @@ from diffusion_studio.training.ema import EMA
 from diffusion_studio.training.events import EventCallback, EventLog
 from diffusion_studio.training.resume import EVENTS_FILE, RunFolder, RunStart, plan_run, share_checkpoint
 from diffusion_studio.training.unet import UNet, count_parameters, estimate_flops
+from diffusion_studio.training.vlb import VariationalBound, hybrid_loss
 
 NUM_BUCKETS = 10
 
@@ -135,6 +137,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.schedule = make_schedule(cfg.schedule, cfg.T)
         self.sqrt_ac, self.sqrt_1m_ac = schedule_tensors(self.schedule, self.device)
+        # Improved DDPM: L_t of the variational bound trains the learned variance (None: fixed Σ).
+        self.vlb = VariationalBound(self.schedule, self.device) if cfg.unet.learn_sigma else None
+        self.vlb_batch: torch.Tensor | None = None  # T·L_t per example of the last update (bits/dim)
         self.step = 0
         checkpoint = share_checkpoint(ctx, checkpoint)
         if checkpoint is not None:
@@ -217,19 +222,21 @@ class Trainer:
         x_t = a * x0 + s * eps  # x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε
         self.model.train()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            eps_pred = self.net(x_t, t, torch.from_numpy(context).to(dev), torch.from_numpy(mask).to(dev))
-        per_example = (eps_pred.float() - eps).pow(2).mean(dim=(1, 2, 3))  # ‖ε − ε_θ‖² / dim
-        loss = per_example.mean()
+            output = self.net(x_t, t, torch.from_numpy(context).to(dev), torch.from_numpy(mask).to(dev))
+        # ‖ε − ε_θ‖² / dim per example; with a learned Σ_θ also T·L_t and L_hybrid (training/vlb.py)
+        per_example, vlb, objective = hybrid_loss(output, eps, x0, x_t, t, self.vlb, cfg.vlb_weight)
+        loss = per_example.mean()  # L_simple
 
         lr = lr_at(cfg, n)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under DDP the gradients are averaged over the ranks here
+        objective.backward()  # under DDP the gradients are averaged over the ranks here
         nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model, n)
         self.step = n + 1
+        self.vlb_batch = None if vlb is None else vlb.detach().cpu()
         return float(loss.detach()), per_example.detach().cpu(), t.cpu()
 
     # ---- the loop -------------------------------------------------------------------------
@@ -254,6 +261,7 @@ class Trainer:
                 self._sample_grid()  # step 0 (noise): the user sees the first grid at once, then one per interval
             loss_sum, n_logged, busy, stopping = 0.0, 0, 0.0, False
             b_sum, b_cnt = torch.zeros(NUM_BUCKETS, dtype=torch.float64), torch.zeros(NUM_BUCKETS)
+            vlb_sum = torch.zeros(2, dtype=torch.float64)  # (Σ T·L_t, examples) since the last log
             while self.step < cfg.steps and not stopping:
                 t0 = time.perf_counter()
                 loss, per_ex, t = self.train_step()
@@ -266,9 +274,11 @@ class Trainer:
                 b = timestep_buckets(t, cfg.T)
                 b_sum += torch.bincount(b, weights=per_ex.double(), minlength=NUM_BUCKETS)
                 b_cnt += torch.bincount(b, minlength=NUM_BUCKETS)
+                if self.vlb_batch is not None:
+                    vlb_sum += torch.tensor([float(self.vlb_batch.double().sum()), self.vlb_batch.numel()])
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last or stopping:  # the same steps on every rank
-                    totals = ddp.all_reduce_sum(self.dist, torch.cat([b_sum, b_cnt.double()]))
+                    totals = ddp.all_reduce_sum(self.dist, torch.cat([b_sum, b_cnt.double(), vlb_sum]))
                     per_step = busy / n_logged
                     self._metrics = {
                         "loss": loss_sum / n_logged,
@@ -278,10 +288,12 @@ class Trainer:
                         "images_per_s": cfg.batch_size / per_step,
                         "steps_per_min": 60.0 / per_step,
                     }
+                    if self.vlb is not None:  # "loss" stays L_simple; L_vlb (bits/dim) beside it
+                        self._metrics["loss_vlb"] = float(totals[-2] / totals[-1]) if totals[-1] else None
                     self.events.emit("progress", step=self.step, steps=cfg.steps,
                                      eta_s=(cfg.steps - self.step) * per_step, **self._metrics)
                     loss_sum, n_logged, busy = 0.0, 0, 0.0
-                    b_sum.zero_(), b_cnt.zero_()
+                    b_sum.zero_(), b_cnt.zero_(), vlb_sum.zero_()
                     if not self.dist.distributed:
                         stopping = self._stop.is_set()  # a listener may have asked just now
                 if main and cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
@@ -327,18 +339,20 @@ class Trainer:
         return path
 
     def _sample_grid(self) -> Path | None:
-        from diffusion_studio.training.samples import sample_images, write_grid
+        """The EMA and the raw weights' grids of the fixed prompts (same seed); the EMA grid's path."""
+        from diffusion_studio.training.samples import grid_columns, write_sample_grids
 
         cfg = self.config
         try:
-            images = sample_images(self.ema.model, self.schedule, self.text.encode, cfg.sample_prompts,
-                                   image_size=cfg.image_size, channels=cfg.unet.in_channels,
-                                   steps=cfg.sample_steps, guidance=cfg.sample_guidance, seed=cfg.seed,
-                                   bf16=self.bf16, should_stop=self._stop.is_set)
+            path, raw_path = write_sample_grids(
+                self.run_dir, self.step, self.ema.model, self.model, self.schedule, self.text.encode,
+                cfg.sample_prompts, image_size=cfg.image_size, channels=cfg.unet.in_channels,
+                steps=cfg.sample_steps, guidance=cfg.sample_guidance, seed=cfg.seed, bf16=self.bf16,
+                should_stop=self._stop.is_set)
         except Cancelled:
             return None
-        path = write_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png", images)
-        self.events.emit("sample", step=self.step, sample_grid=str(path), prompts=list(cfg.sample_prompts))
+        self.events.emit("sample", step=self.step, sample_grid=str(path), raw_sample_grid=str(raw_path),
+                         prompts=list(cfg.sample_prompts), grid_columns=grid_columns(len(cfg.sample_prompts)))
         return path
 
     def _install_signals(self) -> dict:

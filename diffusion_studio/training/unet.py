@@ -1,6 +1,7 @@
 """Text-conditioned ε-predicting U-Net (DDPM, Ho et al. 2020, with Improved-DDPM style blocks).
 
-forward(x_t, t, context, context_mask) -> eps. The timestep is the paper's t ∈ {1..T}
+forward(x_t, t, context, context_mask) -> eps [N, C, H, W], or with `learn_sigma` [N, 2C, H, W]:
+ε̂ then the variance coefficients v ∈ [−1, 1] of Σ_θ (Improved DDPM eq. 15). The timestep is the paper's t ∈ {1..T}
 (int64). Conditioning: a sinusoidal timestep embedding plus the masked mean of the prompt
 tokens drive a scale-shift (FiLM) in every residual block; cross-attention lets image
 features attend to the prompt tokens (padding masked by an additive −1e9 bias). Two
@@ -37,6 +38,8 @@ class UNetConfig:
     groups: int = 8  # GroupNorm groups
     dropout: float = 0.0
     coord_channels: bool = True
+    # Improved DDPM §3.1: also output v for the learned-range variance (2C output channels).
+    learn_sigma: bool = False
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
@@ -66,6 +69,8 @@ class UNetConfig:
             raise UsageError(f"unet.dropout must be a number, got {self.dropout!r}.")
         if not isinstance(self.coord_channels, bool):
             raise UsageError(f"unet.coord_channels must be true or false, got {self.coord_channels!r}.")
+        if not isinstance(self.learn_sigma, bool):
+            raise UsageError(f"unet.learn_sigma must be true or false, got {self.learn_sigma!r}.")
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):
             raise UsageError("channel_mults must be a non-empty list of positive integers.")
         if self.image_size < 8 or self.image_size % self.downsampling:
@@ -86,10 +91,17 @@ class UNetConfig:
             raise UsageError(f"Attention resolution {bad[0]} is not one of the U-Net's feature sizes "
                              f"{list(self.resolutions)}.")
 
+    @property
+    def out_channels(self) -> int:
+        """C for ε̂ alone, 2C for ε̂ and the variance coefficients v."""
+        return 2 * self.in_channels if self.learn_sigma else self.in_channels
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("channel_mults", "attention_resolutions", "cross_attention_resolutions"):
             d[k] = list(d[k])
+        if not self.learn_sigma:  # written only when on: configs from before it existed stay equal on resume
+            del d["learn_sigma"]
         return d
 
     @classmethod
@@ -218,7 +230,7 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε_θ(x_t, t, context, context_mask) for DDPM training and sampling."""
+    """ε_θ(x_t, t, context, context_mask) for DDPM training and sampling ([ε̂, v] with learn_sigma)."""
 
     coords: torch.Tensor  # buffer [1, 2, H, W] (register_buffer in __init__)
 
@@ -264,7 +276,8 @@ class UNet(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
         self.norm_out = nn.GroupNorm(cfg.groups, ch)
-        self.conv_out = _zero(nn.Conv2d(ch, cfg.in_channels, 3, padding=1))
+        # Zero-initialised: ε̂ = 0 and v = 0 (Σ_θ halfway between β̃_t and β_t in log space) at step 0.
+        self.conv_out = _zero(nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
                 context_mask: torch.Tensor) -> torch.Tensor:
