@@ -147,7 +147,7 @@ class ModelPredictionView(QWidget):
         row.addLayout(left, 3)
         row.addWidget(self.msePlot, 2)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setContentsMargins(0, 6, 0, 0)
         layout.addWidget(self.note)
         layout.addLayout(prompt_row)
         layout.addLayout(row, 1)
@@ -275,7 +275,7 @@ class PosteriorView(QWidget):
         self.textLabel.setMinimumWidth(300)
 
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setContentsMargins(0, 6, 0, 0)
         layout.addWidget(self.note)
         layout.addLayout(grid, 1)
         layout.addLayout(variance_row)

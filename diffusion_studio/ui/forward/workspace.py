@@ -196,6 +196,7 @@ class ForwardWorkspace(QWidget):
         # The schedule and the loaded model's views share the space under the pictures, as tabs.
         schedule_page = QWidget(objectName="schedulePage")
         schedule_page.setLayout(bottom)
+        bottom.setContentsMargins(0, 6, 0, 0)  # as wide as before the tabs: no style margins at the sides
         self.modelViews = ModelViews(self.state, self)
         self.modelViews.matchModelRequested.connect(self.match_model)
         self.modelPredictionView = self.modelViews.prediction
