@@ -191,6 +191,8 @@ class MainWindow(QMainWindow):
             workspace.statusMessage.connect(lambda text: self.show_status(text, 8000))
         self.trainWorkspace.openBundleRequested.connect(self.open_exported_bundle)
         self.forwardWorkspace.sendToImg2Img.connect(self.send_to_img2img)
+        # the schedule plot marks the Generate form's run (sampler, steps, strength) and shows the model's schedule
+        self.forwardWorkspace.schedulePlot.follow(ws.state)
         m = self.models
         m.modelChanged.connect(self._on_model_changed)
         m.entriesChanged.connect(self._show_models)

@@ -209,3 +209,14 @@ def test_follows_the_generate_form_and_the_loaded_model(make_plot, tmp_path) -> 
     np.testing.assert_array_equal(plot.curve_data("model")[1], make_schedule("cosine", 50).alphas_cumprod)
     state.set_model(None)
     assert plot.curve_data("model")[0].size == 0
+
+
+def test_the_window_wires_the_forward_schedule_plot_to_the_generate_form(make_window) -> None:
+    window = make_window()  # the tiny bundle: linear, T = 50; the Forward tab starts at linear, T = 1000
+    plot = window.forwardWorkspace.schedulePlot
+    window.generateWorkspace.state.update(sampler="ddim", steps=7)
+    assert plot.sampler() == "ddim"
+    np.testing.assert_array_equal(plot.visited_timesteps(), make_timesteps(1000, 7))
+    model_schedule = window.model().bundle.schedule
+    np.testing.assert_array_equal(plot.curve_data("model")[1], model_schedule.alphas_cumprod)
+    assert plot.curve_data("model")[0].size == model_schedule.T == 50
