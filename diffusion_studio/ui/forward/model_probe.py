@@ -1,9 +1,9 @@
 """The loaded model asked about the Forward tab's x_t, off the GUI thread (QtCore, no widgets).
 
 For x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (the workspace's x_0 and fixed ε) the model's output is turned
-into x̂_0 and ε̂ by `x0_eps_from_output`, the one place that knows what the network predicts
-(ε today, DDPM eq. 15 via `core.forward.x0_from_eps`; other kinds go through
-`core.prediction` once bundles declare them). `ModelProbe` runs jobs in a
+into x̂_0 and ε̂ by `x0_eps_from_output`, the one place that knows what the network predicts:
+`core.prediction.interpret_output` with the bundle's prediction kind (ε: DDPM eq. 15; v; x_0)
+and variance, x̂_0 clipped as the bundle's samplers clip it. `ModelProbe` runs jobs in a
 worker QThread, latest-wins: while one job runs, only the newest request of each kind (one
 t, or the coarse MSE curve over t) waits; older ones are dropped. A thread lives only while
 there is work, so an idle tab holds none.
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from diffusion_studio.core.forward import q_sample, x0_from_eps
+from diffusion_studio.core.forward import q_sample
+from diffusion_studio.core.prediction import PredictionKind, VarianceKind, interpret_output
 from diffusion_studio.core.schedule import Schedule
 from diffusion_studio.errors import Cancelled, UsageError
 
@@ -30,27 +31,42 @@ log = logging.getLogger(__name__)
 
 CURVE_POINTS = 25  # timesteps of the MSE-over-t curve
 CURVE_CHUNK = 8  # images per network call while computing the curve
-CLIP_X0 = True  # x̂_0 clipped to [−1, 1], as the samplers do by default
 # Every worker thread until it has finished: a QThread must never be destroyed while it runs,
 # also when its tab is deleted first.
 _THREADS: list[tuple[QThread, QObject]] = []
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """How to read a bundle's network output (model.json `diffusion`)."""
+
+    prediction: PredictionKind = PredictionKind.EPSILON
+    variance: VarianceKind = VarianceKind.FIXED_LARGE
+    clip_range: float | None = 1.0  # x̂_0 clipped to [−r, r] as the samplers do; None: not clipped
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> OutputKind:
+        d = model.bundle.spec.diffusion
+        clip = bool(getattr(d, "clip_sample", True))
+        return cls(PredictionKind(getattr(d, "prediction", PredictionKind.EPSILON)),
+                   VarianceKind(getattr(d, "variance", VarianceKind.FIXED_LARGE)),
+                   float(getattr(d, "clip_sample_range", 1.0)) if clip else None)
+
+
 def x0_eps_from_output(
-    schedule: Schedule, x_t: np.ndarray, t: int, output: np.ndarray, prediction: str = "epsilon"
+    schedule: Schedule, x_t: np.ndarray, t: int, output: np.ndarray, kind: OutputKind = OutputKind()
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x̂_0, ε̂) from one network output for x_t [C, H, W] at t; float32.
 
-    ε-prediction: x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (eq. 15), clipped to [−1, 1] like the samplers';
-    ε̂ is the network's own output (not re-derived from the clipped x̂_0).
+    ε-prediction: ε̂ is the output, x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t (eq. 15); v and x_0 models by
+    `core.prediction`. x̂_0 is clipped as the samplers clip it; ε̂ is not re-derived from the clipped x̂_0.
     """
-    if prediction != "epsilon":
-        raise UsageError(f"The Forward tab reads ε-prediction models only; this one predicts {prediction}.")
-    eps = np.asarray(output, np.float32)
-    x0 = x0_from_eps(schedule, np.asarray(x_t, np.float64), t, eps)
-    if CLIP_X0:
-        x0 = np.clip(x0, -1.0, 1.0)
-    return x0.astype(np.float32), eps
+    pred = interpret_output(schedule, np.asarray(x_t)[None], np.asarray(output)[None], t, kind.prediction,
+                            kind.variance)
+    x0 = pred.x0[0]
+    if kind.clip_range is not None:
+        x0 = np.clip(x0, -kind.clip_range, kind.clip_range)
+    return np.asarray(x0, np.float32), np.asarray(pred.eps[0], np.float32)
 
 
 def curve_timesteps(T: int, count: int = CURVE_POINTS) -> list[int]:
@@ -108,8 +124,7 @@ def predict(inputs: Inputs, ts: list[int], chunk: int = CURVE_CHUNK,
     """The model's x̂_0 and ε̂ for x_t at each t of `ts` (one call per `chunk` timesteps)."""
     model, schedule = inputs.model, inputs.schedule
     context, mask = _conditioning(model, inputs.prompt)
-    kind = getattr(model.bundle.spec, "prediction", "epsilon")
-    prediction = str(getattr(kind, "value", kind))  # a str, or core.prediction's PredictionKind
+    kind = OutputKind.of(model)
     out: list[Prediction] = []
     for start in range(0, len(ts), chunk):
         if stop is not None and stop.is_set():
@@ -120,7 +135,7 @@ def predict(inputs: Inputs, ts: list[int], chunk: int = CURVE_CHUNK,
         outputs = model.bundle.denoiser(x_ts, np.asarray(part, np.int64), np.repeat(context, n, 0),
                                         np.repeat(mask, n, 0))
         for x_t, t, output in zip(x_ts, part, outputs):
-            x0, eps = x0_eps_from_output(schedule, x_t, t, output, prediction)
+            x0, eps = x0_eps_from_output(schedule, x_t, t, output, kind)
             out.append(Prediction(inputs.version, t, inputs.prompt, x_t, x0, eps,
                                   mse(x0, inputs.x_0), mse(eps, inputs.eps)))
     return out

@@ -36,7 +36,8 @@ from PySide6.QtWidgets import (
 from diffusion_studio.core.images import to_uint8
 from diffusion_studio.core.params import DdpmVariance
 from diffusion_studio.core.posterior_compare import PosteriorComparison, compare_posteriors
-from diffusion_studio.ui.forward.model_probe import Inputs, ModelProbe, MseCurve, Prediction
+from diffusion_studio.core.prediction import PredictionKind, VarianceKind
+from diffusion_studio.ui.forward.model_probe import Inputs, ModelProbe, MseCurve, OutputKind, Prediction
 from diffusion_studio.ui.forward.state import ForwardState
 from diffusion_studio.ui.generate.previews import eps_to_uint8
 from diffusion_studio.ui.widgets.contrast import set_muted
@@ -189,16 +190,19 @@ class ModelPredictionView(QWidget):
         self.statsLabel.setText("")
         self.show_curve(None)
 
-    def show_prediction(self, p: Prediction, true_eps: np.ndarray, T: int) -> None:
+    def show_prediction(self, p: Prediction, true_eps: np.ndarray, T: int, predicts_eps: bool = True) -> None:
+        """`predicts_eps`: the network's output is ε̂, so MSE(ε̂, ε) is its training loss (eq. 14)."""
         self.x0View.set_image(to_uint8(p.x0_pred))
         self.epsView.set_image(eps_to_uint8(p.eps_pred))
         self.trueEpsView.set_image(eps_to_uint8(true_eps))
         self.x0Title.setText(hats(f"x̂<sub>0</sub> (model, t = {p.t})"))
-        self.epsTitle.setText(f"ε̂ = ε<sub>θ</sub>(x<sub>t</sub>, t = {p.t})")
+        self.epsTitle.setText(f"ε̂ = ε<sub>θ</sub>(x<sub>t</sub>, t = {p.t})" if predicts_eps
+                              else f"ε̂ (from the model's output, t = {p.t})")
+        loss = "the training loss, eq. 14, " if predicts_eps else ""
         prompt = f"“{p.prompt}”" if p.prompt else "the empty prompt (unconditional)"
         self.statsLabel.setText(hats(
             f"MSE(x̂<sub>0</sub>, x<sub>0</sub>) = <b>{p.mse_x0:.4g}</b> &nbsp;·&nbsp; "
-            f"MSE(ε̂, ε) = <b>{p.mse_eps:.4g}</b> (the training loss, eq. 14, at t = {p.t} of {T})"
+            f"MSE(ε̂, ε) = <b>{p.mse_eps:.4g}</b> ({loss}at t = {p.t} of {T})"
             f" &nbsp;·&nbsp; prompt: {_escape(prompt)}"
         ))
         self.tPoints.setData([p.t], [_log10(p.mse_x0)])
@@ -379,6 +383,9 @@ class ModelViews(QObject):
         """The model to ask (None: none is loaded, `reason` says why)."""
         self._model = model
         self._no_model = reason or NO_MODEL
+        if model is not None:  # p_θ's variance: the model's own, fixed_small -> β̃_t, else β_t to start with
+            small = OutputKind.of(model).variance is VarianceKind.FIXED_SMALL
+            self.posterior.varianceCombo.setCurrentIndex(1 if small else 0)
         text = model is not None and model.conditioning == "text"
         self.prediction.promptEdit.setEnabled(text)
         if not text and model is not None:
@@ -468,7 +475,9 @@ class ModelViews(QObject):
         if self._inputs is None or p.version != self._inputs.version:
             return  # asked before x_0, ε, the schedule, the prompt or the model changed
         self._last = p
-        self.prediction.show_prediction(p, self._inputs.eps, self._inputs.schedule.T)
+        kind = OutputKind.of(self._inputs.model)
+        self.prediction.show_prediction(p, self._inputs.eps, self._inputs.schedule.T,
+                                        kind.prediction is PredictionKind.EPSILON)
         self._show_posterior()
 
     def _show_posterior(self) -> None:

@@ -218,3 +218,26 @@ def test_the_window_sends_x0_to_the_generate_tab(qtbot) -> None:
     assert generate.state.settings.strength == pytest.approx(0.4)
     np.testing.assert_array_equal(np.asarray(init.image.convert("RGB")), forward.state.source)
     window.close()
+
+
+def test_every_prediction_kind_goes_through_one_function() -> None:
+    from diffusion_studio.core.prediction import PredictionKind
+    from diffusion_studio.core.schedule import make_schedule
+    from diffusion_studio.ui.forward.model_probe import OutputKind
+
+    schedule = make_schedule("linear", 1000)
+    rng = np.random.default_rng(0)
+    x_0 = rng.uniform(-0.9, 0.9, (3, 8, 8)).astype(np.float32)
+    eps = rng.standard_normal((3, 8, 8)).astype(np.float32)
+    t = 350
+    a, b = math.sqrt(schedule.alphas_cumprod[t - 1]), math.sqrt(1 - schedule.alphas_cumprod[t - 1])
+    x_t = (a * x_0 + b * eps).astype(np.float32)
+    outputs = {PredictionKind.EPSILON: eps, PredictionKind.V_PREDICTION: a * eps - b * x_0,
+               PredictionKind.SAMPLE: x_0}
+    for kind, output in outputs.items():  # a perfect model of each kind gives back x_0 and ε
+        x0_hat, eps_hat = x0_eps_from_output(schedule, x_t, t, np.asarray(output, np.float32), OutputKind(kind))
+        np.testing.assert_allclose(x0_hat, x_0, atol=1e-5, err_msg=kind.value)
+        np.testing.assert_allclose(eps_hat, eps, atol=1e-5, err_msg=kind.value)
+    far = np.full((3, 8, 8), 40.0, np.float32)  # ε̂ that puts x̂_0 far outside [−1, 1]
+    assert x0_eps_from_output(schedule, x_t, t, far)[0].min() == -1.0  # clipped like the samplers
+    assert x0_eps_from_output(schedule, x_t, t, far, OutputKind(clip_range=None))[0].min() < -10
