@@ -37,8 +37,10 @@ from diffusion_studio.core.images import to_uint8
 from diffusion_studio.core.params import DdpmVariance
 from diffusion_studio.core.posterior_compare import PosteriorComparison, compare_posteriors
 from diffusion_studio.core.prediction import PredictionKind, VarianceKind
+from diffusion_studio.core.schedule import Schedule, make_schedule
+from diffusion_studio.ui.forward.controls import SCHEDULES
 from diffusion_studio.ui.forward.model_probe import Inputs, ModelProbe, MseCurve, OutputKind, Prediction
-from diffusion_studio.ui.forward.state import ForwardState
+from diffusion_studio.ui.forward.state import T_MAX, ForwardState
 from diffusion_studio.ui.generate.previews import eps_to_uint8
 from diffusion_studio.ui.widgets.contrast import set_muted
 from diffusion_studio.ui.widgets.hats import HAT, hat_font
@@ -336,6 +338,18 @@ def posterior_html(c: PosteriorComparison) -> str:
     )
 
 
+def _same_schedule(a: Schedule, b: Schedule) -> bool:
+    return a.T == b.T and bool(np.allclose(a.alphas_cumprod, b.alphas_cumprod, rtol=1e-9, atol=0))
+
+
+def offers_schedule(schedule: Schedule) -> bool:
+    """Whether the Forward tab's schedule menu can make this schedule (linear or cosine, their own β ends)."""
+    kind = schedule.kind.value
+    if kind not in dict(SCHEDULES) or not 2 <= schedule.T <= T_MAX:
+        return False
+    return _same_schedule(make_schedule(kind, schedule.T), schedule)
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -404,16 +418,16 @@ class ModelViews(QObject):
         if b.channels != 3:
             return f"The model {model.name} makes {b.channels}-channel images; x₀ here has 3 channels.", ""
         size, kind, T = b.image_size, b.schedule.kind.value, b.schedule.T
+        if not offers_schedule(b.schedule):
+            return (f"The model {model.name} was trained with a {kind} schedule (T = {T}, β from "
+                    f"{b.schedule.betas[0]:.3g} to {b.schedule.betas[-1]:.3g}) that the Forward tab does not "
+                    "offer, so its answer would not be about the x_t shown here.", "")
         why = []
         if st.source_size != size:
             why.append(f"makes {size} × {size} images and x₀ here is {st.source_size} × {st.source_size}")
-        if st.kind.value != kind or st.T != T:
+        if not _same_schedule(st.schedule, b.schedule):
             why.append(f"was trained with the {kind} schedule, T = {T}, and x_t here uses {st.kind.value}, T = {st.T}")
         if not why:
-            if not np.allclose(st.schedule.alphas_cumprod, b.schedule.alphas_cumprod, rtol=1e-9, atol=0):
-                return (f"The model {model.name} was trained with other β values than the Forward tab's {kind} "
-                        f"schedule (β from {b.schedule.betas[0]:.3g} to {b.schedule.betas[-1]:.3g}), so its "
-                        "answer would not be about this x_t.", "")
             return None
         button = f"Use {size} × {size}" if st.source_size != size else "Use the model's schedule"
         if len(why) == 2:

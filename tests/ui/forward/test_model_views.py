@@ -241,3 +241,24 @@ def test_every_prediction_kind_goes_through_one_function() -> None:
     far = np.full((3, 8, 8), 40.0, np.float32)  # ε̂ that puts x̂_0 far outside [−1, 1]
     assert x0_eps_from_output(schedule, x_t, t, far)[0].min() == -1.0  # clipped like the samplers
     assert x0_eps_from_output(schedule, x_t, t, far, OutputKind(clip_range=None))[0].min() < -10
+
+
+def test_a_schedule_the_tab_cannot_make_is_said_without_a_button(qtbot) -> None:
+    from types import SimpleNamespace
+
+    from diffusion_studio.core.schedule import make_schedule
+
+    ws = ForwardWorkspace()
+    qtbot.addWidget(ws)
+    bundle = SimpleNamespace(channels=3, image_size=64, spec=SimpleNamespace(diffusion=SimpleNamespace()),
+                             schedule=make_schedule("linear", 1000, beta_start=0.00085, beta_end=0.012))
+    ws.set_model(SimpleNamespace(name="other-betas", bundle=bundle, conditioning="text"))
+    note = ws.modelPredictionView.note
+    assert "does not offer" in note.label.text() and "β from 0.00085 to 0.012" in note.label.text()
+    assert note.button.isHidden()
+    bundle.schedule = make_schedule("cosine", 500)  # one the menu makes: offered
+    ws.modelViews.refresh()
+    assert "cosine schedule, T = 500" in note.label.text() and note.button.text() == "Use the model's schedule"
+    qtbot.mouseClick(note.button, Qt.MouseButton.LeftButton)
+    assert (ws.state.kind.value, ws.state.T) == ("cosine", 500) and note.isHidden()
+    ws.set_model(None)
