@@ -173,7 +173,7 @@ class ToyTrainer:
     """
 
     def __init__(self, model: ToyMlp, data: npt.ArrayLike, schedule: Schedule, *, steps: int,
-                 batch_size: int = 256, lr: float = 5e-3, seed: int = 0, ema_decay: float = 0.995) -> None:
+                 batch_size: int = 256, lr: float = 1e-2, seed: int = 0, ema_decay: float = 0.99) -> None:
         points = np.asarray(data, dtype=model.dtype)
         if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] == 0:
             raise UsageError("Training needs a non-empty point cloud [N, 2].")

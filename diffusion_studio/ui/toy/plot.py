@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPalette
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QWidget
 
-VIEW_RANGE = 3.2  # the plot shows [−3.2, 3.2]²: unit-variance data and most of N(0, I)
+from diffusion_studio.ui.widgets.plotting import label_style, pg, style_legend, style_plot, text_color
+
+VIEW_RANGE = 3.6  # the plot shows at least [−3.6, 3.6]²: unit-variance data, most of N(0, I), and the legend
 FONT_PT = 12
 HEAD_ANGLE = np.deg2rad(28.0)
 HEAD_FRACTION = 0.32  # head length / arrow length
@@ -87,31 +88,25 @@ class ToyPlot(pg.PlotWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         self.viewBox = DrawViewBox()
-        palette = (parent or QWidget()).palette() if parent is not None else QPalette()
-        background = palette.color(QPalette.ColorRole.Base)
-        super().__init__(parent, background=background, viewBox=self.viewBox)
+        super().__init__(parent, viewBox=self.viewBox)
         self.setObjectName("toyPlot")
         self.setAccessibleName("2D lab plot: data, samples, trajectories and the learned field")
         self.setMinimumSize(420, 420)
-        fg = palette.color(QPalette.ColorRole.Text)
+        palette = self.palette()
+        fg = text_color(palette)
         font = QFont(self.font())
         font.setPointSizeF(FONT_PT)
         item = self.getPlotItem()
         item.setAspectLocked(True)
-        item.showGrid(x=True, y=True, alpha=0.15)
-        for name in ("left", "bottom"):
+        item.setLabel("bottom", "x₁")
+        item.setLabel("left", "x₂")
+        style_plot(self, [item], palette, font)
+        for name in ("bottom", "left"):
             axis = item.getAxis(name)
-            axis.setPen(pg.mkPen(fg))
-            axis.setTextPen(pg.mkPen(fg))
-            axis.setStyle(tickFont=font)
-        label_style = {"color": fg.name(), "font-size": f"{FONT_PT}pt"}
-        item.setLabel("bottom", "x₁", **label_style)
-        item.setLabel("left", "x₂", **label_style)
+            axis.setLabel(axis.labelText, **label_style(palette, font))
         self.setRange(xRange=(-VIEW_RANGE, VIEW_RANGE), yRange=(-VIEW_RANGE, VIEW_RANGE), padding=0)
-        self.legend = item.addLegend(offset=(8, 8), labelTextSize=f"{FONT_PT}pt", labelTextColor=fg,
-                                     brush=pg.mkBrush(QColor(background.red(), background.green(),
-                                                             background.blue(), 215)),
-                                     pen=pg.mkPen(QColor(fg.red(), fg.green(), fg.blue(), 90)))
+        self.legend = item.addLegend(offset=(8, 8))
+        style_legend(self.legend, palette, font)
 
         field_color = QColor(fg)
         field_color.setAlpha(120)

@@ -32,8 +32,8 @@ SAMPLE_POINTS = 1000
 DEFAULT_TRAIN_STEPS = 2000
 MAX_TRAIN_STEPS = 50_000
 MAX_DRAWN = 5000
-FIELD_GRID = 17  # arrows per side of the field grid
-FIELD_EXTENT = 2.8  # the grid covers [−2.8, 2.8]²
+FIELD_GRID = 15  # arrows per side of the field grid
+FIELD_EXTENT = 2.6  # the grid covers [−2.6, 2.6]² (the legend sits above it)
 # Steps per sampler when the sampler is chosen: DDPM needs many, the deterministic ones few.
 DEFAULT_SAMPLER_STEPS = {SamplerKind.DDPM: 200, SamplerKind.DDIM: 20, SamplerKind.DPMPP_2M: 20}
 

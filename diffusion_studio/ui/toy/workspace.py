@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -45,6 +44,7 @@ from diffusion_studio.ui.toy.state import (
     FieldKind,
     ToyState,
 )
+from diffusion_studio.ui.widgets.plotting import pg, series_color, style_plot
 
 EQUATIONS = {
     "forward": "x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε,   ε ~ N(0, I)   (DDPM eq. 4)",
@@ -109,8 +109,7 @@ class ToyLabWorkspace(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(controls)
-        scroll.setMinimumWidth(400)
-        scroll.setMaximumWidth(480)
+        scroll.setFixedWidth(450)
 
         right = QVBoxLayout()
         right.addWidget(self.toyPlot, 1)
@@ -136,6 +135,7 @@ class ToyLabWorkspace(QWidget):
         self.toyDatasetCombo.currentIndexChanged.connect(
             lambda _i: self.state.set_dataset(str(self.toyDatasetCombo.currentData())))
         row = QHBoxLayout()
+        row.addWidget(self.toyDatasetCombo, 1)
         self.toyResampleButton = QPushButton("New draw", objectName="toyResampleButton")
         self.toyResampleButton.setToolTip("Another sample of the same distribution (the next seed).")
         self.toyResampleButton.clicked.connect(self.state.new_data_sample)
@@ -144,7 +144,6 @@ class ToyLabWorkspace(QWidget):
         row.addWidget(self.toyResampleButton)
         row.addWidget(self.toyClearButton)
         self.toyDataHint = QLabel(objectName="toyDataHint", wordWrap=True)
-        form.addWidget(self.toyDatasetCombo)
         form.addLayout(row)
         form.addWidget(self.toyDataHint)
         return box
@@ -156,7 +155,7 @@ class ToyLabWorkspace(QWidget):
         self.toyTimestepSlider.setRange(0, self.state.T)
         self.toyTimestepSlider.setPageStep(50)
         self.toyTimestepSlider.valueChanged.connect(self.state.set_t)
-        self.toyTimestepLabel = QLabel(objectName="toyTimestepLabel")
+        self.toyTimestepLabel = QLabel(objectName="toyTimestepLabel", wordWrap=True)
         form.addWidget(self.toyTimestepLabel)
         form.addWidget(self.toyTimestepSlider)
         form.addWidget(_equation(EQUATIONS["forward"]))
@@ -179,20 +178,21 @@ class ToyLabWorkspace(QWidget):
         row.addWidget(self.toyTrainButton)
         row.addWidget(self.toyStopButton)
         form.addLayout(row)
-        self.toyLossPlot = pg.PlotWidget(objectName="toyLossPlot", background=self.palette().base().color())
-        self.toyLossPlot.setMinimumHeight(150)
-        self.toyLossPlot.setMaximumHeight(190)
-        fg = self.palette().text().color()
+        self.toyLossPlot = pg.PlotWidget(objectName="toyLossPlot")
+        self.toyLossPlot.setAccessibleName("Training loss of the 2D lab")
+        self.toyLossPlot.setMinimumHeight(120)
+        self.toyLossPlot.setMaximumHeight(140)
+        self.toyLossPlot.setMinimumWidth(200)
         loss_item = self.toyLossPlot.getPlotItem()
-        for name in ("left", "bottom"):
-            loss_item.getAxis(name).setPen(pg.mkPen(fg))
-            loss_item.getAxis(name).setTextPen(pg.mkPen(fg))
-        loss_item.setLabel("bottom", "step", color=fg.name())
-        loss_item.setLabel("left", "loss", color=fg.name())
-        loss_item.showGrid(x=True, y=True, alpha=0.15)
+        loss_item.setLabel("bottom", "step")
+        loss_item.setLabel("left", "loss")
+        style_plot(self.toyLossPlot, [loss_item], self.palette(), self.font())
         loss_item.setMouseEnabled(x=False, y=False)
-        self.lossRawItem = loss_item.plot(pen=pg.mkPen((31, 119, 180, 70), width=1))
-        self.lossItem = loss_item.plot(pen=pg.mkPen((31, 119, 180), width=2.2))
+        color = series_color(self.palette(), 0)
+        faint = QColor(color)
+        faint.setAlpha(70)
+        self.lossRawItem = loss_item.plot(pen=pg.mkPen(faint, width=1))
+        self.lossItem = loss_item.plot(pen=pg.mkPen(color, width=2.2))
         form.addWidget(self.toyLossPlot)
         form.addWidget(_equation(EQUATIONS["train"]))
         return box
@@ -303,10 +303,12 @@ class ToyLabWorkspace(QWidget):
             self.toyTimestepSlider.setValue(t)
         ab = self.state.alpha_bar()
         self.toyTimestepLabel.setText(
-            f"t = {t} of {self.state.T}   ·   ᾱ_t = {ab:.3f}   ·   √ᾱ_t = {math.sqrt(ab):.3f}   ·   "
-            f"√(1−ᾱ_t) = {math.sqrt(1 - ab):.3f}")
+            f"<b>t = {t}</b> of {self.state.T}  ·  ᾱ_t = {ab:.3f}<br>"
+            f"√ᾱ_t = {math.sqrt(ab):.3f}  ·  √(1 − ᾱ_t) = {math.sqrt(1 - ab):.3f}")
         self._refresh_data()
         self._refresh_field()
+        if self.state.samples is not None:
+            self._refresh_samples()
 
     def _refresh_field(self, *_: object) -> None:
         kind = str(self.toyFieldCombo.currentData())
@@ -341,7 +343,12 @@ class ToyLabWorkspace(QWidget):
             self.toyDistanceLabel.setText(self._history_html())
             return
         label = SAMPLER_LABELS[parse_sampler(result.sampler)]
-        self.toyPlot.set_samples(result.x_0, f"samples ({label}, {result.steps} steps)")
+        # At t > 0 the reverse chain's x_t nearest to t, beside the forward x_t: the same law when ε_θ is right.
+        k = int(np.argmin(np.abs(np.asarray(result.ts) - self.state.t)))
+        if result.ts[k] == 0:
+            self.toyPlot.set_samples(result.x_0, f"samples x₀ ({label}, {result.steps} steps)")
+        else:
+            self.toyPlot.set_samples(result.frames[k], f"samples, reverse x_t at t = {result.ts[k]} ({label})")
         self.toyPlot.set_paths(result.paths)
         self.toyDistanceLabel.setText(self._history_html())
 
@@ -353,7 +360,7 @@ class ToyLabWorkspace(QWidget):
             lines.append(
                 f"<b>Sliced Wasserstein distance to the data:</b> samples <b>{result.sw_samples:.3f}</b>"
                 f" · initial noise x_T {result.sw_noise:.3f} ({ratio:.1f}× closer)"
-                f" · a fresh draw of the data {result.sw_floor:.3f} (the best possible)")
+                f" · a fresh draw of the data {result.sw_floor:.3f} (what a perfect model would score)")
         else:
             lines.append("<b>Sliced Wasserstein distance to the data</b> appears here after sampling.")
         runs = self.state.history[-5:]

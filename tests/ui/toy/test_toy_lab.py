@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QComboBox, QLabel, QPushButton, QSlider, QSpinBox
 from diffusion_studio.core.sliced_wasserstein import sliced_wasserstein
 from diffusion_studio.ui.toy import ToyLabWorkspace
 
-TRAIN_STEPS = 600
+TRAIN_STEPS = 1000
 
 
 @pytest.fixture
@@ -77,6 +77,12 @@ def test_train_then_sample_with_every_sampler_beats_the_noise(qtbot, lab) -> Non
         assert sw_samples < 0.5 * sw_noise, (sampler, sw_samples, sw_noise)
         paths = lab.toyPlot.pathItem.getData()[0]
         assert len(paths) == result.paths.shape[0] * (steps + 2)  # K lines of steps + 1 points, NaN-separated
+    # sliding t shows the reverse chain's x_t nearest to t beside the forward x_t
+    result = lab.state.samples
+    _find(lab, QSlider, "toyTimestepSlider").setValue(500)
+    k = int(np.argmin(np.abs(np.asarray(result.ts) - 500)))
+    assert abs(result.ts[k] - 500) < 30 and np.allclose(_plotted(lab.toyPlot.sampleItem), result.frames[k])
+    assert "reverse x_t" in lab.toyPlot.sampleItem.opts["name"]
     print(f"train {train_s:.1f} s, all {time.perf_counter() - start:.1f} s")
     assert time.perf_counter() - start < 60
 
