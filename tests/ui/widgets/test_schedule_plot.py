@@ -167,12 +167,22 @@ def test_hover_shows_the_values_under_the_mouse(make_plot, qtbot) -> None:
     assert plot.hover.show_at(plot.visited_timesteps()[3]).endswith(f"step 4 of {DEFAULT_STEPS}")
 
 
-def test_export_is_in_the_context_menu(make_plot) -> None:
-    plot = make_plot()
+def test_export_is_in_the_context_menu_and_writes_the_curves(make_plot, tmp_path) -> None:
+    import pyqtgraph.exporters
+
+    plot = make_plot("linear", 100)
     scene = plot.graph.scene()
     labels = [action.text() for action in scene.contextMenu]
     assert any(label.startswith("Export") for label in labels)
     assert plot.plotItem.getViewBox().menu is not None  # pyqtgraph's own pan/zoom menu as well
+    # what the menu's dialog runs: CSV of the curves, PNG of the plot
+    pyqtgraph.exporters.CSVExporter(plot.plotItem).export(str(tmp_path / "schedule.csv"))
+    table = np.genfromtxt(tmp_path / "schedule.csv", delimiter=",", skip_header=1)  # 10 decimals
+    np.testing.assert_array_equal(table[:, 0], np.arange(1, 101))
+    np.testing.assert_allclose(table[:, 1], make_schedule("linear", 100).alphas_cumprod, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(table[:, 3], make_schedule("cosine", 100).alphas_cumprod, rtol=0, atol=1e-10)
+    pyqtgraph.exporters.ImageExporter(plot.plotItem).export(str(tmp_path / "schedule.png"))
+    assert (tmp_path / "schedule.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_dark_palette_restyles_the_plot(make_plot, qtbot) -> None:
