@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -342,6 +343,7 @@ def _same_schedule(a: Schedule, b: Schedule) -> bool:
     return a.T == b.T and bool(np.allclose(a.alphas_cumprod, b.alphas_cumprod, rtol=1e-9, atol=0))
 
 
+@functools.lru_cache(maxsize=8)  # asked on every slider move; a Schedule hashes by identity
 def offers_schedule(schedule: Schedule) -> bool:
     """Whether the Forward tab's schedule menu can make this schedule (linear or cosine, their own β ends)."""
     kind = schedule.kind.value

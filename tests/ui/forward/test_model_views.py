@@ -151,15 +151,39 @@ def test_a_prompt_changes_the_prediction(qtbot, workspace, model) -> None:
     assert "a red circle" in ws.modelPredictionView.statsLabel.text()
 
 
-def test_latest_wins_while_the_slider_runs(qtbot, workspace) -> None:
-    ws = workspace
+def test_latest_wins_while_the_model_is_busy(qtbot, model) -> None:
+    """While one call runs, 59 more timesteps are asked for: only the newest is computed next."""
+    import threading
+    from types import SimpleNamespace
+
+    from diffusion_studio.ui.forward.model_probe import Inputs, ModelProbe
+    from diffusion_studio.ui.forward.state import ForwardState
+
+    gate, calls = threading.Event(), []
+
+    def held_denoiser(x, t, context, mask):  # the real U-Net, held at its first call until the gate opens
+        calls.append([int(v) for v in t])
+        gate.wait(10)
+        return model.bundle.denoiser(x, t, context, mask)
+
+    held = SimpleNamespace(name=model.name, conditioning="text", pipeline=model.pipeline,
+                           bundle=SimpleNamespace(denoiser=held_denoiser, text_encoder=model.bundle.text_encoder,
+                                                  spec=model.bundle.spec))
+    state = ForwardState()
+    state.set_source_size(32)
+    inputs = Inputs(1, held, model.bundle.schedule, state.x_0, state.eps, "")
+    probe = ModelProbe()
     seen: list[int] = []
-    ws.modelViews.probe.predicted.connect(lambda p: seen.append(p.t))
-    for t in range(400, 460):  # 60 slider positions faster than the model answers
-        ws.set_t(t)
-    _wait_prediction(qtbot, ws, 459)
-    qtbot.waitUntil(lambda: not ws.modelViews.busy(), timeout=WAIT_MS)
-    assert seen[-1] == 459 and len(seen) <= 3, seen  # the first asked, maybe one in between, the newest
+    probe.predicted.connect(lambda p: seen.append(p.t))
+    probe.request(inputs, 1)
+    qtbot.waitUntil(lambda: len(calls) == 1, timeout=WAIT_MS)  # the worker is inside the first call
+    for t in range(2, 61):
+        probe.request(inputs, t)
+    gate.set()
+    qtbot.waitUntil(lambda: len(seen) == 2 and not probe.busy(), timeout=WAIT_MS)
+    qtbot.wait(100)
+    assert calls == [[1], [60]] and seen == [1, 60]
+    assert probe.shutdown()
 
 
 def test_notes_without_a_model_and_at_another_size(qtbot, model) -> None:
