@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 NO_MODEL = ("No model is loaded, so there is no prediction to show. Open a model bundle with "
             "File ▸ Open model bundle… (Ctrl+O).")
 IMAGE_MIN = 96
+PROMPT_TIP = ("The caption the model is told (text models); the empty prompt asks for the unconditional "
+              "prediction, as guidance does")
 
 
 def hats(html: str) -> str:
@@ -115,8 +117,7 @@ class ModelPredictionView(QWidget):
         self.note = _NoteBar("modelPredictionNote")
         self.promptEdit = QLineEdit(objectName="forwardPromptEdit")
         self.promptEdit.setPlaceholderText("empty: unconditional ε̂(x_t, t)")
-        self.promptEdit.setToolTip("The caption the model is told (text models); the empty prompt asks "
-                                   "for the unconditional prediction, as guidance does")
+        self.promptEdit.setToolTip(PROMPT_TIP)
         self.promptEdit.setClearButtonEnabled(True)
         prompt_row = QHBoxLayout()
         prompt_row.addWidget(QLabel("Prompt"))
@@ -404,8 +405,8 @@ class ModelViews(QObject):
             self.posterior.varianceCombo.setCurrentIndex(1 if small else 0)
         text = model is not None and model.conditioning == "text"
         self.prediction.promptEdit.setEnabled(text)
-        if not text and model is not None:
-            self.prediction.promptEdit.setToolTip("This model takes no caption; its prediction is unconditional.")
+        self.prediction.promptEdit.setToolTip(PROMPT_TIP if text or model is None else
+                                              "This model takes no caption; its prediction is unconditional.")
         self._inputs_changed()
 
     def model(self) -> LoadedModel | None:
