@@ -44,24 +44,26 @@ from diffusion_studio.ui.toy.state import (
     FieldKind,
     ToyState,
 )
+from diffusion_studio.ui.widgets.hats import hat_font
 from diffusion_studio.ui.widgets.plotting import pg, series_color, style_plot
 
 EQUATIONS = {
     "forward": "x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε,   ε ~ N(0, I)   (DDPM eq. 4)",
-    "train": "min ‖ε − ε_θ(√ᾱ_t x₀ + √(1 − ᾱ_t) ε, t)‖²,   t ~ U{1…T}   (Algorithm 1)",
+    "train": "L = ‖ε − ε_θ(√ᾱ_t x₀ + √(1 − ᾱ_t) ε, t)‖²,  t uniform in 1…T  (DDPM Algorithm 1)",
     "score": "score ∇ log p_t(x) ≈ −ε_θ(x, t) / √(1 − ᾱ_t)",
     SamplerKind.DDPM: "x_{t−1} = μ̃(x_t, x̂₀) + σ_t z   (Algorithm 2)",
     SamplerKind.DDIM: "x_{t−1} = √ᾱ_{t−1} x̂₀ + √(1 − ᾱ_{t−1}) ε̂   (DDIM eq. 12, η = 0)",
-    SamplerKind.DPMPP_2M: "x_s = (σ_s/σ_t) x_t − √ᾱ_s (e^{−h} − 1) D   (DPM-Solver++ 2M)",
+    SamplerKind.DPMPP_2M: "x_s = (σ_s/σ_t) x_t − √ᾱ_s (e^(−h) − 1) D,  D from x̂₀ of two steps  (Lu et al. 2022)",
 }
-FIELD_LABELS = {FieldKind.SCORE: "score −ε̂/√(1−ᾱ_t)", FieldKind.EPS: "noise prediction ε̂", FieldKind.OFF: "off"}
+# No hats here: the legend's labels cannot take the hat font (widgets.hats).
+FIELD_LABELS = {FieldKind.SCORE: "score −ε_θ/√(1−ᾱ_t)", FieldKind.EPS: "noise prediction ε_θ", FieldKind.OFF: "off"}
 SW_HELP = (f"Sliced Wasserstein distance SW₁ to the data: the mean over {DEFAULT_PROJECTIONS} random directions θ"
            " of the 1D Wasserstein distance between the projections ⟨θ, x⟩ (0 = the same cloud).")
 
 
 def _equation(text: str) -> QLabel:
     label = QLabel(text, objectName="toyEquation", wordWrap=True)
-    font = QFont(label.font())
+    font = hat_font(label.font())  # x̂₀ and ε̂ with their hats in place
     font.setItalic(True)
     label.setFont(font)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

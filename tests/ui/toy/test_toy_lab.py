@@ -139,3 +139,34 @@ def test_drawing_points_makes_the_dataset(qtbot, lab) -> None:
     assert np.allclose(_plotted(plot.drawnItem), drawn)
     _find(lab, QPushButton, "toyClearButton").click()
     assert len(lab.state.drawn) == 0 and len(_plotted(plot.dataItem)) == 0
+
+
+def test_the_field_arrows_follow_the_score_of_the_model(qtbot, lab) -> None:
+    from diffusion_studio.core.toy_mlp import MlpConfig, ToyMlp
+    from diffusion_studio.ui.toy.plot import HEAD_FRACTION
+
+    lab.state.model = ToyMlp.create(MlpConfig(hidden=(16,)), lab.state.T, seed=1)  # any ε_θ will do
+    lab.state.modelChanged.emit()
+    _find(lab, QSlider, "toyTimestepSlider").setValue(200)
+    combo = _find(lab, QComboBox, "toyFieldCombo")
+    _choose(combo, "score")
+    grid, score = lab.state.field("score")
+    eps = lab.state.model(grid, np.full(len(grid), 200))
+    assert np.allclose(score, -eps / np.sqrt(1 - lab.state.schedule.alpha_bar(200)), rtol=1e-5)  # −ε̂/√(1−ᾱ_t)
+    shafts = _plotted(lab.toyPlot.fieldItem).reshape(-1, 2, 2)  # connect='pairs': (start, tip) per arrow
+    assert np.allclose(shafts[:, 0], grid, atol=1e-6)
+    drawn = shafts[:, 1] - shafts[:, 0]
+    cos = np.sum(drawn * score, axis=1) / (np.linalg.norm(drawn, axis=1) * np.linalg.norm(score, axis=1))
+    assert np.all(cos > 0.9999)  # each arrow points along the score
+    lengths = np.linalg.norm(drawn, axis=1)
+    spacing = grid[1, 0] - grid[0, 0]
+    assert lengths.max() == pytest.approx(0.9 * spacing, rel=1e-5)  # the longest spans 0.9 of a cell
+    heads = _plotted(lab.toyPlot.fieldHeadItem).reshape(-1, 2, 2)
+    assert len(heads) == 2 * len(grid)
+    assert np.allclose(np.linalg.norm(heads[:, 1] - heads[:, 0], axis=1),
+                       np.repeat(lengths, 2) * HEAD_FRACTION, rtol=1e-4)  # two strokes per arrow
+    _choose(combo, "eps")  # ε̂ points away from the data: the opposite way
+    eps_shafts = _plotted(lab.toyPlot.fieldItem).reshape(-1, 2, 2)
+    assert np.all(np.sum((eps_shafts[:, 1] - eps_shafts[:, 0]) * drawn, axis=1) < 0)
+    _choose(combo, "off")
+    assert len(_plotted(lab.toyPlot.fieldItem)) == 0
