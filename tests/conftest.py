@@ -157,3 +157,85 @@ def nan_bundle(tmp_path_factory) -> Path:
     (folder / "unet.onnx").write_bytes(nan_unet_bytes())
     write_model_json(folder, name="nan")
     return folder
+
+
+# --- tiny random diffusers models, imported with `python -m exporter diffusers` ---------------
+# Saved with save_pretrained like any Hub folder, imported in-process (--no-validate: the
+# exporter's own tests check the import parity); built on first use, once per session.
+# name -> (pipeline, image size, channels, UNet kwargs, scheduler kwargs, class names)
+DIFFUSERS_MODELS: dict[str, tuple] = {
+    # unconditional RGB 32², DDPM's own schedule: ε-prediction, fixed_small, clip_sample
+    "rgb": ("DDPMPipeline", 32, 3, {}, {"num_train_timesteps": 100}, None),
+    # unconditional grey 16², DDIM scheduler, v-prediction, no clipping
+    "gray": ("DDIMPipeline", 16, 1, {}, {"num_train_timesteps": 50, "prediction_type": "v_prediction",
+                                         "clip_sample": False}, None),
+    # class-conditional with class names, cosine, ε-prediction with a learned variance (2C outputs)
+    "cls": ("DDPMPipeline", 16, 3, {"num_class_embeds": 4, "out_channels": 6},
+            {"num_train_timesteps": 60, "beta_schedule": "squaredcos_cap_v2", "variance_type": "learned_range"},
+            ("cat", "dog", "ship", "frog")),
+    # unconditional grey 256² with very few channels (preview cost at a large size)
+    "big": ("DDPMPipeline", 256, 1, {"block_out_channels": (4, 8), "norm_num_groups": 2},
+            {"num_train_timesteps": 40}, None),
+}
+
+
+def tiny_diffusers_unet(size: int, channels: int, seed: int = 0, **kwargs):
+    """A tiny random diffusers UNet2DModel (two levels, no attention unless asked)."""
+    import diffusers
+    import torch
+
+    torch.manual_seed(seed)
+    args = dict(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
+                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    args.update(kwargs)
+    return diffusers.UNet2DModel(**args).eval()
+
+
+class DiffusersModels:
+    """Saved diffusers pipelines and their imported bundles, made on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: dict[str, tuple[Path, Path]] = {}
+
+    def source(self, name: str) -> Path:
+        return self._make(name)[0]
+
+    def bundle(self, name: str) -> Path:
+        return self._make(name)[1]
+
+    def _make(self, name: str) -> tuple[Path, Path]:
+        if name not in self._made:
+            import contextlib
+            import io
+
+            import diffusers
+
+            from diffusion_studio.core.bundle import read_model_json, write_model_json
+            from exporter.cli import main
+
+            pipeline, size, channels, unet_kw, sched_kw, names = DIFFUSERS_MODELS[name]
+            unet = tiny_diffusers_unet(size, channels, **unet_kw)
+            scheduler_class = diffusers.DDIMScheduler if pipeline == "DDIMPipeline" else diffusers.DDPMScheduler
+            source = self.root / f"{name}-diffusers"
+            getattr(diffusers, pipeline)(unet=unet, scheduler=scheduler_class(**sched_kw)).save_pretrained(source)
+            bundle = self.root / name
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                rc = main(["diffusers", str(source), "--out", str(bundle), "--no-validate"])
+            assert rc == 0, err.getvalue()
+            if names:  # the importer cannot know class names; a bundle's author writes them in model.json
+                import dataclasses
+
+                spec = read_model_json(bundle)
+                write_model_json(bundle, dataclasses.replace(
+                    spec, conditioning=dataclasses.replace(spec.conditioning, class_names=tuple(names))))
+            self._made[name] = (source, bundle)
+        return self._made[name]
+
+
+@pytest.fixture(scope="session")
+def diffusers_models(tmp_path_factory) -> DiffusersModels:
+    pytest.importorskip("diffusers")
+    return DiffusersModels(tmp_path_factory.mktemp("diffusers-models"))

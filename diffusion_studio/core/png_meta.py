@@ -15,6 +15,8 @@ Two text chunks are written:
 An img2img image adds `strength` (A1111's "Denoising strength: 0.6") and names its init
 image, which a PNG cannot hold: `init_image` (its file's path) or `init_image_source`
 (e.g. "clipboard"), and `init_image_sha256` ("Init image SHA-256: …" in the text).
+An image of a class-conditional model records `class_label` ("Class: 3") and, when the
+model names its classes, `class_name` ("Class name: cat").
 
 `read_metadata` returns the JSON dict when it exists, else parses `parameters` (or, as a
 last resort, a ComfyUI `prompt` graph). Metadata dicts use our names: prompt,
@@ -69,9 +71,11 @@ _LABELS: dict[str, str] = {
     "init_image_source": "Init image source",
     "init_image_sha256": "Init image SHA-256",
     "eta": "Eta",
+    "class_label": "Class",
+    "class_name": "Class name",
 }
 _KEYS_BY_LABEL = {label.lower(): key for key, label in _LABELS.items()}
-_INT_KEYS = {"steps", "seed", "width", "height", "batch_size", "batch_index", "T"}
+_INT_KEYS = {"steps", "seed", "width", "height", "batch_size", "batch_index", "T", "class_label"}
 _FLOAT_KEYS = {"guidance", "strength", "eta"}
 _NOT_IN_LINE = {"prompt", "negative_prompt", "width", "height"}
 

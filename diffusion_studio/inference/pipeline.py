@@ -1,8 +1,14 @@
-"""The generation pipeline: prompt -> text embeddings -> reverse diffusion on ONNX Runtime -> uint8 images.
+"""The generation pipeline: condition -> reverse diffusion on ONNX Runtime -> uint8 images.
 
 This is what the GUI worker (`iterate`), the CLI and the tests (`generate`) call. Noise is
 drawn on the CPU from `numpy.random.default_rng(seed)`; in a batch of N, image i uses
 seed + i, so any image of a batch can be made again alone with its own seed.
+
+The bundle's conditioning kind (model.json format 2) decides what conditions the network:
+text (prompt embeddings, classifier-free guidance), class (one class label for the batch, no
+guidance) or none (unconditional: only x_t and t). The bundle's prediction kind (ε, v, x_0),
+variance (fixed_large, fixed_small, learned_range) and clip_sample(+range) go into the
+sampler, so an imported diffusers model samples as its own scheduler would.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffusion_studio.core.bundle import ConditioningKind
 from diffusion_studio.core.guidance import guided_eps_fn
 from diffusion_studio.core.images import from_uint8, to_uint8
 from diffusion_studio.core.params import (
-    DdpmVariance,
     SamplerKind,
     check_batch,
     check_eta,
@@ -31,7 +37,8 @@ from diffusion_studio.core.params import (
     parse_sampler,
     random_seed,
 )
-from diffusion_studio.core.sampling_loop import Step, run_to_end, sample
+from diffusion_studio.core.prediction import VarianceKind
+from diffusion_studio.core.sampling_loop import EpsFn, Step, ddpm_variance_for, run_to_end, sample
 from diffusion_studio.errors import UsageError
 from diffusion_studio.inference.providers import ProviderInfo
 from diffusion_studio.inference.seeds import batch_rng
@@ -52,11 +59,14 @@ class GenerationRequest:
     [C, H, W] / [1, C, H, W] in [-1, 1]) with `strength` in (0, 1] starts from that image
     noised to a strength-derived t (SDEdit img2img). `eta` is DDIM's η (eq. 16: 0
     deterministic, 1 DDPM-like); `ddpm_variance` the DDPM sampler's σ_t² ("beta" or
-    "beta-tilde"); `clip_x0` clips x̂_0 to [-1, 1] every step. Ranges and messages:
-    `core.params`.
+    "beta-tilde"; None: the bundle's variance, β̃ for fixed_small, β otherwise; unused with a
+    learned variance); `clip_x0` clips x̂_0 to the bundle's clip range every step (None: the
+    bundle's clip_sample). `class_label` picks the class of a class-conditional bundle, by index
+    0..num_classes−1 or by one of its class names (resolved to the index). Ranges and messages:
+    `core.params`. Models that take no text ignore the prompt, negative prompt and guidance.
     """
 
-    prompt: str | Sequence[str]
+    prompt: str | Sequence[str] = ""
     negative_prompt: str = ""
     sampler: str | None = None
     steps: int | None = None
@@ -67,8 +77,9 @@ class GenerationRequest:
     init_image: np.ndarray | None = None
     strength: float = 1.0
     eta: float = 0.0
-    ddpm_variance: str = DdpmVariance.BETA.value
-    clip_x0: bool = True
+    ddpm_variance: str | None = None
+    clip_x0: bool | None = None
+    class_label: int | str | None = None
 
     def prompt_of(self, index: int) -> str:
         """The prompt of image `index` of the batch."""
@@ -89,7 +100,7 @@ class GenerationRequest:
         if not isinstance(self.prompt, str) and len(prompts) != batch:
             raise UsageError(f"Give one prompt or one prompt per image ({batch}), got {len(prompts)} prompts.")
         fixed = [replace_undecodable(p)[0] for p in prompts]
-        if not isinstance(self.clip_x0, (bool, np.bool_)):
+        if self.clip_x0 is not None and not isinstance(self.clip_x0, (bool, np.bool_)):
             raise UsageError(f"clip_x0 must be True or False, got {self.clip_x0!r}.")
         return replace(
             self,
@@ -102,9 +113,29 @@ class GenerationRequest:
             seed=check_seed(self.seed, batch),
             strength=check_strength(self.strength, has_init_image=self.init_image is not None),
             eta=check_eta(self.eta),
-            ddpm_variance=parse_ddpm_variance(self.ddpm_variance).value,
-            clip_x0=bool(self.clip_x0),
+            ddpm_variance=None if self.ddpm_variance is None else parse_ddpm_variance(self.ddpm_variance).value,
+            clip_x0=True if self.clip_x0 is None else bool(self.clip_x0),
         )
+
+
+NO_GUIDANCE = 1.0  # w = 1: ε̂ = ε_c, the model's own output (class and unconditional models have no guidance)
+UNCONDITIONAL_NOTE = "This model is unconditional: the prompt, negative prompt and guidance are not used."
+CLASS_NOTE = "This model is class-conditional: the prompt, negative prompt and guidance are not used."
+
+
+def _names_text(names: Sequence[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
+
+
+def _ignored_note(kind: ConditioningKind, request: GenerationRequest) -> str | None:
+    """One note when a model without text conditioning was given a prompt, negative prompt or guidance."""
+    if kind is ConditioningKind.TEXT:
+        return None
+    prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
+    given = any(str(p).strip() for p in (*prompts, request.negative_prompt)) or request.guidance is not None
+    if not given:
+        return None
+    return UNCONDITIONAL_NOTE if kind is ConditioningKind.NONE else CLASS_NOTE
 
 
 def _resolved_fields(request: GenerationRequest) -> tuple[str, int, float, int]:
@@ -152,16 +183,66 @@ class Pipeline:
         return self.bundle.provider_info
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
-        """The request with the bundle's defaults and a seed filled in, validated (UsageError if bad)."""
+        """The request with the bundle's defaults and a seed filled in, validated (UsageError if bad).
+
+        A model without text conditioning gets no prompt and no guidance: the resolved prompt and
+        negative prompt are "" and guidance is 1 (the model's own output, ε̂ = ε_c). A class
+        model's class label becomes its index (UsageError, one sentence, when missing or unknown).
+        """
         b = self.bundle
+        text = b.conditioning_kind is ConditioningKind.TEXT
+        guidance = b.default_guidance if request.guidance is None else request.guidance
         filled = replace(
             request,
+            prompt=request.prompt if text else "",
+            negative_prompt=request.negative_prompt if text else "",
             sampler=b.default_sampler if request.sampler is None else request.sampler,
             steps=b.default_steps if request.steps is None else request.steps,
-            guidance=b.default_guidance if request.guidance is None else request.guidance,
+            guidance=guidance if text else NO_GUIDANCE,
             seed=random_seed() if request.seed is None else request.seed,
+            ddpm_variance=self._ddpm_variance(request.ddpm_variance),
+            clip_x0=b.spec.diffusion.clip_sample if request.clip_x0 is None else request.clip_x0,
+            class_label=self.class_index(request.class_label),
         )
         return filled.validated(b.T)
+
+    def _ddpm_variance(self, chosen: str | None) -> str | None:
+        """The user's DDPM σ_t², else the bundle's (β̃ for fixed_small, β for fixed_large); None when learned."""
+        if chosen is not None:
+            return chosen
+        fixed = ddpm_variance_for(self.bundle.variance)
+        return None if fixed is None else fixed.value
+
+    def class_index(self, label: object) -> int | None:
+        """The class index for a label (an index 0..num_classes−1, its digits, or a class name).
+
+        None for a model that is not class-conditional and no label; UsageError (one sentence)
+        for a label such a model cannot take, or a class model without one.
+        """
+        b = self.bundle
+        if b.conditioning_kind is not ConditioningKind.CLASS:
+            if label is None:
+                return None
+            raise UsageError(f"The model {b.name} is not class-conditional, so it takes no class label.")
+        n, names = b.num_classes or 0, b.class_names or ()
+        choices = f"0..{n - 1}" + (f" or a name ({_names_text(names)})" if names else "")
+        if label is None:
+            raise UsageError(f"The model {b.name} is class-conditional: choose a class, {choices}.")
+        if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            index = int(label)
+        elif isinstance(label, str) and label.strip().isdigit():
+            index = int(label.strip())
+        elif isinstance(label, str):
+            lowered = [name.lower() for name in names]
+            key = label.strip().lower()
+            if key not in lowered:
+                raise UsageError(f"The model {b.name} has no class {label!r}; choose {choices}.")
+            return lowered.index(key)
+        else:
+            raise UsageError(f"A class label must be a number or a class name, got {label!r}.")
+        if not 0 <= index < n:
+            raise UsageError(f"The class {index} is out of range for the model {b.name}; choose {choices}.")
+        return index
 
     def _encode(self, prompts: Sequence[str], notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """context, mask for the prompts; the tokenizer's truncation warnings become notes.
@@ -212,22 +293,22 @@ class Pipeline:
         `Cancelled` when `should_stop()` turns True or `cancel()` is called.
         """
         req = self.resolve(request)
-        sampler, n_steps, guidance, seed = _resolved_fields(req)
+        sampler, n_steps, _guidance, seed = _resolved_fields(req)
         self._stop.clear()
         notes: list[str] = []
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        context, mask = self._encode(prompts, notes)
-        if req.negative_prompt:  # the negative prompt takes the unconditional prompt's place
-            uncond_context, uncond_mask = self._encode([req.negative_prompt], notes)
-        else:
-            uncond_context, uncond_mask = self.unconditional()
         b = self.bundle
-        eps_fn = guided_eps_fn(b.denoiser, context, mask, uncond_context, uncond_mask, guidance)
+        eps_fn = self._eps_fn(req, notes)
+        ignored = _ignored_note(b.conditioning_kind, request)
+        if ignored:
+            notes.append(ignored)
         init = self._init_image(req.init_image)
         if req.eta > 0 and sampler != SamplerKind.DDIM.value:
             notes.append(f"eta only changes the ddim sampler; {sampler} ignores it.")
-        if req.ddpm_variance != DdpmVariance.BETA.value and sampler != SamplerKind.DDPM.value:
-            notes.append(f"the DDPM variance only changes the ddpm sampler; {sampler} ignores it.")
+        if request.ddpm_variance is not None and req.ddpm_variance != self._ddpm_variance(None):
+            if sampler != SamplerKind.DDPM.value:
+                notes.append(f"the DDPM variance only changes the ddpm sampler; {sampler} ignores it.")
+            elif b.variance is VarianceKind.LEARNED_RANGE:
+                notes.append("this model learns its variance (learned_range), so the DDPM variance is not used.")
 
         def stop() -> bool:
             return self._stop.is_set() or (should_stop is not None and bool(should_stop()))
@@ -239,14 +320,41 @@ class Pipeline:
             sampler=sampler,
             steps=n_steps,
             rng=batch_rng(seed, req.batch),
-            clip_x0=req.clip_x0,
+            clip_x0=bool(req.clip_x0),
             eta=req.eta,
             ddpm_variance=req.ddpm_variance,
             init_image=init,
             strength=req.strength,
             should_stop=stop,
+            prediction=b.prediction,
+            variance=b.variance,
+            clip_range=b.spec.diffusion.clip_sample_range,
         )
         return SamplingRun(req, notes, steps)
+
+    def _eps_fn(self, req: GenerationRequest, notes: list[str]) -> EpsFn:
+        """The network as the sampler calls it: (x_t, t) -> raw output, conditioned per the bundle's kind."""
+        b = self.bundle
+        kind = b.conditioning_kind
+        denoiser: Any = b.denoiser
+        if kind is ConditioningKind.CLASS:
+            label = req.class_label
+
+            def class_eps(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+                labels = np.full((x.shape[0],), label, dtype=np.int64)
+                return np.asarray(denoiser(x, t, class_labels=labels))
+
+            return class_eps
+        if kind is ConditioningKind.NONE:
+            return lambda x, t: np.asarray(denoiser(x, t))
+        _s, _n, guidance, _seed = _resolved_fields(req)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        context, mask = self._encode(prompts, notes)
+        if req.negative_prompt:  # the negative prompt takes the unconditional prompt's place
+            uncond_context, uncond_mask = self._encode([req.negative_prompt], notes)
+        else:
+            uncond_context, uncond_mask = self.unconditional()
+        return guided_eps_fn(denoiser, context, mask, uncond_context, uncond_mask, guidance, b.variance)
 
     def generate(
         self,
@@ -303,9 +411,19 @@ class Pipeline:
             "clip_x0": bool(request.clip_x0),
             # sampler options only where they shape the image: η for DDIM, σ_t² for DDPM
             **({"eta": float(request.eta)} if sampler is SamplerKind.DDIM else {}),
-            **({"ddpm_variance": request.ddpm_variance} if sampler is SamplerKind.DDPM else {}),
+            **({"ddpm_variance": request.ddpm_variance}
+               if sampler is SamplerKind.DDPM and request.ddpm_variance is not None else {}),
             **({"strength": float(request.strength)} if request.init_image is not None else {}),
+            **self._class_metadata(request),
         }
+
+    def _class_metadata(self, request: GenerationRequest) -> dict[str, Any]:
+        """class_label (and class_name when the bundle names its classes) of a class model's image."""
+        if request.class_label is None:
+            return {}
+        index = int(request.class_label)
+        names = self.bundle.class_names
+        return {"class_label": index, **({"class_name": names[index]} if names else {})}
 
     def cancel(self) -> None:
         """Stop before the next step and terminate the network call in flight (thread-safe)."""
