@@ -226,7 +226,7 @@ def _diffusion_line(dif: dict[str, Any]) -> str:
     schedule = f"{dif['schedule']} schedule"
     if dif.get("beta_start") is not None:
         schedule += f" (β {dif['beta_start']:g} → {dif['beta_end']:g})"
-    elif dif["schedule"] != "cosine":
+    elif dif["schedule"] != "cosine" and "variance" in dif:  # format 2 says so; format 1 has no β ends
         schedule += " (default β ends)"
     line = f"T={dif['T']}, {schedule}, predicts {dif['prediction']}"
     if "variance" in dif:  # format 2
