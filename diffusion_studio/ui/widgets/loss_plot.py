@@ -186,5 +186,10 @@ class LossPlot(pg.GraphicsView):
             self._redraw()
         super().changeEvent(event)
 
+    def leaveEvent(self, event: QEvent) -> None:
+        self.lossHover.hide()
+        self.bucketHover.hide()
+        super().leaveEvent(event)
+
     def sizeHint(self) -> QSize:
         return QSize(560, 360)

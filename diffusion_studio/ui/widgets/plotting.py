@@ -92,7 +92,8 @@ Readout = tuple[float, float | None, str] | None
 
 class HoverReadout:
     """A vertical line, a dot and a label that follow the mouse over a plot and show the
-    values there; what to show for a data-space x comes from `read(x)`."""
+    values there; what to show for a data-space x comes from `read(x)`. The widget holding
+    the plot calls `hide()` when the mouse leaves it."""
 
     def __init__(self, plot: pg.PlotItem, read: Callable[[float], Readout]) -> None:
         self.plot = plot

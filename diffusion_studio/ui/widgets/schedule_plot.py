@@ -397,5 +397,9 @@ class SchedulePlot(QWidget):
             self._redraw()
         super().changeEvent(event)
 
+    def leaveEvent(self, event: QEvent) -> None:
+        self.hover.hide()  # the mouse left the plot
+        super().leaveEvent(event)
+
     def sizeHint(self) -> QSize:
         return QSize(480, 260)

@@ -121,6 +121,8 @@ def test_hover_reads_the_nearest_point(plot) -> None:
     QApplication.sendEvent(view, move)
     assert plot.lossHover.text == "step 30\nloss 0.33333"
     assert plot.lossHover.dot.getData()[1][0] == pytest.approx(1 / 3)
+    QApplication.sendEvent(plot, QEvent(QEvent.Type.Leave))  # the mouse left the plot
+    assert plot.lossHover.text == "" and not plot.lossHover.label.isVisible()
     plot.set_bucket_loss([0.2, None])
     assert plot.bucketHover.show_at(0.7) == "t/T ∈ (0.5, 1]\nno loss yet"
     assert plot.bucketHover.show_at(0.2) == "t/T ∈ (0, 0.5]\nloss 0.2"

@@ -165,6 +165,8 @@ def test_hover_shows_the_values_under_the_mouse(make_plot, qtbot) -> None:
     assert lines[2] == f"cosine ᾱ = {make_schedule('cosine', 1000).alphas_cumprod[t - 1]:.4g}"
     assert plot.hover.label.isVisible() and plot.hover.line.value() == t
     assert plot.hover.show_at(plot.visited_timesteps()[3]).endswith(f"step 4 of {DEFAULT_STEPS}")
+    QApplication.sendEvent(plot, QEvent(QEvent.Type.Leave))  # the mouse left the plot
+    assert plot.hover.text == "" and not plot.hover.label.isVisible()
 
 
 def test_export_is_in_the_context_menu_and_writes_the_curves(make_plot, tmp_path) -> None:
