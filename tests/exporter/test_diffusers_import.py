@@ -274,3 +274,34 @@ def test_bad_options_are_refused(sources, tmp_path, run_cli):
         result = run_cli(*args)
         assert result.rc == 2 and words in result.err and result.err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+# --- parity failures ---------------------------------------------------------------------------
+
+
+def test_parity_report_catches_a_graph_that_differs(bundles, sources):
+    import torch
+
+    from exporter.diffusers_import import validate_import, wrap
+    from exporter.diffusers_source import load_diffusers_source
+
+    src = load_diffusers_source(sources["ddpm"])
+    with torch.no_grad():
+        src.unet.conv_out.bias += 1e-3  # the torch reference now differs from unet.onnx by 1e-3
+    report = validate_import(wrap(src.unet, False), bundles["ddpm"], src, None)
+    assert not report["passed"]
+    worst = report["network"][0]["max_abs"]
+    assert 0.9e-3 <= worst <= 1.1e-3
+    assert report["failures"] == [f"CPUExecutionProvider max |Δ| {worst:.3g} > 0.0001"]
+
+
+def test_failed_parity_exits_1_and_writes_nothing(sources, tmp_path, run_cli, monkeypatch):
+    import functools
+
+    import exporter.diffusers_import as di
+
+    monkeypatch.setattr(di, "validate_import", functools.partial(di.validate_import, bound=0.0))
+    result = run_cli("diffusers", sources["ddpm"], "--out", tmp_path / "out")
+    assert result.rc == 1
+    assert result.err.startswith("error: parity check failed, the bundle was not written: CPUExecutionProvider max")
+    assert list(tmp_path.iterdir()) == []
