@@ -495,3 +495,14 @@ def test_v2_graph_that_disagrees_with_its_kind_is_one_sentence(bundle_copy, case
     with pytest.raises(BundleError) as info:
         load_bundle(folder, device="cpu")
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_v2_graph_through_io_binding_reads_its_own_output_name(bundle_copy):
+    from diffusion_studio.inference.session import OrtDenoiser
+
+    folder = _v2_bundle(bundle_copy(), kind="class", variance="learned_range")
+    bound = OrtDenoiser.from_file(folder / "unet.onnx", device="cpu", use_io_binding=True)
+    x = np.ones((1, 3, 8, 8), np.float32)
+    out = bound(x, np.array([5]), class_labels=np.array([2]))
+    assert out.shape == (1, 6, 8, 8)
+    np.testing.assert_allclose(out, np.full((1, 6, 8, 8), 3.005, np.float32), atol=1e-6)
