@@ -63,6 +63,7 @@ class ToyMlp:
         self.params = params
         self.config = config
         self.T = int(T)
+        self._table: Array | None = None  # emb(t) for t = 0…T, made on first use
 
     @classmethod
     def create(cls, config: MlpConfig, T: int, seed: int = 0, dtype: npt.DTypeLike = np.float32) -> ToyMlp:
@@ -91,8 +92,13 @@ class ToyMlp:
 
     def _inputs(self, x: npt.ArrayLike, t: npt.ArrayLike) -> Array:
         points = np.asarray(x, dtype=self.dtype).reshape(-1, 2)
-        emb = time_embedding(np.broadcast_to(np.asarray(t), (points.shape[0],)), self.T,
-                             self.config.time_features, self.dtype)
+        steps = np.broadcast_to(np.asarray(t), (points.shape[0],))
+        if steps.dtype.kind in "iu" and (steps.size == 0 or (steps.min() >= 0 and steps.max() <= self.T)):
+            if self._table is None or self._table.dtype != self.dtype:
+                self._table = time_embedding(np.arange(self.T + 1), self.T, self.config.time_features, self.dtype)
+            emb = self._table[steps]
+        else:
+            emb = time_embedding(steps, self.T, self.config.time_features, self.dtype)
         return np.concatenate([points, emb], axis=1)
 
     def __call__(self, x: npt.ArrayLike, t: npt.ArrayLike) -> npt.NDArray[np.float32]:

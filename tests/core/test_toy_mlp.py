@@ -75,6 +75,8 @@ def test_create_is_seeded_and_sized() -> None:
     assert all(np.array_equal(p, q) for p, q in zip(a.params, b.params))
     out = a(np.zeros((5, 2)), np.arange(1, 6))
     assert out.shape == (5, 2) and out.dtype == np.float32
+    # integer t reads a precomputed emb(t) table; any other t computes it: the same numbers
+    assert np.allclose(out, a(np.zeros((5, 2)), np.arange(1.0, 6.0)), atol=1e-6)
 
 
 def test_training_fits_the_noise_and_sampling_recovers_the_data() -> None:

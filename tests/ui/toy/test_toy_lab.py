@@ -170,3 +170,34 @@ def test_the_field_arrows_follow_the_score_of_the_model(qtbot, lab) -> None:
     assert np.all(np.sum((eps_shafts[:, 1] - eps_shafts[:, 0]) * drawn, axis=1) < 0)
     _choose(combo, "off")
     assert len(_plotted(lab.toyPlot.fieldItem)) == 0
+
+
+def test_stop_cancels_sampling(qtbot, lab) -> None:
+    from diffusion_studio.core.toy_mlp import MlpConfig, ToyMlp
+
+    lab.state.model = ToyMlp.create(MlpConfig(), lab.state.T, seed=1)
+    lab.state.busyChanged.emit("")  # the Sample button follows the model
+    _choose(_find(lab, QComboBox, "toySamplerCombo"), "ddpm")
+    _find(lab, QSpinBox, "toyStepsSpin").setValue(1000)
+    qtbot.mouseClick(_find(lab, QPushButton, "toySampleButton"), Qt.MouseButton.LeftButton)
+    assert lab.state.busy == "sample"
+    qtbot.mouseClick(_find(lab, QPushButton, "toyStopButton"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: lab.state.busy == "", timeout=10_000)
+    assert lab.state.samples is None
+    assert _find(lab, QLabel, "toyStatusLabel").text() == "Sampling stopped."
+
+
+def test_the_lab_is_a_tab_of_the_window_and_closing_stops_training(qtbot) -> None:
+    from diffusion_studio.ui import MainWindow
+
+    window = MainWindow(model_path=None)
+    qtbot.addWidget(window)
+    lab = window.workspace("2D lab")
+    assert lab is window.toyLab and lab.objectName() == "toyLab"
+    lab.toyTrainStepsSpin.setValue(50_000)
+    lab.toyTrainButton.click()
+    qtbot.waitUntil(lambda: lab.state.trained_steps > 0, timeout=20_000)
+    thread = lab.state._thread
+    assert thread is not None and thread.isRunning()
+    window.close()  # closeEvent stops the lab's worker and waits for its thread
+    assert not thread.isRunning()
