@@ -238,4 +238,7 @@ class DiffusersModels:
 @pytest.fixture(scope="session")
 def diffusers_models(tmp_path_factory) -> DiffusersModels:
     pytest.importorskip("diffusers")
+    import torch
+
+    torch.set_num_threads(1)  # tiny nets: threads only contend (the exporter tests do the same)
     return DiffusersModels(tmp_path_factory.mktemp("diffusers-models"))

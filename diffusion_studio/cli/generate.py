@@ -1,4 +1,9 @@
-"""`diffusion-studio generate PROMPT ...`: text -> PNG(s) with generation metadata, on ONNX Runtime.
+"""`diffusion-studio generate [PROMPT] ...`: PNG(s) with generation metadata, on ONNX Runtime.
+
+PROMPT is needed by text-conditioned bundles only: an unconditional bundle (an imported
+diffusers DDPMPipeline) generates with no arguments, a class-conditional one takes
+`--class LABEL` (an index or one of its class names). A prompt given to either is ignored
+with a note; `--class` given to another kind is refused with one sentence (exit 2).
 
 Sampler, steps and guidance default to the bundle's `sampler_defaults`; the model defaults
 to the bundled one. The output path is checked before anything is generated, and PNGs are
@@ -50,11 +55,15 @@ NAME_MAX_FALLBACK = 255  # ext4, APFS, NTFS; used where os.pathconf cannot tell
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
-        help="generate image(s) from a prompt and write PNG(s) with metadata",
-        description="Generate images from a text prompt with an ONNX model bundle.",
+        help="generate image(s) from a prompt (or a class, or nothing) and write PNG(s) with metadata",
+        description="Generate images with an ONNX model bundle: from a text prompt, a class label "
+                    "(--class) or unconditionally, as the bundle's conditioning says.",
     )
-    p.add_argument("prompt", help="what to draw (any length; long prompts are truncated by the tokenizer; "
-                   "bytes that are not valid UTF-8 are replaced with U+FFFD, with a note)")
+    p.add_argument("prompt", nargs="?", default=None,
+                   help="what to draw, for text-conditioned models (any length; long prompts are truncated by "
+                   "the tokenizer; bytes that are not valid UTF-8 are replaced with U+FFFD, with a note)")
+    p.add_argument("--class", dest="class_label", metavar="LABEL",
+                   help="the class of a class-conditional model: an index 0..N-1 or one of its class names")
     p.add_argument("--negative", default="", metavar="TEXT",
                    help="negative prompt (replaces the unconditional prompt; invalid UTF-8 as for PROMPT)")
     p.add_argument("--model", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
@@ -69,10 +78,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="execution provider")
     p.add_argument("--eta", type=float, default=0.0, metavar="F",
                    help=f"DDIM η in [0, {ETA_MAX:g}]: 0 deterministic (default), 1 DDPM-like noise (ddim sampler only)")
-    p.add_argument("--ddpm-variance", choices=DDPM_VARIANCES, default=DdpmVariance.BETA.value,
-                   help="σ_t² of the ddpm sampler: β_t (default) or the posterior's β̃_t")
-    p.add_argument("--no-clip", dest="clip_x0", action="store_false",
-                   help="do not clip the predicted x̂_0 to [-1, 1] at each step (clipping is on by default)")
+    p.add_argument("--ddpm-variance", choices=DDPM_VARIANCES, default=None,
+                   help="σ_t² of the ddpm sampler: β_t or the posterior's β̃_t (default: the model's, "
+                   f"{DdpmVariance.BETA.value} unless it was trained with β̃_t)")
+    p.add_argument("--no-clip", dest="clip_x0", action="store_false", default=None,
+                   help="do not clip the predicted x̂_0 to [-1, 1] at each step (default: the model's "
+                   "clip_sample, on for our own models)")
     p.add_argument("--init-image", type=Path, metavar="PATH",
                    help="img2img: start from this PNG/JPG (resized and center-cropped to the model's size)")
     p.add_argument("--strength", type=float, metavar="S",
@@ -175,6 +186,7 @@ def _say(line: str, stream: TextIO | None = None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports here so `diffusion-studio --help` stays fast.
+    from diffusion_studio.core.bundle import ConditioningKind
     from diffusion_studio.core.images import make_grid
     from diffusion_studio.core.png_meta import write_png
     from diffusion_studio.core.vocabulary import prompt_note
@@ -196,8 +208,13 @@ def run(args: argparse.Namespace) -> int:
         _say(f"warning: {warning.message}", sys.stderr)
 
     pipeline = Pipeline(bundle)
+    text = bundle.conditioning_kind is ConditioningKind.TEXT
+    if text and args.prompt is None:
+        raise UsageError(f"The model {bundle.name} is text-conditioned: give a PROMPT (\"\" for an "
+                         "unconditional image).")
+    pipeline.class_index(args.class_label)  # a label this model cannot take: one sentence, before any work
     init = None if init_file is None else init_image_array(init_file, bundle.image_size, bundle.channels)
-    prompt, bad_in_prompt = replace_undecodable(args.prompt)  # bytes of argv that are not UTF-8
+    prompt, bad_in_prompt = replace_undecodable(args.prompt or "")  # bytes of argv that are not UTF-8
     negative, bad_in_negative = replace_undecodable(args.negative)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -216,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
                 eta=args.eta,
                 ddpm_variance=args.ddpm_variance,
                 clip_x0=args.clip_x0,
+                class_label=args.class_label,
             )
         )
     request = result.request  # resolved: the bundle's defaults and the seed filled in
@@ -225,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
                  "became U+FFFD (\ufffd).", sys.stderr)
     for note in result.notes:
         _say(f"note: {note}", sys.stderr)
-    vocabulary_note = prompt_note(prompt, bundle.vocabulary)  # the GUI's prompt hint, the same sentence
+    # the GUI's prompt hint, the same sentence (a model without text has the pipeline's note instead)
+    vocabulary_note = prompt_note(prompt, bundle.vocabulary) if text else None
     if vocabulary_note:
         _say(f"note: {vocabulary_note}", sys.stderr)
     for warning in caught:
@@ -246,8 +265,16 @@ def run(args: argparse.Namespace) -> int:
     for path in paths:
         _say(f"wrote {path}")
     img2img = f", img2img strength {request.strength:g}" if init is not None else ""
+    if text:
+        condition = f"guidance {request.guidance:g}"
+    elif request.class_label is not None:
+        index = int(request.class_label)
+        name = bundle.class_names[index] if bundle.class_names else None
+        condition = f"class {index}" + (f" ({name})" if name else "")
+    else:
+        condition = "unconditional"
     _say(f"model: {bundle.name} ({bundle.model_hash}), seed {request.seed}, {request.sampler}, "
-         f"{request.steps} steps, guidance {request.guidance:g}{img2img}")
+         f"{request.steps} steps, {condition}{img2img}")
     _say(f"provider: {info.describe()}")
     _say(f"time: {result.seconds:.2f} s ({result.steps_per_s:.1f} steps/s)")
     return 0
