@@ -197,7 +197,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
     src = load_source(Path(opts.source), opts.weights)
     ucfg = src.unet_config
     spec = GraphSpec(channels=int(ucfg.in_channels), image_size=int(ucfg.image_size),
-                     max_tokens=src.max_tokens, context_dim=int(ucfg.context_dim))
+                     max_tokens=src.max_tokens, context_dim=int(ucfg.context_dim),
+                     out_channels=int(ucfg.out_channels))  # 2C: [ε̂, v] of a --learn-sigma run
     sampler_defaults = _sampler_defaults(opts, src)
     conditioning = _conditioning(src, notes)
     vocabulary, vocabulary_note = run_vocabulary(src.config)
@@ -232,6 +233,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
         unet={"file": bw.UNET_FILE, "fp16_file": bw.UNET_FP16_FILE if half is not None else None,
               "opset": info.opset, "parameters": _parameters(src.model), "flops_per_forward": _flops(src.model)},
         conditioning=conditioning, provenance=provenance, vocabulary=vocabulary,
+        # a --learn-sigma U-Net declares its learned Σ_θ (Improved DDPM eq. 15): format_version 2
+        diffusion={"prediction": "epsilon", "variance": "learned_range"} if ucfg.learn_sigma else None,
     )
     props = bw.metadata_props(model_spec)
     set_metadata(proto, {**props, "diffusion_studio.precision": "fp32"})
@@ -251,6 +254,7 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
             log("checking parity between PyTorch and ONNX Runtime")
             report = validate_export(
                 src.model, tmp, spec, T=src.T, schedule=src.schedule,
+                variance="learned_range" if ucfg.learn_sigma else "fixed_large",
                 guidance=sampler_defaults["guidance"], conditioning=conditioning,
                 fp16_file=bw.UNET_FP16_FILE if half is not None else None,
             )

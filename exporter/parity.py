@@ -197,17 +197,19 @@ def _conditioning(
 
 
 def _final_image(denoiser: Any, schedule: Any, shape: tuple[int, ...], cond: tuple, w: float,
-                 sampler: str, steps: int) -> np.ndarray:
+                 sampler: str, steps: int, variance: str = "fixed_large") -> np.ndarray:
     from diffusion_studio.core.guidance import guided_eps_fn
     from diffusion_studio.core.sampling_loop import run_to_end, sample
 
-    eps_fn = guided_eps_fn(denoiser, cond[0], cond[1], cond[2], cond[3], w)
-    steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(SAMPLING_SEED))
+    eps_fn = guided_eps_fn(denoiser, cond[0], cond[1], cond[2], cond[3], w, variance)
+    steps_run = sample(eps_fn, schedule, shape, sampler=sampler, steps=steps, rng=np.random.default_rng(SAMPLING_SEED),
+                       variance=variance)
     return run_to_end(steps_run).x_prev
 
 
 def sampling_parity(model: Any, session: ort.InferenceSession, spec: GraphSpec, T: int, schedule_kind: str,
-                    guidance: float, conditioning: dict[str, Any]) -> list[dict[str, Any]]:
+                    guidance: float, conditioning: dict[str, Any],
+                    variance: str = "fixed_large") -> list[dict[str, Any]]:
     """Final-image differences of full guided samplings through the torch and ONNX denoisers."""
     from diffusion_studio.core.images import to_uint8
     from diffusion_studio.core.schedule import make_schedule
@@ -224,8 +226,8 @@ def sampling_parity(model: Any, session: ort.InferenceSession, spec: GraphSpec, 
     runs = []
     for sampler, steps in SAMPLING_RUNS:
         steps = min(steps, T)
-        ref = _final_image(torch_denoiser, schedule, shape, tuple(cond), guidance, sampler, steps)
-        got = _final_image(onnx_denoiser, schedule, shape, tuple(cond), guidance, sampler, steps)
+        ref = _final_image(torch_denoiser, schedule, shape, tuple(cond), guidance, sampler, steps, variance)
+        got = _final_image(onnx_denoiser, schedule, shape, tuple(cond), guidance, sampler, steps, variance)
         diff = np.abs(got.astype(np.float64) - ref)
         pixels = np.abs(to_uint8(got).astype(np.int16) - to_uint8(ref).astype(np.int16))
         runs.append({"sampler": sampler, "steps": steps, "guidance": guidance, "seed": SAMPLING_SEED,
@@ -236,7 +238,7 @@ def sampling_parity(model: Any, session: ort.InferenceSession, spec: GraphSpec, 
 
 def validate_export(model: Any, folder: Path, spec: GraphSpec, *, T: int, schedule: str, guidance: float,
                     conditioning: dict[str, Any], fp16_file: str | None,
-                    bound: float = PARITY_BOUND) -> dict[str, Any]:
+                    bound: float = PARITY_BOUND, variance: str = "fixed_large") -> dict[str, Any]:
     """The whole report (module docstring); `passed` is False when the fp32 bound or fp16 finiteness fails."""
     fp32_path = folder / "unet.onnx"
     usable, unavailable = runtimes(fp32_path)
@@ -260,7 +262,7 @@ def validate_export(model: Any, folder: Path, spec: GraphSpec, *, T: int, schedu
         if not entry["passed"]:
             failures.append(f"{runtime.provider} max |Δε| {entry['max_abs']:.3g} > {bound:g}")
         report["network"].append(entry)
-        for run in sampling_parity(model, session, spec, T, schedule, guidance, conditioning):
+        for run in sampling_parity(model, session, spec, T, schedule, guidance, conditioning, variance):
             report["sampling"].append({"provider": runtime.provider, "file": fp32_path.name, **run})
         if fp16_file:
             report["network"].append(_fp16_entry(runtime, model, folder / fp16_file, spec, T, failures))

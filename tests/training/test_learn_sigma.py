@@ -11,17 +11,24 @@ import pytest
 import torch
 
 from diffusion_studio.cli import main
-from diffusion_studio.core.sampling_loop import sample
+from diffusion_studio.core.guidance import guided_eps_fn
+from diffusion_studio.core.images import to_uint8
+from diffusion_studio.core.prediction import VarianceKind
+from diffusion_studio.core.sampling_loop import run_to_end, sample
 from diffusion_studio.core.schedule import make_schedule
 from diffusion_studio.errors import UsageError
+from diffusion_studio.inference.bundle_loader import load_bundle
+from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
 from diffusion_studio.training.checkpoints import load_checkpoint
 from diffusion_studio.training.config import TrainConfig
 from diffusion_studio.training.datasets import make_stream
 from diffusion_studio.training.denoiser import TorchDenoiser, model_variance
 from diffusion_studio.training.events import read_events
+from diffusion_studio.training.samples import sample_images
 from diffusion_studio.training.trainer import Trainer
 from diffusion_studio.training.unet import UNet, UNetConfig
 from diffusion_studio.training.vlb import VariationalBound
+from exporter.cli import main as export_main
 
 from .conftest import tiny_config, tiny_unet
 
@@ -37,13 +44,16 @@ def learn_sigma_config(**overrides) -> TrainConfig:
     return tiny_config(**fields)
 
 
+def run_config() -> TrainConfig:
+    return learn_sigma_config(steps=STEPS, checkpoint_every=80, schedule="cosine")
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, text_encoder):
-    """One learn-sigma run of 160 updates (a 16 px, 8-channel U-Net; ~30 s of one core)."""
+    """One learn-sigma run of 160 updates on the cosine schedule (a 16 px, 8-channel U-Net; ~30 s of one core)."""
     folder = tmp_path_factory.mktemp("learn-sigma") / "run"
     events: list[dict] = []
-    Trainer(learn_sigma_config(steps=STEPS, checkpoint_every=80), folder, text_encoder=text_encoder,
-            listeners=[events.append]).run()
+    Trainer(run_config(), folder, text_encoder=text_encoder, listeners=[events.append]).run()
     return folder, events
 
 
@@ -65,8 +75,12 @@ def test_l_vlb_falls_and_is_logged_beside_l_simple(run):
     vlb = [e["loss_vlb"] for e in progress]
     simple = [e["loss"] for e in progress]
     assert all(np.isfinite(vlb)) and all(v > 0 for v in vlb)
-    first, last = np.mean(vlb[:4]), np.mean(vlb[-4:])
-    assert last < 0.6 * first, vlb  # bits/dim of the bound estimate T·L_t
+    # T·L_t (bits/dim) is heavy-tailed: a window whose batch drew t = 1 holds the decoder term
+    # weighed T times (this run has one of ~5,000 bits/dim in its third window), so the first and the
+    # last four windows are compared by their median, and by their mean without the largest window.
+    first, last = np.median(vlb[:4]), np.median(vlb[-4:])
+    assert last < 0.5 * first, vlb
+    assert np.mean(sorted(vlb[-4:])[:3]) < 0.5 * np.mean(sorted(vlb[:4])[:3]), vlb
     assert np.mean(simple[-4:]) < 0.5 * np.mean(simple[:4])  # "loss" is still L_simple, and falls
     # events.jsonl holds both; the done event carries the last window's metrics
     logged = read_events(folder / "events.jsonl")
@@ -85,7 +99,7 @@ def test_the_variance_head_learned_a_better_bound_than_its_initial_variance(run,
     g = torch.Generator().manual_seed(7)
     t = torch.randint(1, 1001, (64,), generator=g)
     eps = torch.randn(x0.shape, generator=g)
-    schedule = make_schedule("linear", 1000)
+    schedule = make_schedule("cosine", 1000)
     ab = torch.from_numpy(schedule.alphas_cumprod.astype(np.float32))[t - 1].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
     context, mask = text_encoder.encode(captions)
@@ -101,9 +115,9 @@ def test_the_variance_head_learned_a_better_bound_than_its_initial_variance(run,
 def test_checkpoint_and_config_carry_the_variance_head(run):
     folder, _ = run
     saved = json.loads((folder / "config.json").read_text())
-    assert saved["unet"]["learn_sigma"] is True and saved["vlb_weight"] == 0.001 and saved["schedule"] == "linear"
+    assert saved["unet"]["learn_sigma"] is True and saved["vlb_weight"] == 0.001 and saved["schedule"] == "cosine"
     config = TrainConfig.load(folder / "config.json")
-    assert config.learn_sigma and config == learn_sigma_config(steps=STEPS, checkpoint_every=80)
+    assert config.learn_sigma and config == run_config()
     ck = load_checkpoint(folder)
     assert ck.step == STEPS and ck.unet_config.learn_sigma
     assert ck.model["conv_out.weight"].shape[0] == 6 and ck.ema["conv_out.weight"].shape[0] == 6
@@ -162,7 +176,7 @@ def test_ddpm_sampling_uses_the_learned_variance_between_beta_tilde_and_beta(run
     model.load_state_dict(ck.ema)
     denoiser = TorchDenoiser(model)
     context, mask = text_encoder.encode(["a red circle", "a blue square"])
-    schedule = make_schedule("linear", 1000)
+    schedule = make_schedule("cosine", 1000)
     shape, init = (2, 3, 16, 16), np.zeros((3, 16, 16), np.float32)
 
     def first_step(variance: str, ddpm_variance: str | None = None):
@@ -195,8 +209,6 @@ def test_ddpm_sampling_uses_the_learned_variance_between_beta_tilde_and_beta(run
     assert inside.mean() > 0.5 and sigma.std() > 1e-3 * sigma.mean()  # one variance per pixel
     assert np.all(sigma[inside] ** 2 >= beta_tilde * (1 - 1e-6)) and np.all(sigma[inside] ** 2 <= beta * (1 + 1e-6))
     # the trainer's sample grids go through the same loop with the model's variance
-    from diffusion_studio.training.samples import sample_images
-
     images = sample_images(model, schedule, text_encoder.encode, ["a red circle"], image_size=16, steps=4,
                            sampler="ddpm")
     assert images.shape == (1, 16, 16, 3) and images.std() > 1.0
@@ -244,3 +256,34 @@ def test_cli_bad_flag_combinations_exit_2(tmp_path, capsys):
     # --init-from needs the same U-Net: fixed-variance weights do not start a learn-sigma run
     err = refused("--out", str(tmp_path / "y"), "--steps", "2", "--learn-sigma", "--init-from", str(plain))
     assert "U-Net differs" in err and not (tmp_path / "y").exists()
+
+
+def test_export_declares_the_learned_variance_and_the_cosine_schedule(run, tmp_path, text_encoder):
+    """The exporter writes a format-2 bundle (diffusion.variance learned_range, schedule cosine, a 2C
+    output), and the app's ONNX pipeline samples DDPM with the learned Σ_θ like the torch U-Net does."""
+    folder, _ = run
+    bundle = tmp_path / "bundle"
+    assert export_main([str(folder), "--out", str(bundle)]) == 0
+    spec = json.loads((bundle / "model.json").read_text())
+    assert spec["format_version"] == 2
+    assert spec["diffusion"] == {"T": 1000, "schedule": "cosine", "prediction": "epsilon", "variance": "learned_range"}
+    report = json.loads((bundle / "validation.json").read_text())
+    assert report["passed"] and report["network"][0]["max_abs"] < 1e-3  # torch vs ONNX on all 6 channels
+    loaded = load_bundle(bundle, device="cpu")
+    assert loaded.variance is VarianceKind.LEARNED_RANGE and loaded.schedule.kind.value == "cosine"
+    request = GenerationRequest(prompt="a red circle", sampler="ddpm", steps=10, guidance=2.0, seed=5)
+    got = Pipeline(loaded).generate(request).images[0]
+    ck = load_checkpoint(folder)
+    model = UNet(ck.unet_config)
+    model.load_state_dict(ck.ema)
+    ref = sample_images(model, make_schedule("cosine", 1000), text_encoder.encode, ["a red circle"], image_size=16,
+                        steps=10, guidance=2.0, seed=5, sampler="ddpm")[0]
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 2
+    # with a fixed σ² = β the same seed gives another image: the learned variance is what made it
+    fixed = TorchDenoiser(model)
+    context, mask = text_encoder.encode(["a red circle"])
+    uncond, uncond_mask = text_encoder.encode([""])
+    eps_fn = guided_eps_fn(lambda x, t, c, m: fixed(x, t, c, m)[:, :3], context, mask, uncond, uncond_mask, 2.0)
+    other = to_uint8(run_to_end(sample(eps_fn, make_schedule("cosine", 1000), (1, 3, 16, 16), sampler="ddpm",
+                                       steps=10, rng=np.random.default_rng(5))).x_prev)[0]
+    assert np.abs(other.astype(int) - ref.astype(int)).max() > 10

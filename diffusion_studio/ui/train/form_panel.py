@@ -28,8 +28,10 @@ from PySide6.QtWidgets import (
 from diffusion_studio.ui.train.settings import (
     DATASETS,
     DEVICES,
+    PRESET_SCHEDULE,
     PRESET_VALUES,
     PRESETS,
+    SCHEDULES,
     TrainForm,
     checkpoints_in,
     default_bundle_dir,
@@ -95,7 +97,7 @@ class TrainFormPanel(QWidget):
         form = QFormLayout(data)
         form.addRow("Dataset", self.datasetCombo)
         form.addRow("Folder", _path_row(self.folderEdit, self.folderButton))
-        self.datasetCombo.currentIndexChanged.connect(self._sync_enabled)
+        self.datasetCombo.currentIndexChanged.connect(lambda _index: self._sync_enabled())
 
         model = QGroupBox("Model and schedule")
         self.presetCombo = _combo("presetCombo", PRESETS, "U-Net size, learning rate and intervals "
@@ -106,11 +108,23 @@ class TrainFormPanel(QWidget):
                                    "Training image size (a multiple of the U-Net's downsampling)", step=8)
         self.presetCombo.currentIndexChanged.connect(self._show_preset_values)
         self.deviceCombo = _combo("trainDeviceCombo", DEVICES, "Where PyTorch trains; Auto prefers CUDA")
+        # The first entry (data None) is the preset's schedule and says which it is.
+        self.trainScheduleCombo = _combo("trainScheduleCombo", (("", "Preset"), *SCHEDULES),
+                                         "Noise schedule β_t: linear (DDPM §4) or cosine (Improved DDPM eq. 17); "
+                                         "a resumed run keeps its own (diffusion-studio train --schedule)")
+        self.trainScheduleCombo.setItemData(0, None)
+        self.learnSigmaCheck = QCheckBox("Learn variance (Improved DDPM)", objectName="learnSigmaCheck")
+        self.learnSigmaCheck.setToolTip(
+            "Also learn the reverse variance Σ_θ: the U-Net outputs 2C channels and trains on "
+            "L_hybrid = L_simple + 0.001·L_vlb (Improved DDPM §3.1); DDPM sampling then uses it and the "
+            "exported bundle declares it. A resumed run keeps its own (diffusion-studio train --learn-sigma)")
         form = QFormLayout(model)
         form.addRow("Preset", self.presetCombo)
         form.addRow("Steps", self.stepsSpin)
         form.addRow("Batch size", self.batchSpin)
         form.addRow("Image size", self.imageSizeSpin)
+        form.addRow("Schedule", self.trainScheduleCombo)
+        form.addRow("", self.learnSigmaCheck)
         form.addRow("Device", self.deviceCombo)
 
         run = QGroupBox("Run")
@@ -121,6 +135,7 @@ class TrainFormPanel(QWidget):
         self.outButton.setToolTip("Choose the run folder (an existing run is resumed)")
         self.outButton.clicked.connect(self._browse_out)
         self.resumeCheck = QCheckBox("Resume from the latest checkpoint", objectName="resumeCheck")
+        self.resumeCheck.toggled.connect(lambda _on: self._sync_enabled())
         self.sampleSpin = _spin("sampleEverySpin", -1, 10_000_000, PRESET_TEXT,
                                 "Updates between sample grids (0: only at the end)")
         self.checkpointSpin = _spin("checkpointEverySpin", 0, 10_000_000, PRESET_TEXT, "Updates between checkpoints")
@@ -188,6 +203,8 @@ class TrainFormPanel(QWidget):
             sample_every=_value(self.sampleSpin),
             checkpoint_every=_value(self.checkpointSpin),
             threads=_value(self.threadsSpin),
+            schedule=self.trainScheduleCombo.currentData() or None,
+            learn_sigma=self.learnSigmaCheck.isChecked(),
         )
 
     def set_form(self, form: TrainForm) -> None:
@@ -202,6 +219,9 @@ class TrainFormPanel(QWidget):
         _set_value(self.sampleSpin, form.sample_every)
         _set_value(self.checkpointSpin, form.checkpoint_every)
         _set_value(self.threadsSpin, form.threads)
+        self.trainScheduleCombo.setCurrentIndex(0 if form.schedule is None
+                                                else max(0, self.trainScheduleCombo.findData(form.schedule)))
+        self.learnSigmaCheck.setChecked(form.learn_sigma)
         self.resumeCheck.setChecked(form.resume)
         self.outEdit.setText(form.out)
         self._show_preset_values()
@@ -214,6 +234,8 @@ class TrainFormPanel(QWidget):
                           (self.imageSizeSpin, "image_size"), (self.sampleSpin, "sample_every"),
                           (self.checkpointSpin, "checkpoint_every")):
             spin.setSpecialValueText(PRESET_TEXT.format(values[key]) if key in values else "Preset")
+        schedule = dict(SCHEDULES).get(PRESET_SCHEDULE.get(str(self.presetCombo.currentData()), ""))
+        self.trainScheduleCombo.setItemText(0, PRESET_TEXT.format(schedule) if schedule else "Preset")
 
     def bundle_dir(self) -> str:
         return self.bundleEdit.text().strip()
@@ -232,6 +254,7 @@ class TrainFormPanel(QWidget):
         busy = training or exporting
         for widget in (self.datasetCombo, self.presetCombo, self.stepsSpin, self.batchSpin, self.imageSizeSpin,
                        self.deviceCombo, self.outEdit, self.outButton, self.resumeCheck, self.sampleSpin,
+                       self.trainScheduleCombo, self.learnSigmaCheck,
                        self.checkpointSpin, self.threadsSpin, self.bundleEdit, self.bundleButton):
             widget.setEnabled(not busy)
         self.trainStartButton.setEnabled(not busy)
@@ -240,10 +263,16 @@ class TrainFormPanel(QWidget):
         self.openBundleButton.setEnabled(not busy and can_open)
         self._sync_enabled(busy)
 
-    def _sync_enabled(self, busy: bool = False) -> None:
+    def _sync_enabled(self, busy: bool | None = None) -> None:
+        if busy is None:  # a toggle between runs: busy is what set_running last said
+            busy = not self.trainStartButton.isEnabled()
         folder = self.datasetCombo.currentData() == "folder"
         self.folderEdit.setEnabled(folder and not busy)
         self.folderButton.setEnabled(folder and not busy)
+        # A resumed run keeps the schedule and variance head of its config.json (they shape the model).
+        fresh = not self.resumeCheck.isChecked() and not busy
+        self.trainScheduleCombo.setEnabled(fresh)
+        self.learnSigmaCheck.setEnabled(fresh)
 
     # --- paths -----------------------------------------------------------------------------
     def _on_out_changed(self, text: str) -> None:

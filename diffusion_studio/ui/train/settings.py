@@ -29,6 +29,9 @@ PRESET_VALUES: dict[str, dict[str, int]] = {
     "cpu": {"steps": 6000, "batch_size": 64, "image_size": 32, "sample_every": 1000, "checkpoint_every": 250},
     "gpu": {"steps": 30000, "batch_size": 256, "image_size": 32, "sample_every": 2000, "checkpoint_every": 1000},
 }
+# Noise schedules (diffusion-studio train --schedule); None in the form is the preset's, linear for all three.
+SCHEDULES: tuple[tuple[str, str], ...] = (("linear", "Linear (DDPM)"), ("cosine", "Cosine (Improved DDPM)"))
+PRESET_SCHEDULE: dict[str, str] = {"cpu-quick": "linear", "cpu": "linear", "gpu": "linear"}
 DEFAULT_RUN_NAME = "my-model"
 
 
@@ -81,6 +84,8 @@ class TrainForm:
     sample_every: int | None = None  # 0: sample grids only at the end
     checkpoint_every: int | None = None
     threads: int | None = None  # None: all cores
+    schedule: str | None = None  # "linear" | "cosine"; None: the preset's
+    learn_sigma: bool = False  # Improved DDPM: learn Σ_θ with L_hybrid (--learn-sigma)
 
     def dataset_arg(self) -> str:
         return "shapes" if self.dataset == "shapes" else f"folder:{self.folder}"
@@ -95,6 +100,8 @@ class TrainForm:
             raise UsageError(f"Unknown preset '{self.preset}'; use cpu-quick, cpu or gpu.")
         if self.device not in dict(DEVICES):
             raise UsageError(f"Unknown device '{self.device}'; use auto, cpu or cuda.")
+        if self.schedule is not None and self.schedule not in dict(SCHEDULES):
+            raise UsageError(f"Unknown noise schedule '{self.schedule}'; use linear or cosine.")
         if not self.out.strip():
             raise UsageError("Choose an output run folder.")
         for name, value, lo in (("Steps", self.steps, 1), ("Batch size", self.batch_size, 1),
@@ -120,8 +127,13 @@ class TrainForm:
                             ("--checkpoint-every", self.checkpoint_every), ("--threads", self.threads)):
             if value is not None:
                 args += [flag, str(value)]
-        if self.resume:
+        if self.resume:  # a resumed run keeps its own schedule and variance head (config.json)
             args.append("--resume")
+        else:
+            if self.schedule is not None:
+                args += ["--schedule", self.schedule]
+            if self.learn_sigma:
+                args.append("--learn-sigma")
         return args + ["--json"]
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,14 +151,16 @@ class TrainForm:
             if isinstance(default, bool):
                 if isinstance(value, bool):
                     values[f.name] = value
-            elif isinstance(default, str):
-                if isinstance(value, str):
+            elif isinstance(default, str) or f.name == "schedule":
+                if isinstance(value, str) or (value is None and default is None):
                     values[f.name] = value
             elif value is None or (isinstance(value, int) and not isinstance(value, bool)):
                 values[f.name] = value
         form = replace(defaults, **values)
         if form.dataset not in dict(DATASETS) or form.preset not in dict(PRESETS) or form.device not in dict(DEVICES):
             return defaults
+        if form.schedule is not None and form.schedule not in dict(SCHEDULES):
+            form = replace(form, schedule=None)
         return form
 
 

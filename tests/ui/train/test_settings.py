@@ -83,3 +83,41 @@ def test_the_default_run_folder_is_the_same_every_time(tmp_path: Path) -> None:
     from diffusion_studio.ui.train.settings import default_run_dir
 
     assert default_run_dir(tmp_path) == default_run_dir(tmp_path) == tmp_path / "my-model"
+
+
+def test_schedule_and_learn_sigma_reach_the_cli(tmp_path: Path) -> None:
+    from diffusion_studio.cli import build_parser
+
+    form = TrainForm(out=str(tmp_path / "run"), schedule="cosine", learn_sigma=True)
+    args = form.arguments()
+    assert args[-4:] == ["--schedule", "cosine", "--learn-sigma", "--json"]
+    parsed = build_parser().parse_args(args[2:])
+    assert parsed.schedule == "cosine" and parsed.learn_sigma is True
+    assert "--schedule" not in TrainForm(out=str(tmp_path / "run")).arguments()  # None: the preset's
+    # a resumed run keeps its own schedule and variance head (config.json): the flags are not passed
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step-00000010.safetensors").write_bytes(b"")
+    assert TrainForm(out=str(run), resume=True, schedule="cosine", learn_sigma=True).arguments()[-2:] == [
+        "--resume", "--json"]
+    with pytest.raises(UsageError, match="Unknown noise schedule 'quadratic'; use linear or cosine.") as info:
+        TrainForm(out=str(tmp_path / "x"), schedule="quadratic").arguments()
+    assert "\n" not in str(info.value)
+
+
+def test_schedule_and_learn_sigma_round_trip_in_saved_settings() -> None:
+    form = TrainForm(schedule="cosine", learn_sigma=True, out="/o")
+    assert TrainForm.from_dict(json.loads(json.dumps(form.to_dict()))) == form
+    assert TrainForm.from_dict({"schedule": None, "learn_sigma": False}) == TrainForm()
+    stale = {"schedule": "quadratic", "learn_sigma": "yes", "preset": "gpu"}
+    assert TrainForm.from_dict(stale) == TrainForm(preset="gpu")
+    assert TrainForm.from_dict({"schedule": 3}) == TrainForm()
+
+
+def test_preset_schedules_are_the_trainers() -> None:
+    from diffusion_studio.training.config import preset
+    from diffusion_studio.ui.train.settings import PRESET_SCHEDULE, PRESETS
+
+    assert list(PRESET_SCHEDULE) == [name for name, _ in PRESETS]
+    for name, schedule in PRESET_SCHEDULE.items():
+        assert preset(name).schedule == schedule and not preset(name).learn_sigma, name
