@@ -77,8 +77,8 @@ class ToyState(QObject):
         self.samples: SampleResult | None = None
         self.history: list[RunSummary] = []
         self.busy = ""
-        self._thread: QThread | None = None
-        self._worker: TrainWorker | SampleWorker | None = None
+        self._runs: list[tuple[QThread, TrainWorker | SampleWorker]] = []  # until each thread has finished
+        self._worker: TrainWorker | SampleWorker | None = None  # the running one
         self._make_data()
 
     # --- data and the forward process -----------------------------------------------------
@@ -250,18 +250,20 @@ class ToyState(QObject):
         self.message.emit(text)
 
     # --- the worker thread ----------------------------------------------------------------------
+    # Each run is a worker object in its own QThread. Python keeps both until the thread has
+    # finished and only then lets them go, on the GUI thread: the worker is never deleted while
+    # its thread runs (no deleteLater racing a dropped Python reference).
     def _start(self, worker: TrainWorker | SampleWorker, busy: str) -> None:
         thread = QThread(self)
         thread.setObjectName(f"toyLab-{busy}")
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
-        worker.destroyed.connect(thread.quit)
-        for signal in (worker.finished, worker.failed) + ((worker.cancelled,) if isinstance(worker, SampleWorker)
-                                                          else ()):
-            signal.connect(worker.deleteLater)
-        thread.finished.connect(self._on_thread_finished)
-        thread.finished.connect(thread.deleteLater)
-        self._thread, self._worker = thread, worker
+        ends = [worker.finished, worker.failed] + ([worker.cancelled] if isinstance(worker, SampleWorker) else [])
+        for signal in ends:
+            signal.connect(thread.quit)  # QThread.quit is thread-safe
+        thread.finished.connect(self._on_thread_finished)  # queued to this (GUI) thread
+        self._runs.append((thread, worker))
+        self._worker = worker
         self.busy = busy
         self.busyChanged.emit(busy)
         thread.start()
@@ -273,8 +275,15 @@ class ToyState(QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        if self.sender() is self._thread:
-            self._thread = None
+        sender = self.sender()
+        for run in list(self._runs):
+            if run[0] is sender:
+                self._runs.remove(run)
+                run[0].deleteLater()
+
+    def threads(self) -> list[QThread]:
+        """The worker threads not yet reaped (at most one runs)."""
+        return [thread for thread, _ in self._runs]
 
     def cancel(self) -> None:
         """Ask the running worker to stop (training keeps the model so far)."""
@@ -283,9 +292,10 @@ class ToyState(QObject):
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Stop the worker and wait for its thread (closing the window)."""
-        thread = self._thread
         self.cancel()
-        if thread is None:
-            return True
-        thread.quit()
-        return bool(thread.wait(timeout_ms))
+        stopped = True
+        for thread, worker in self._runs:
+            worker.cancel()
+            thread.quit()
+            stopped = bool(thread.wait(timeout_ms)) and stopped
+        return stopped

@@ -351,7 +351,7 @@ class ToyLabWorkspace(QWidget):
             self.toyPlot.set_samples(result.x_0, f"samples x₀ ({label}, {result.steps} steps)")
         else:
             self.toyPlot.set_samples(result.frames[k], f"samples, reverse x_t at t = {result.ts[k]} ({label})")
-        self.toyPlot.set_paths(result.paths)
+        self.toyPlot.set_paths(result.paths[:, : k + 1])  # the trajectories so far: from x_T down to that t
         self.toyDistanceLabel.setText(self._history_html())
 
     def _history_html(self) -> str:

@@ -83,6 +83,8 @@ def test_train_then_sample_with_every_sampler_beats_the_noise(qtbot, lab) -> Non
     k = int(np.argmin(np.abs(np.asarray(result.ts) - 500)))
     assert abs(result.ts[k] - 500) < 30 and np.allclose(_plotted(lab.toyPlot.sampleItem), result.frames[k])
     assert "reverse x_t" in lab.toyPlot.sampleItem.opts["name"]
+    paths = lab.toyPlot.pathItem.getData()[0]
+    assert len(paths) == result.paths.shape[0] * (k + 2)  # the trajectories end where the samples are
     print(f"train {train_s:.1f} s, all {time.perf_counter() - start:.1f} s")
     assert time.perf_counter() - start < 60
 
@@ -197,7 +199,7 @@ def test_the_lab_is_a_tab_of_the_window_and_closing_stops_training(qtbot) -> Non
     lab.toyTrainStepsSpin.setValue(50_000)
     lab.toyTrainButton.click()
     qtbot.waitUntil(lambda: lab.state.trained_steps > 0, timeout=20_000)
-    thread = lab.state._thread
-    assert thread is not None and thread.isRunning()
+    (thread,) = lab.state.threads()
+    assert thread.isRunning()
     window.close()  # closeEvent stops the lab's worker and waits for its thread
     assert not thread.isRunning()
