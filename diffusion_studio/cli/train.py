@@ -11,6 +11,10 @@ CPU, nccl on CUDA, one GPU per process); for several machines start the same com
 torchrun yourself, e.g. `torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d
 --rdzv-endpoint HOST:29500 -m diffusion_studio train ...`. `--batch-size` is the global
 batch, split evenly over the processes, so N processes train the same model as one.
+
+`--schedule linear|cosine` picks the noise schedule; `--learn-sigma` also learns the reverse
+variance (Improved DDPM: a 2C-channel U-Net trained on L_hybrid, see training/vlb.py). Both
+shape the model, so a resumed run keeps its own (config.json).
 """
 
 from __future__ import annotations
@@ -220,7 +224,8 @@ class _ProgressBar:
             return
         elif kind == "progress":
             self.bar.update(event["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{event['loss']:.4f}", lr=f"{event['lr']:.1e}",
+            vlb = {"vlb": f"{event['loss_vlb']:.3g}"} if event.get("loss_vlb") is not None else {}
+            self.bar.set_postfix(loss=f"{event['loss']:.4f}", **vlb, lr=f"{event['lr']:.1e}",
                                  img_s=f"{event['images_per_s']:.0f}", refresh=False)
         elif kind == "sample":
             tqdm.write(f"step {event['step']}: samples {event['sample_grid']}")
