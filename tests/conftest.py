@@ -173,8 +173,9 @@ DIFFUSERS_MODELS: dict[str, tuple] = {
     "cls": ("DDPMPipeline", 16, 3, {"num_class_embeds": 4, "out_channels": 6},
             {"num_train_timesteps": 60, "beta_schedule": "squaredcos_cap_v2", "variance_type": "learned_range"},
             ("cat", "dog", "ship", "frog")),
-    # unconditional grey 256² with very few channels (preview cost at a large size)
-    "big": ("DDPMPipeline", 256, 1, {"block_out_channels": (4, 8), "norm_num_groups": 2},
+    # unconditional grey 256² with very few channels and no mid-block attention (128² tokens would
+    # make a 16384² attention matrix): the preview cost at a large size
+    "big": ("DDPMPipeline", 256, 1, {"block_out_channels": (4, 8), "norm_num_groups": 2, "add_attention": False},
             {"num_train_timesteps": 40}, None),
 }
 

@@ -96,6 +96,7 @@ class GenerationSettings:
     batch: int = 1
     device: Device = Device.AUTO
     strength: float = DEFAULT_STRENGTH  # img2img: used only while the form holds an init image
+    class_label: int | None = None  # the class of a class-conditional model (its index); None: none chosen
 
     def validated(self, T: int | None = None) -> GenerationSettings:
         """Self, or a UsageError (the `core.params` sentence) for the first field out of range.
@@ -128,7 +129,7 @@ class GenerationSettings:
                 continue
             default = getattr(defaults, f.name)
             try:
-                values[f.name] = _coerce(default, data[f.name])
+                values[f.name] = int(data[f.name]) if f.name == "class_label" else _coerce(default, data[f.name])
             except (TypeError, ValueError):
                 continue
         try:
@@ -147,7 +148,8 @@ class GenerationSettings:
         unknown sampler keeps the current one, steps beyond the model's `T` (or the form's
         maximum) and guidance beyond its range are clamped, a bad seed keeps the current
         one. Each such case adds a note. An img2img strength ("Denoising strength") is
-        taken when the metadata has one (the init image is the state's business). The seed
+        taken when the metadata has one (the init image is the state's business), and so is
+        the class of a class-conditional model's image ("Class"). The seed
         is locked so that Generate reproduces the image. UsageError only if the metadata holds
         no prompt at all (then it is not one of ours or a parameters text).
         """
@@ -192,6 +194,12 @@ class GenerationSettings:
                 notes.append(f"seed {seed} leaves no room for a batch of {self.batch}; kept {self.seed}")
             else:
                 values["seed"] = seed
+        if meta.get("class_label") is not None:
+            label = _as_int(meta["class_label"])
+            if label is None or label < 0:
+                notes.append(f"class '{meta['class_label']}' is not a class number; kept the current class")
+            else:
+                values["class_label"] = label
         if meta.get("strength") is not None:
             strength = _as_float(meta["strength"])
             if strength is None or not 0.0 < strength <= 1.0:

@@ -1,4 +1,4 @@
-"""The settings column of the Generate workspace: model, prompt, sampler, seed, batch.
+"""The settings column of the Generate workspace: model, prompt (or class), sampler, seed, batch.
 
 A view over `GenerateState`: it shows `state.settings` whenever `settingsChanged` says they
 changed and writes every edit back with `state.set_settings`, so the state always holds what
@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from diffusion_studio.core.params import BATCH_MAX, GUIDANCE_MAX, SAMPLER_LABELS, SamplerKind, random_seed
 from diffusion_studio.core.vocabulary import prompt_note
+from diffusion_studio.inference.pipeline import UNCONDITIONAL_NOTE
 from diffusion_studio.ui.generate.init_image_box import InitImageBox
 from diffusion_studio.ui.generate.settings import Device, GenerationSettings, steps_limit
 from diffusion_studio.ui.generate.state import GenerateState
@@ -38,6 +39,9 @@ from diffusion_studio.ui.widgets.seed_edit import SeedEdit
 
 # Fewer DDPM steps than this leave visible noise (its variance needs many small steps).
 DDPM_FEW_STEPS = 100
+PROMPT_PLACEHOLDER = "Describe the image, e.g. “a red circle on a white background”"
+CLASS_HINT = "This model is class-conditional: pick a class; a prompt and guidance are not used."
+NO_GUIDANCE_NOTE = "Not used: this model has no text conditioning."
 
 
 def note_label(name: str) -> QLabel:
@@ -116,12 +120,17 @@ class SettingsPanel(QWidget):
         model_form.addRow("Device", with_note(self.deviceCombo, self.deviceNote))
 
         # --- prompt ----------------------------------------------------------------------
-        self.promptEdit = _text_edit("promptEdit", "Describe the image, e.g. “a red circle on a white background”", 3)
+        self.promptEdit = _text_edit("promptEdit", PROMPT_PLACEHOLDER, 3)
         self.promptEdit.setAccessibleName("Prompt")
         self.negativePromptEdit = _text_edit("negativePromptEdit", "What to steer away from (optional)", 2)
         self.negativePromptEdit.setAccessibleName("Negative prompt")
-        prompt_box = QGroupBox("Prompt")
+        self.classCombo = QComboBox(objectName="classCombo")
+        self.classCombo.setAccessibleName("Class")
+        self.classCombo.setToolTip("The class to draw (a class-conditional model takes a class instead of a prompt)")
+        self.classCombo.setVisible(False)
+        prompt_box = self.promptBox = QGroupBox("Prompt")
         prompt_layout = QVBoxLayout(prompt_box)
+        prompt_layout.addWidget(self.classCombo)
         prompt_layout.addWidget(self.promptEdit)
         self.promptHint = note_label("promptHint")
         self.promptHint.setAccessibleName("Prompt hint")
@@ -210,7 +219,8 @@ class SettingsPanel(QWidget):
         for signal in (self.promptEdit.textChanged, self.negativePromptEdit.textChanged,
                        self.samplerCombo.currentIndexChanged, self.stepsSpin.valueChanged,
                        self.guidanceSpin.valueChanged, self.seedSpin.valueChanged, self.seedLockButton.toggled,
-                       self.batchSpin.valueChanged, self.deviceCombo.currentIndexChanged):
+                       self.batchSpin.valueChanged, self.deviceCombo.currentIndexChanged,
+                       self.classCombo.currentIndexChanged):
             signal.connect(self._push)
         state.settingsChanged.connect(self._show)
         state.modelChanged.connect(self._on_model_changed)
@@ -231,6 +241,8 @@ class SettingsPanel(QWidget):
             batch=self.batchSpin.value(),
             device=Device(self.deviceCombo.currentData() or Device.AUTO.value),
             strength=self.state.settings.strength,  # the init image box edits it
+            class_label=(int(self.classCombo.currentData()) if self._conditioning() == "class"
+                         and self.classCombo.currentIndex() >= 0 else self.state.settings.class_label),
         )
 
     def _push(self, *_args: object) -> None:
@@ -261,6 +273,8 @@ class SettingsPanel(QWidget):
             if self.batchSpin.value() != settings.batch:
                 self.batchSpin.setValue(settings.batch)
             self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device.value)))
+            if settings.class_label is not None and self.classCombo.findData(settings.class_label) >= 0:
+                self.classCombo.setCurrentIndex(self.classCombo.findData(settings.class_label))
         finally:
             self._showing = False
         self._update_sampler_hint()
@@ -320,8 +334,41 @@ class SettingsPanel(QWidget):
         if self.stepsSpin.value() != steps:
             self._set_note(self.stepsNote, self.stepsSpin.note_for(steps))
         self._update_device_note()
+        self._update_conditioning()
         self._update_prompt_hint()
         self._update_buttons()
+
+    def _conditioning(self) -> str:
+        """The loaded model's conditioning kind: "text" (also without a model), "class" or "none"."""
+        model = self.state.model
+        return model.conditioning if model is not None else "text"
+
+    def _update_conditioning(self) -> None:
+        """The prompt box and guidance for the model's kind: text, class (the class picker) or none."""
+        kind = self._conditioning()
+        text = kind == "text"
+        for edit in (self.promptEdit, self.negativePromptEdit):
+            edit.setEnabled(text)
+            edit.setVisible(kind != "class")
+        self.promptEdit.setPlaceholderText(PROMPT_PLACEHOLDER if text else "This model takes no prompt")
+        self.negativePromptEdit.setPlaceholderText(
+            "What to steer away from (optional)" if text else "This model takes no negative prompt")
+        self.guidanceSpin.setEnabled(text)
+        self._set_note(self.guidanceNote, "" if text else NO_GUIDANCE_NOTE)
+        self.promptBox.setTitle("Class" if kind == "class" else "Prompt")
+        self.classCombo.setVisible(kind == "class")
+        self.classCombo.blockSignals(True)
+        self.classCombo.clear()
+        if kind == "class" and self.state.model is not None:
+            bundle = self.state.model.bundle
+            names = bundle.class_names or [f"class {i}" for i in range(bundle.num_classes or 0)]
+            for i, name in enumerate(names):
+                self.classCombo.addItem(f"{i} · {name}" if bundle.class_names else name, i)
+            label = self.state.settings.class_label
+            self.classCombo.setCurrentIndex(label if label is not None and 0 <= label < len(names) else 0)
+        self.classCombo.blockSignals(False)
+        if kind == "class":
+            self._push()  # the state takes the class the picker shows
 
     # --- notes under the fields --------------------------------------------------------------
     @staticmethod
@@ -352,7 +399,11 @@ class SettingsPanel(QWidget):
             self._set_note(self.promptHint, "")
             return
         model = self.state.model
-        note = prompt_note(self.promptEdit.toPlainText(), model.vocabulary, model.conditioning)
+        kind = model.conditioning
+        if kind == "text":
+            note = prompt_note(self.promptEdit.toPlainText(), model.vocabulary, kind)
+        else:
+            note = CLASS_HINT if kind == "class" else UNCONDITIONAL_NOTE
         self._set_note(self.promptHint, note or "")
 
     def _update_device_note(self) -> None:

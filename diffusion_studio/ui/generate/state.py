@@ -41,9 +41,24 @@ log = logging.getLogger(__name__)
 KEPT_INIT_IMAGES = 8  # init images of this session Reuse can find again (a decoded photo is large)
 
 
-def request_from_settings(settings: GenerationSettings, init_image: np.ndarray | None = None) -> GenerationRequest:
+def request_from_settings(
+    settings: GenerationSettings, init_image: np.ndarray | None = None, conditioning: str = "text"
+) -> GenerationRequest:
     """The run's request; img2img (`init_image` fitted to the model, float [1, C, H, W]) with the
-    form's strength, else text-to-image (strength 1: the form's strength is kept for later)."""
+    form's strength, else text-to-image (strength 1: the form's strength is kept for later).
+
+    A model without text conditioning (`conditioning` "class" or "none") gets no prompt and no
+    guidance (the form shows them disabled), and a class model the form's class."""
+    if conditioning != "text":
+        return GenerationRequest(
+            sampler=settings.sampler,
+            steps=settings.steps,
+            seed=settings.seed,
+            batch=settings.batch,
+            init_image=init_image,
+            strength=settings.strength if init_image is not None else 1.0,
+            class_label=settings.class_label if conditioning == "class" else None,
+        )
     return GenerationRequest(
         prompt=settings.prompt,
         negative_prompt=settings.negative_prompt,
@@ -229,7 +244,8 @@ class GenerateState(QObject):
         try:  # resolved and checked once, here: a bad value is a dialog before any thread starts
             bundle = model.bundle
             init_array = None if init is None else init.model_array(bundle.image_size, bundle.channels)
-            sampling = model.pipeline.iterate(request_from_settings(settings, init_array))
+            request = request_from_settings(settings, init_array, model.conditioning)
+            sampling = model.pipeline.iterate(request)
         except UsageError as exc:
             self.refused.emit("Cannot generate", str(exc))
             return False

@@ -45,6 +45,10 @@ class Trajectory:
         """Kept frames in step order; the latest step is always the last one."""
         return self._frames + ([self._latest] if self._latest is not None else [])
 
+    def keeps(self, index: int) -> bool:
+        """Whether the step `index` would be kept now (the latest step is always remembered too)."""
+        return index % self.stride == 0
+
     def record(self, frame: Frame) -> None:
         """Keep the frame if its index falls on the stride; always remember the latest."""
         self._latest = None

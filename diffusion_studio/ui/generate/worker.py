@@ -5,9 +5,12 @@ and hands the `SamplingRun` to the worker, which drives its steps with
 `core.sampling_loop.run_to_end` (the one run-to-the-end, with its NaN check). Cancel sets a
 flag checked before every network call, and `Pipeline.cancel()` terminates the call in
 flight (`RunOptions.terminate`), so it takes effect within one network call. Previews are
-coalesced: at most `max_preview_hz` per second, and never while the GUI thread has not
-yet taken the previous one; the final step is always delivered. The GUI thread turns
-the numpy frames into QImages.
+coalesced: at most `max_preview_hz` per second, never while the GUI thread has not yet
+taken the previous one, and never beyond a measured cost budget (`PreviewThrottle`: the
+time spent converting and showing previews stays under PREVIEW_BUDGET of the run, so a
+256² model whose network is fast is not slowed by its pictures); the final step is always
+delivered. A step becomes a picture only when the trajectory keeps it or it is previewed.
+The GUI thread turns the numpy frames into QImages.
 """
 
 from __future__ import annotations
@@ -33,35 +36,101 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PREVIEW_HZ = 30.0
+PREVIEW_BUDGET = 0.10  # live previews may cost at most this share of a run's time
 PROGRESS_INTERVAL_S = 1 / 60  # progress-bar updates: at most 60 per second, plus the last step
 _ORPHANS: list[tuple[QThread, QObject | None]] = []  # threads that outlived their window
 
 
 class PreviewThrottle:
-    """Decides which steps become previews: rate-limited and coalesced (headless).
+    """Decides which steps become previews: rate-limited, coalesced and held to a measured cost budget.
 
-    `max_hz <= 0` turns live previews off (the final image still arrives with `finished`).
+    Headless. The cost of a preview is measured, not guessed: the worker adds the time it spent
+    making a picture only for the preview (`add_cost`), the GUI thread the time it took to
+    show it (`consumed(seconds)`). A live preview is skipped when the cost so far plus one more
+    (the mean measured cost) would exceed `budget` of the run's time so far. The first preview
+    (nothing measured yet) and the final step are always shown; `share` is the measured cost
+    over the run's time. `max_hz <= 0` turns live previews off (the final image still arrives
+    with `finished`).
     """
 
-    def __init__(self, max_hz: float = MAX_PREVIEW_HZ, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, max_hz: float = MAX_PREVIEW_HZ, clock: Callable[[], float] = time.perf_counter,
+                 budget: float = PREVIEW_BUDGET):
         self.enabled = max_hz > 0
         self.min_interval = 1.0 / max_hz if max_hz > 0 else float("inf")
+        self.budget = budget
         self._clock = clock
         self._last = -float("inf")
         self._in_flight = threading.Event()  # set while the GUI has not consumed a preview
+        self._lock = threading.Lock()  # the cost is added from the worker and the GUI thread
+        self._start: float | None = None
+        self._end: float | None = None
+        self._cost = 0.0
+        self.emitted = 0
+        self.skipped_for_cost = 0  # live previews the budget held back
+
+    def start(self) -> None:
+        """The run begins: its time, against which the cost is measured, starts now."""
+        self._start, self._end = self._clock(), None
+
+    def finish(self) -> None:
+        """The run ended: `elapsed` and `share` stay those of the run."""
+        self._end = self._clock()
+
+    @property
+    def elapsed_s(self) -> float:
+        if self._start is None:
+            return 0.0
+        return (self._end if self._end is not None else self._clock()) - self._start
+
+    @property
+    def cost_s(self) -> float:
+        with self._lock:
+            return self._cost
+
+    @property
+    def mean_cost_s(self) -> float:
+        """The mean measured cost of one preview (0 before the first)."""
+        with self._lock:
+            return self._cost / self.emitted if self.emitted else 0.0
+
+    @property
+    def share(self) -> float:
+        """Measured preview cost / the run's time so far."""
+        elapsed = self.elapsed_s
+        return self.cost_s / elapsed if elapsed > 0 else 0.0
+
+    def add_cost(self, seconds: float) -> None:
+        with self._lock:
+            self._cost += max(0.0, float(seconds))
+
+    def _affordable(self, now: float) -> bool:
+        with self._lock:
+            cost, n = self._cost, self.emitted
+        if n == 0 or self._start is None:
+            return True  # nothing measured yet
+        return cost + cost / n <= self.budget * (now - self._start)
 
     def should_emit(self, is_last: bool) -> bool:
         if not self.enabled:
             return False
         now = self._clock()
-        if not is_last and (self._in_flight.is_set() or now - self._last < self.min_interval):
-            return False
+        if self._start is None:
+            self._start = now
+        if not is_last:
+            if self._in_flight.is_set() or now - self._last < self.min_interval:
+                return False
+            if not self._affordable(now):
+                self.skipped_for_cost += 1
+                return False
         self._last = now
+        with self._lock:
+            self.emitted += 1
         self._in_flight.set()
         return True
 
-    def consumed(self) -> None:
-        """Called from the GUI thread once a preview has been drawn."""
+    def consumed(self, seconds: float = 0.0) -> None:
+        """Called from the GUI thread once a preview has been drawn, with the time that took."""
+        self.add_cost(seconds)
         self._in_flight.clear()
 
 
@@ -144,18 +213,26 @@ class GenerationWorker(QObject):
             nonlocal last_progress
             if self._cancel.is_set():
                 raise Cancelled()
-            frame = frame_from_step(step)
-            trajectory.record(frame)
             is_last = step.index == step.count - 1
+            keep = is_last or trajectory.keeps(step.index)
+            show = self.throttle.should_emit(is_last)
+            if keep or show:  # a picture only where one is kept or shown (a 256² step is not free)
+                made = time.perf_counter()
+                frame = frame_from_step(step)
+                if show and not keep:  # made for the preview alone: its cost is the preview's
+                    self.throttle.add_cost(time.perf_counter() - made)
+                trajectory.record(frame)
             now = time.perf_counter()
             if is_last or now - last_progress >= PROGRESS_INTERVAL_S:
                 last_progress = now
                 self.progress.emit(Progress(step.index + 1, step.count, now - start))
-            if self.throttle.should_emit(is_last):
+            if show:
                 self.preview.emit(frame)
 
+        self.throttle.start()
         try:
             last = run_to_end(self._sampling.steps, on_step)
+            self.throttle.finish()
             if self._cancel.is_set():
                 raise Cancelled()
         except Cancelled:
@@ -204,6 +281,7 @@ class GenerationController(QObject):
         super().__init__(parent)
         self._thread: QThread | None = None
         self._worker: GenerationWorker | None = None
+        self.last_throttle: PreviewThrottle | None = None  # the latest run's (its measured preview share)
 
     @property
     def is_running(self) -> bool:
@@ -237,12 +315,14 @@ class GenerationController(QObject):
             signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
+        self.last_throttle = worker.throttle
         thread.start()
 
     def _on_preview(self, frame: Frame) -> None:
-        self.preview.emit(frame)
+        shown = time.perf_counter()
+        self.preview.emit(frame)  # the views render it now (direct connections on this thread)
         if self._worker is not None:
-            self._worker.throttle.consumed()
+            self._worker.throttle.consumed(time.perf_counter() - shown)
 
     def cancel(self) -> None:
         if self._worker is not None:
