@@ -1,8 +1,9 @@
 """Progress events: one JSON object per line in RUN_DIR/events.jsonl (and stdout with --json).
 
 Every event has "event" (start, progress, sample, checkpoint, done, stopped, error), "step"
-and "time"; progress events add loss, bucket_loss (10 buckets of t, null where empty),
-lr, images_per_s and eta_s; sample events add sample_grid (the EMA weights' grid),
+and "time"; progress events add loss (L_simple), bucket_loss (10 buckets of t, null where empty),
+lr, images_per_s and eta_s, and with a learned variance loss_vlb (the window's mean of T·L_t in
+bits/dim, training/vlb.py); sample events add sample_grid (the EMA weights' grid),
 raw_sample_grid (the raw weights', same prompts and seed), prompts and grid_columns (prompt i
 is at row i // grid_columns, column i % grid_columns); checkpoint events add checkpoint;
 the final event has "done": true (or "error": sentence).
