@@ -85,8 +85,8 @@ def test_train_then_sample_with_every_sampler_beats_the_noise(qtbot, lab) -> Non
     assert "reverse x_t" in lab.toyPlot.sampleItem.opts["name"]
     paths = lab.toyPlot.pathItem.getData()[0]
     assert len(paths) == result.paths.shape[0] * (k + 2)  # the trajectories end where the samples are
+    # The time is reported, not asserted (speed is a benchmark figure; the suite runs on shared CPUs).
     print(f"train {train_s:.1f} s, all {time.perf_counter() - start:.1f} s")
-    assert time.perf_counter() - start < 60
 
 
 def test_the_slider_diffuses_the_plotted_cloud(qtbot, lab) -> None:
