@@ -418,12 +418,17 @@ class Pipeline:
         }
 
     def _class_metadata(self, request: GenerationRequest) -> dict[str, Any]:
-        """class_label (and class_name when the bundle names its classes) of a class model's image."""
-        if request.class_label is None:
+        """A model without text: its conditioning kind, and a class model's class_label (and class_name
+        when the bundle names its classes)."""
+        kind = self.bundle.conditioning_kind
+        if kind is ConditioningKind.TEXT:
             return {}
-        index = int(request.class_label)
-        names = self.bundle.class_names
-        return {"class_label": index, **({"class_name": names[index]} if names else {})}
+        meta: dict[str, Any] = {"conditioning": kind.value}
+        if request.class_label is not None:
+            index = int(request.class_label)
+            names = self.bundle.class_names
+            meta.update(class_label=index, **({"class_name": names[index]} if names else {}))
+        return meta
 
     def cancel(self) -> None:
         """Stop before the next step and terminate the network call in flight (thread-safe)."""

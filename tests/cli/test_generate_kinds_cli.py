@@ -40,8 +40,9 @@ def test_unconditional_bundle_needs_no_prompt(capsys, diffusers_models, tmp_path
 
 
 def test_unconditional_bundle_notes_an_ignored_prompt_once(capsys, diffusers_models, tmp_path):
-    code, _, stderr = _run(capsys, "a cat", "--negative", "dog", "--guidance", 5, "--model", diffusers_models.bundle("gray"),
-                           "--steps", 2, "--seed", 1, "--device", "cpu", "-o", tmp_path / "g.png")
+    code, _, stderr = _run(capsys, "a cat", "--negative", "dog", "--guidance", 5,
+                           "--model", diffusers_models.bundle("gray"), "--steps", 2, "--seed", 1,
+                           "--device", "cpu", "-o", tmp_path / "g.png")
     assert code == 0 and stderr.splitlines() == [f"note: {UNCONDITIONAL_NOTE}"]
     assert Image.open(tmp_path / "g.png").size == (16, 16)
     assert np.asarray(Image.open(tmp_path / "g.png")).ndim == 2  # one channel: a grey PNG
@@ -67,12 +68,14 @@ def test_class_bundle_with_a_prompt_notes_it(capsys, diffusers_models, tmp_path)
 
 @pytest.mark.parametrize(("model", "argv", "message"), [
     ("cls", [], "The model cls is class-conditional: choose a class, 0..3 or a name (cat, dog, ship, frog)."),
-    ("cls", ["--class", "7"], "The class 7 is out of range for the model cls; choose 0..3 or a name (cat, dog, ship, frog)."),
+    ("cls", ["--class", "7"],
+     "The class 7 is out of range for the model cls; choose 0..3 or a name (cat, dog, ship, frog)."),
     ("rgb", ["--class", "1"], "The model rgb is not class-conditional, so it takes no class label."),
 ])
 def test_bad_class_use_is_one_sentence(capsys, diffusers_models, tmp_path, model, argv, message):
     out = tmp_path / "x.png"
-    code, stdout, stderr = _run(capsys, *argv, "--model", diffusers_models.bundle(model), "--device", "cpu", "-o", out)
+    code, stdout, stderr = _run(capsys, *argv, "--model", diffusers_models.bundle(model), "--device", "cpu",
+                                "-o", out)
     assert code == 2 and stdout == "" and _one_error(stderr) == message
     assert not out.exists()
 
@@ -88,5 +91,6 @@ def test_text_bundle_without_prompt_is_one_sentence(capsys, tiny_bundle, tmp_pat
     code, _, stderr = _run(capsys, "--model", tiny_bundle, "--device", "cpu", "-o", tmp_path / "t.png")
     assert code == 2
     assert _one_error(stderr) == 'The model tiny is text-conditioned: give a PROMPT ("" for an unconditional image).'
-    code, _, stderr = _run(capsys, "", "--model", tiny_bundle, "--steps", 2, "--device", "cpu", "-o", tmp_path / "t.png")
+    code, _, stderr = _run(capsys, "", "--model", tiny_bundle, "--steps", 2, "--device", "cpu",
+                           "-o", tmp_path / "t.png")
     assert code == 0 and "note: An empty prompt makes an unconditional image (no guidance)." in stderr

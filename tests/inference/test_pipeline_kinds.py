@@ -43,7 +43,8 @@ def ours_x0(pipeline: Pipeline, **kwargs) -> np.ndarray:
 def test_bundles_declare_their_kinds(pipelines):
     kinds = {n: (p.bundle.conditioning_kind.value, p.bundle.prediction.value, p.bundle.variance.value,
                  p.bundle.channels, p.bundle.image_size) for n, p in pipelines.items()}
-    assert kinds == {"rgb": ("none", "epsilon", "fixed_small", 3, 32), "gray": ("none", "v_prediction", "fixed_small", 1, 16),
+    assert kinds == {"rgb": ("none", "epsilon", "fixed_small", 3, 32),
+                     "gray": ("none", "v_prediction", "fixed_small", 1, 16),
                      "cls": ("class", "epsilon", "learned_range", 3, 16)}
     assert pipelines["cls"].bundle.class_names == ("cat", "dog", "ship", "frog")
 
@@ -71,8 +72,9 @@ def test_ddpm_unconditional_fixed_small_equals_diffusers_ddpm_pipeline(pipelines
     pipe = diffusers.DDPMPipeline.from_pretrained(diffusers_models.source("rgb"))
     ours_t = make_timesteps(100, 25)  # our spacing, given to its scheduler as custom timesteps (t − 1)
     scheduler = pipe.scheduler
+    custom = [int(t) - 1 for t in ours_t]
     monkeypatch.setattr(scheduler, "set_timesteps",
-                        lambda *_a, **_k: type(scheduler).set_timesteps(scheduler, timesteps=[int(t) - 1 for t in ours_t]))
+                        lambda *_a, **_k: type(scheduler).set_timesteps(scheduler, timesteps=custom))
     draws = Draws(9)  # x_T, then each step's z: one stream on both sides
     monkeypatch.setattr(pipeline_ddpm, "randn_tensor", draws)
     monkeypatch.setattr(scheduling_ddpm, "randn_tensor", draws)
@@ -119,7 +121,7 @@ def test_unconditional_needs_no_prompt_and_notes_what_it_ignores_once(pipelines)
     assert given.notes == [UNCONDITIONAL_NOTE]
     np.testing.assert_array_equal(given.images, plain.images)
     meta = given.metadata[0]
-    assert (meta["prompt"], meta["negative_prompt"], meta["guidance"]) == ("", "", 1.0)
+    assert (meta["prompt"], meta["negative_prompt"], meta["guidance"], meta["conditioning"]) == ("", "", 1.0, "none")
     assert "class_label" not in meta
     with pytest.raises(UsageError, match=r"^The model rgb is not class-conditional, so it takes no class label\.$"):
         p.iterate(GenerationRequest(class_label=1))
@@ -129,7 +131,8 @@ def test_class_label_by_index_or_name_and_its_metadata(pipelines):
     p = pipelines["cls"]
     result = p.generate(GenerationRequest(class_label="Dog", seed=5, steps=3, batch=2))
     assert result.notes == [] and result.request.class_label == 1
-    assert [(m["class_label"], m["class_name"], m["seed"]) for m in result.metadata] == [(1, "dog", 5), (1, "dog", 6)]
+    assert [(m["class_label"], m["class_name"], m["seed"], m["conditioning"]) for m in result.metadata] == [
+        (1, "dog", 5, "class"), (1, "dog", 6, "class")]
     assert p.generate(GenerationRequest(prompt="x", guidance=3, class_label=1, seed=5, steps=3)).notes == [CLASS_NOTE]
     from diffusion_studio.core.png_meta import encode_png, format_parameters, read_metadata
 

@@ -27,7 +27,13 @@ class HistoryEntry:
 
     @property
     def title(self) -> str:
-        prompt = str(self.metadata.get("prompt", "")).strip() or "(no prompt)"
+        meta = self.metadata
+        if meta.get("class_label") is not None:  # a class-conditional model's image
+            label = f"class {meta['class_label']}"
+            return f"{meta['class_name']} ({label})" if meta.get("class_name") else label
+        if meta.get("conditioning") == "none":
+            return "(unconditional)"
+        prompt = str(meta.get("prompt", "")).strip() or "(no prompt)"
         return prompt if len(prompt) <= 60 else prompt[:57] + "…"
 
     @property

@@ -47,6 +47,8 @@ BATCH_ROLE = Qt.ItemDataRole.UserRole + 1  # batch_key of the entry, "" for a si
 _DETAIL_LABELS = (
     ("prompt", "Prompt"),
     ("negative_prompt", "Negative prompt"),
+    ("class_label", "Class"),
+    ("conditioning", "Conditioning"),
     ("sampler", "Sampler"),
     ("steps", "Steps"),
     ("guidance", "Guidance"),
@@ -70,6 +72,11 @@ def format_details(entry: HistoryEntry) -> str:
     meta: dict[str, Any] = dict(entry.metadata)
     if "sampler" in meta:
         meta["sampler"] = sampler_label(meta["sampler"])
+    if meta.get("conditioning") in ("class", "none"):  # no text: the prompt and guidance were not used
+        for key in ("prompt", "negative_prompt", "guidance"):
+            meta.pop(key, None)
+    if meta.get("class_name") and meta.get("class_label") is not None:
+        meta["class_label"] = f"{meta['class_label']} · {meta.pop('class_name')}"
     lines = []
     for key, label in _DETAIL_LABELS:
         if key in meta:

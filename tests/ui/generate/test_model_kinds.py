@@ -126,3 +126,16 @@ def test_throttle_skips_previews_whose_measured_cost_would_exceed_the_budget():
     assert 12 <= len(shown) <= 22 and throttle.skipped_for_cost > 50
     assert throttle.share == pytest.approx(len(shown) * 0.005 / throttle.elapsed_s)
     assert throttle.share <= 0.1 + 2 * 0.005 / throttle.elapsed_s
+
+
+def test_history_names_the_class_or_says_unconditional(tmp_path):
+    from diffusion_studio.ui.generate.history import HistoryEntry
+    from diffusion_studio.ui.generate.history_panel import format_details
+
+    base = {"prompt": "", "negative_prompt": "", "guidance": 1.0, "seed": 4, "steps": 3, "sampler": "ddim"}
+    cls = HistoryEntry(tmp_path / "a.png", {**base, "conditioning": "class", "class_label": 2, "class_name": "ship"}, 0)
+    none = HistoryEntry(tmp_path / "b.png", {**base, "conditioning": "none"}, 0)
+    assert (cls.title, none.title) == ("ship (class 2)", "(unconditional)")
+    details = format_details(cls).splitlines()
+    assert details[:2] == ["Class: 2 · ship", "Conditioning: class"]
+    assert not any(line.startswith(("Prompt", "Negative prompt", "Guidance")) for line in details)
