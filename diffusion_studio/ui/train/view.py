@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
 from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -153,8 +153,8 @@ class TrainView(QWidget):
         prompts_scroll.setFrameShape(QFrame.Shape.NoFrame)
         prompts_scroll.viewport().setAutoFillBackground(False)  # the group box's colour, not a base panel
         prompts_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        prompts_scroll.setMaximumHeight(self.promptsLabel.fontMetrics().lineSpacing() * PROMPT_LINES + 6)
         self.promptsScroll = prompts_scroll
+        prompts_scroll.installEventFilter(self)  # its height follows the wrapped text (_fit_prompts)
         sample_box = QGroupBox("Samples")
         self.sampleBox = sample_box
         sample_layout = QVBoxLayout(sample_box)
@@ -296,13 +296,28 @@ class TrainView(QWidget):
         rows = prompt_rows(prompts, columns)
         self.promptsLabel.setText("\n".join(rows))
         self.promptsScroll.setVisible(bool(prompts))
-        lines = min(PROMPT_LINES, max(1, len(rows) + 1))  # room for one wrapped row; more scroll
-        self.promptsScroll.setMaximumHeight(self.promptsLabel.fontMetrics().lineSpacing() * lines + 6)
+        self._fit_prompts()
         tip = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(prompts))
         for view in (self.emaSamplesView, self.rawSamplesView):
             if view.toolTip() and tip:
                 view.setToolTip(f"{view.toolTip()}\n{tip}")
         return problems
+
+    def _fit_prompts(self) -> None:
+        """Make the prompts area as tall as its wrapped lines, at most PROMPT_LINES (then it scrolls)."""
+        label, scroll = self.promptsLabel, self.promptsScroll
+        margins = label.contentsMargins()
+        needed = label.heightForWidth(max(1, scroll.viewport().width())) + margins.top() + margins.bottom()
+        lines = max(2, min(PROMPT_LINES, self.sampleBox.height() // 4 // label.fontMetrics().lineSpacing()))
+        most = label.fontMetrics().lineSpacing() * lines + 4  # a quarter of the box at most (small windows)
+        height = max(1, min(needed, most))
+        if scroll.height() != height or scroll.minimumHeight() != height:
+            scroll.setFixedHeight(height)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.promptsScroll and event.type() == QEvent.Type.Resize:
+            self._fit_prompts()
+        return super().eventFilter(watched, event)
 
     def show_sample(self, path: Path, step: int, prompts: list[str] | None = None, raw: bool = False) -> str | None:
         """Show one grid PNG in its view (EMA, or raw); returns an error sentence if it cannot be read."""
