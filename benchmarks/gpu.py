@@ -84,7 +84,9 @@ def _cuda_graph_seconds(path: Any, feeds: dict[str, np.ndarray], repeat: int) ->
 def run(*, repeat: int = 20, batches: tuple[int, ...] = BATCHES) -> dict[str, Any]:
     reason = unavailable_reason()
     if reason is not None:
-        return {"available": False, "reason": reason}
+        from benchmarks import cuda_libs
+
+        return {"available": False, "reason": reason, "cuda_libs": cuda_libs.check()}
     from diffusion_studio.inference.providers import create_session
     from diffusion_studio.inference.session import OrtDenoiser
 

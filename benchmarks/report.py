@@ -119,13 +119,13 @@ def markdown(result: dict[str, Any]) -> str:
                   f"One image, {p['steps']} steps: preview off {_f(p['preview_off_s'], '.3f', ' s')}, every step "
                   f"previewed (x_t | x̂₀ | ε̂ frame) {_f(p['preview_on_s'], '.3f', ' s')}: "
                   f"{_f(100 * (p.get('overhead_fraction') or 0), '.0f')}% overhead.", ""]
-    targets = result.get("targets") or judge_targets(result)
-    lines += ["### Targets (issue 14)", ""]
-    unjudged = "not judged" if result.get("quick") else "not measured"
-    lines += _table(["target", "measured", "met"],
-                    [[t["what"], _f(t["value"], ".2f"), {True: "yes", False: "**missed**", None: unjudged}[t["met"]]]
-                     for t in targets])
-    lines.append("")
+    targets = result.get("targets") or []
+    if targets:
+        lines += ["### Targets (issue 14)", ""]
+        verdict = {True: "yes", False: "**missed**", None: "not judged" if result.get("quick") else "not measured"}
+        lines += _table(["target", "measured", "met"],
+                        [[t["what"], _f(t["value"], ".2f"), verdict[t["met"]]] for t in targets])
+        lines.append("")
     g = result.get("gpu")
     if g is not None:
         lines += gpu_markdown(g)
