@@ -185,8 +185,23 @@ def cuda_unusable_reason() -> str | None:
     try:
         ctypes.CDLL(str(library))
     except OSError as exc:
-        return f"CUDA provider could not be loaded ({exc})"
+        return f"CUDA provider could not be loaded ({exc}){_missing_library_hint(str(exc))}"
     return None
+
+
+# The CUDA 13 / cuDNN 9 pip wheels that hold what onnxruntime-gpu's CUDA provider links against
+# (checked by benchmarks/cuda_libs.py); libcuda.so.1 is the NVIDIA driver, which no wheel brings.
+_LIBRARY_WHEELS = {"libcudart": "nvidia-cuda-runtime", "libcublas": "nvidia-cublas", "libcurand": "nvidia-curand",
+                   "libcudnn": "nvidia-cudnn-cu13"}
+
+
+def _missing_library_hint(message: str) -> str:
+    if "libcuda.so" in message:
+        return "; the NVIDIA driver is not installed or no GPU is visible"
+    for prefix, wheel in _LIBRARY_WHEELS.items():
+        if prefix in message:
+            return f"; pip install {' '.join(_LIBRARY_WHEELS.values())} (missing: {wheel})"
+    return ""
 
 
 def _cuda_failure_text(exc: BaseException) -> str:
