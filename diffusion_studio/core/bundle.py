@@ -46,6 +46,7 @@ __all__ = [
     "ConditioningSpec",
     "DiffusionSpec",
     "ImageSpec",
+    "LatentSpec",
     "MAX_VOCABULARY",
     "MAX_WORD_LENGTH",
     "Provenance",
@@ -68,9 +69,13 @@ MAX_WORD_LENGTH = 40     # characters of one vocabulary word
 MAX_CLASSES = 100_000   # conditioning.num_classes
 MIN_IMAGE_SIZE_V2, MAX_IMAGE_SIZE_V2 = 8, 1024
 # Fields a format-1 document may not carry (it would be read with other meanings by an older app).
-_V2_DIFFUSION = ("beta_start", "beta_end", "variance", "clip_sample", "clip_sample_range")
-_V2_CONDITIONING = ("kind", "num_classes", "class_names")
-_TEXT_FIELDS = ("text_encoder", "max_tokens", "embedding_dim", "text_encoder_sha256", "tokenizer_sha256")
+_V2_DIFFUSION = ("beta_start", "beta_end", "variance", "clip_sample", "clip_sample_range", "steps_offset")
+_V2_CONDITIONING = ("kind", "num_classes", "class_names", "text_encoder_kind", "tokenizer", "pad_token_id")
+_TEXT_FIELDS = ("text_encoder", "max_tokens", "embedding_dim", "text_encoder_sha256", "tokenizer_sha256",
+                "text_encoder_kind", "tokenizer", "pad_token_id")
+TEXT_ENCODER_KINDS = ("clip",)  # conditioning.text_encoder_kind: an imported encoder with its own tokenizer.json
+MAX_LATENT_CHANNELS = 16
+LATENT_FACTORS = (1, 2, 4, 8, 16, 32)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MISSING = object()
 
@@ -99,6 +104,8 @@ class DiffusionSpec:
     variance: VarianceKind = VarianceKind.FIXED_LARGE  # σ_t² of the reverse process
     clip_sample: bool = True          # clip x̂_0 to [−clip_sample_range, clip_sample_range]
     clip_sample_range: float = 1.0
+    # diffusers' steps_offset (Stable Diffusion: 1): the "leading" timestep spacing the model was sampled with.
+    steps_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -129,10 +136,41 @@ class ConditioningSpec:
     kind: ConditioningKind = ConditioningKind.TEXT
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None  # one per class when declared
+    # An imported text encoder ("clip"): its tokenizer is the `tokenizers` JSON file `tokenizer` in the
+    # bundle, prompts are padded to max_tokens with pad_token_id. None: the studio's own encoder.
+    text_encoder_kind: str | None = None
+    tokenizer: str | None = None
+    pad_token_id: int | None = None
 
     @property
     def shared(self) -> bool:
         return self.text_encoder == SHARED_TEXT_ENCODER
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """model.json `latent` (latent diffusion): the U-Net works on latents z of a VAE, x = D(z / scaling_factor).
+
+    Latents are [N, channels, size/factor, size/factor]; `vae_decoder` takes latents already divided
+    by scaling_factor, `vae_encoder` (optional, img2img) returns the posterior mean. The preview map
+    (3 × channels matrix and bias, fitted by the exporter, core.latent_preview) turns unscaled latents
+    into an approximate RGB image in [−1, 1] at latent resolution.
+    """
+
+    channels: int
+    factor: int
+    scaling_factor: float
+    vae_decoder: str
+    vae_encoder: str | None = None
+    preview_matrix: tuple[tuple[float, ...], ...] | None = None  # 3 rows of `channels`
+    preview_bias: tuple[float, float, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        preview = None
+        if self.preview_matrix is not None and self.preview_bias is not None:
+            preview = {"matrix": [list(row) for row in self.preview_matrix], "bias": list(self.preview_bias)}
+        return {"channels": self.channels, "factor": self.factor, "scaling_factor": self.scaling_factor,
+                "vae_decoder": self.vae_decoder, "vae_encoder": self.vae_encoder, "preview": preview}
 
 
 @dataclass(frozen=True)
@@ -158,6 +196,7 @@ class BundleSpec:
     format_version: int = FORMAT_VERSION
     # The words the training captions used (lowercase, see core.vocabulary); None: not declared.
     vocabulary: tuple[str, ...] | None = None
+    latent: LatentSpec | None = None  # set for latent-diffusion bundles (format 2)
 
     # Flat read-only views of the nested fields, for callers that want one level.
     image_size = property(lambda self: self.image.size)
@@ -187,11 +226,16 @@ class BundleSpec:
         if v2:
             diffusion.update(beta_start=d.beta_start, beta_end=d.beta_end, variance=d.variance.value,
                              clip_sample=d.clip_sample, clip_sample_range=d.clip_sample_range)
+            if d.steps_offset:
+                diffusion["steps_offset"] = d.steps_offset
         conditioning: dict[str, Any] = {"kind": co.kind.value} if v2 else {}
         if co.kind is ConditioningKind.TEXT:
             conditioning.update(text_encoder=co.text_encoder, max_tokens=co.max_tokens,
                                 embedding_dim=co.embedding_dim, text_encoder_sha256=co.text_encoder_sha256,
                                 tokenizer_sha256=co.tokenizer_sha256)
+            if co.text_encoder_kind is not None:
+                conditioning.update(text_encoder_kind=co.text_encoder_kind, tokenizer=co.tokenizer,
+                                    pad_token_id=co.pad_token_id)
         elif co.kind is ConditioningKind.CLASS:
             conditioning.update(num_classes=co.num_classes,
                                 class_names=None if co.class_names is None else list(co.class_names))
@@ -223,6 +267,7 @@ class BundleSpec:
                 "exporter": p.exporter,
             },
             **({} if self.vocabulary is None else {"vocabulary": list(self.vocabulary)}),
+            **({} if self.latent is None else {"latent": self.latent.to_dict()}),
             "files": {name: dict(entry) for name, entry in self.files.items()},
         }
 
@@ -409,8 +454,13 @@ def _diffusion(c: _Checker, dif: Mapping[str, Any], version: int) -> DiffusionSp
         if clip_range <= 0.0:
             raise c.fail("diffusion.clip_sample_range",
                          f"must be a positive number, got {_show(dif['clip_sample_range'])}")
+    steps_offset = 0
+    if "steps_offset" in dif:
+        steps_offset = c.integer(dif, "diffusion.", "steps_offset", hi=T - 1,
+                                 what=f"an integer from 0 to diffusion.T − 1 ({T - 1})")
     return DiffusionSpec(T=T, schedule=schedule, prediction=prediction, beta_start=beta_start, beta_end=beta_end,
-                         variance=variance, clip_sample=clip_sample, clip_sample_range=clip_range)
+                         variance=variance, clip_sample=clip_sample, clip_sample_range=clip_range,
+                         steps_offset=steps_offset)
 
 
 def _class_names(c: _Checker, co: Mapping[str, Any], num_classes: int) -> tuple[str, ...] | None:
@@ -452,13 +502,73 @@ def _conditioning(c: _Checker, co: Mapping[str, Any], version: int) -> Condition
     if text_encoder != SHARED_TEXT_ENCODER and not _is_plain_name(text_encoder):
         raise c.fail("conditioning.text_encoder",
                      f"must be 'shared' or a file name inside the bundle folder, got {_show(text_encoder)}")
+    encoder_kind = tokenizer = pad_token_id = None
+    if co.get("text_encoder_kind") is not None:
+        encoder_kind = c.choice(co, "conditioning.", "text_encoder_kind", list(TEXT_ENCODER_KINDS))
+        if text_encoder == SHARED_TEXT_ENCODER:
+            raise c.fail("conditioning.text_encoder", f"must be a file inside the bundle for text_encoder_kind "
+                         f"{encoder_kind!r}, got 'shared'")
+        tokenizer = c.file_name(co, "conditioning.", "tokenizer")
+        pad_token_id = c.integer(co, "conditioning.", "pad_token_id")
+    else:
+        for key in ("tokenizer", "pad_token_id"):
+            if co.get(key) is not None:
+                raise c.fail("conditioning." + key, "needs conditioning.text_encoder_kind (an imported text encoder)")
     return ConditioningSpec(
         text_encoder=text_encoder,
         max_tokens=c.integer(co, "conditioning.", "max_tokens", lo=2, hi=512, what="an integer from 2 to 512"),
         embedding_dim=c.integer(co, "conditioning.", "embedding_dim", lo=1, what="a positive integer"),
         text_encoder_sha256=c.sha256_or_null(co, "conditioning.", "text_encoder_sha256"),
         tokenizer_sha256=c.sha256_or_null(co, "conditioning.", "tokenizer_sha256"),
+        text_encoder_kind=encoder_kind, tokenizer=tokenizer, pad_token_id=pad_token_id,
     )
+
+
+def _preview(c: _Checker, la: Mapping[str, Any], channels: int) -> tuple[tuple[tuple[float, ...], ...] | None,
+                                                                          tuple[float, float, float] | None]:
+    if la.get("preview") is None:
+        return None, None
+    pv = c.obj(la, "latent.", "preview")
+    matrix, bias = c.get(pv, "latent.preview.", "matrix"), c.get(pv, "latent.preview.", "bias")
+    if not isinstance(matrix, list) or len(matrix) != 3 or not all(isinstance(r, list) and len(r) == channels
+                                                                    for r in matrix):
+        raise c.fail("latent.preview.matrix", f"must be 3 rows of {channels} numbers (RGB from the latent "
+                     f"channels), got {_show(matrix)}")
+    if not isinstance(bias, list) or len(bias) != 3:
+        raise c.fail("latent.preview.bias", f"must be 3 numbers (R, G, B), got {_show(bias)}")
+    for name, values in [*((f"latent.preview.matrix[{i}]", r) for i, r in enumerate(matrix)),
+                         ("latent.preview.bias", bias)]:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
+                   for v in values):
+            raise c.fail(name, f"must hold finite numbers, got {_show(values)}")
+    rows = tuple(tuple(float(v) for v in row) for row in matrix)
+    return rows, (float(bias[0]), float(bias[1]), float(bias[2]))
+
+
+def _latent(c: _Checker, data: Mapping[str, Any], version: int, image: ImageSpec) -> LatentSpec | None:
+    """The optional `latent` block (format 2): None for pixel-space bundles."""
+    if data.get("latent") is None:
+        return None
+    if version < 2:
+        raise c.fail("latent", f"needs format_version 2, but the document has format_version {version}")
+    la = c.obj(data, "", "latent")
+    channels = c.integer(la, "latent.", "channels", lo=1, hi=MAX_LATENT_CHANNELS,
+                         what=f"an integer from 1 to {MAX_LATENT_CHANNELS}")
+    factor = c.get(la, "latent.", "factor")
+    if factor not in LATENT_FACTORS or isinstance(factor, bool):
+        raise c.fail("latent.factor", f"must be one of {', '.join(map(str, LATENT_FACTORS))} (the VAE's "
+                     f"downsampling), got {_show(factor)}")
+    if image.size % factor:
+        raise c.fail("image.size", f"must be a multiple of latent.factor ({factor}) in a latent bundle, "
+                     f"got {image.size}")
+    scaling = c.number(la, "latent.", "scaling_factor")
+    if scaling <= 0.0:
+        raise c.fail("latent.scaling_factor", f"must be a positive number, got {_show(la['scaling_factor'])}")
+    matrix, bias = _preview(c, la, channels)
+    return LatentSpec(channels=channels, factor=int(factor), scaling_factor=scaling,
+                      vae_decoder=c.file_name(la, "latent.", "vae_decoder"),
+                      vae_encoder=c.optional_file_name(la, "latent.", "vae_encoder"),
+                      preview_matrix=matrix, preview_bias=bias)
 
 
 def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
@@ -515,7 +625,7 @@ def parse_model_json(data: Any, where: str = MODEL_JSON) -> BundleSpec:
     return BundleSpec(
         name=name, image=image, diffusion=diffusion, sampler_defaults=sampler_defaults, unet=unet,
         conditioning=conditioning, provenance=provenance, files=files, format_version=version,
-        vocabulary=_vocabulary(c, data),
+        vocabulary=_vocabulary(c, data), latent=_latent(c, data, version, image),
     )
 
 
