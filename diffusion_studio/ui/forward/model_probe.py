@@ -111,10 +111,12 @@ class MseCurve:
     mse_eps: list[float]
 
 
-def _conditioning(model: LoadedModel, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-    """context and mask of the prompt; "" (and every non-text model) is the unconditional input."""
+def _conditioning(model: LoadedModel, prompt: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """context and mask of the prompt; "" is the unconditional input; (None, None) for a model without text."""
     encoder = model.bundle.text_encoder
-    if not prompt or model.conditioning != "text" or encoder is None:
+    if model.conditioning != "text" or encoder is None:
+        return None, None
+    if not prompt:
         return model.pipeline.unconditional()
     return encoder.encode([prompt])
 
@@ -132,8 +134,12 @@ def predict(inputs: Inputs, ts: list[int], chunk: int = CURVE_CHUNK,
         part = ts[start:start + chunk]
         x_ts = np.stack([q_sample(schedule, inputs.x_0, t, inputs.eps) for t in part])  # eq. 4
         n = len(part)
-        outputs = model.bundle.denoiser(x_ts, np.asarray(part, np.int64), np.repeat(context, n, 0),
-                                        np.repeat(mask, n, 0))
+        if context is not None and mask is not None:
+            outputs = model.bundle.denoiser(x_ts, np.asarray(part, np.int64), np.repeat(context, n, 0),
+                                            np.repeat(mask, n, 0))
+        else:  # no text: (x_t, t) alone, or with class 0 (this tab has no class picker)
+            labels = np.zeros(n, np.int64) if model.conditioning == "class" else None
+            outputs = model.bundle.denoiser(x_ts, np.asarray(part, np.int64), class_labels=labels)
         for x_t, t, output in zip(x_ts, part, outputs):
             x0, eps = x0_eps_from_output(schedule, x_t, t, output, kind)
             out.append(Prediction(inputs.version, t, inputs.prompt, x_t, x0, eps,

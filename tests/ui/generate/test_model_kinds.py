@@ -139,3 +139,24 @@ def test_history_names_the_class_or_says_unconditional(tmp_path):
     details = format_details(cls).splitlines()
     assert details[:2] == ["Class: 2 · ship", "Conditioning: class"]
     assert not any(line.startswith(("Prompt", "Negative prompt", "Guidance")) for line in details)
+
+
+@pytest.mark.parametrize("name", ["rgb", "cls"])
+def test_forward_probe_asks_models_without_text(diffusers_models, name):
+    """The Forward tab's x̂₀/ε̂ probe calls an unconditional model with (x_t, t), a class model with class 0."""
+    from diffusion_studio.core.forward import q_sample
+    from diffusion_studio.core.prediction import interpret_output
+    from diffusion_studio.ui.forward.model_probe import Inputs, predict
+    from diffusion_studio.ui.models import load_model
+
+    model = load_model(diffusers_models.bundle(name), "cpu")
+    b = model.bundle
+    rng = np.random.default_rng(0)
+    x_0 = rng.uniform(-1, 1, (b.channels, b.image_size, b.image_size)).astype(np.float32)
+    eps = rng.standard_normal(x_0.shape).astype(np.float32)
+    [pred] = predict(Inputs(1, model, b.schedule, x_0, eps, ""), [7])
+    x_t = q_sample(b.schedule, x_0, 7, eps)
+    labels = np.zeros(1, np.int64) if name == "cls" else None
+    output = b.denoiser(x_t[None], np.array([7]), class_labels=labels)
+    expected = interpret_output(b.schedule, x_t[None], output, 7, b.prediction, b.variance)
+    np.testing.assert_allclose(pred.eps_pred, expected.eps[0], atol=1e-5)
