@@ -66,7 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the class of a class-conditional model: an index 0..N-1 or one of its class names")
     p.add_argument("--negative", default="", metavar="TEXT",
                    help="negative prompt (replaces the unconditional prompt; invalid UTF-8 as for PROMPT)")
-    p.add_argument("--model", metavar="BUNDLE", help="model bundle folder (default: the bundled model)")
+    p.add_argument("--model", metavar="BUNDLE", help="model bundle folder, or a latent bundle / Optimum ONNX "
+                   "folder (Stable-Diffusion family); default: the bundled model")
+    p.add_argument("--width", type=int, metavar="W", help="image width in pixels (latent models: a multiple of "
+                   "the VAE factor; pixel bundles: only their own size)")
+    p.add_argument("--height", type=int, metavar="H", help="image height in pixels (as --width)")
     p.add_argument("--sampler", choices=SAMPLER_IDS, help="default: the bundle's")
     p.add_argument("--steps", type=int, metavar="N", help="sampler steps, 1..T (default: the bundle's)")
     p.add_argument("--guidance", type=float, metavar="W",
@@ -190,8 +194,9 @@ def run(args: argparse.Namespace) -> int:
     from diffusion_studio.core.images import make_grid
     from diffusion_studio.core.png_meta import write_png
     from diffusion_studio.core.vocabulary import prompt_note
-    from diffusion_studio.inference.bundle_loader import load_bundle
-    from diffusion_studio.inference.pipeline import GenerationRequest, Pipeline
+    from diffusion_studio.inference.latent import LatentModel, check_pixel_size, latent_init_image, open_model
+    from diffusion_studio.inference.latent import make_pipeline as pipeline_for
+    from diffusion_studio.inference.pipeline import GenerationRequest
     from diffusion_studio.inference.text_encoder import replace_undecodable
 
     check_batch(args.batch)  # before the model loads: it decides the file names
@@ -203,39 +208,52 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        bundle = load_bundle(args.model, device=args.device)
+        bundle = open_model(args.model, device=args.device)  # a LatentModel for SD-family folders
     for warning in caught:
         _say(f"warning: {warning.message}", sys.stderr)
 
-    pipeline = Pipeline(bundle)
+    latent = isinstance(bundle, LatentModel)
+    if not latent:
+        check_pixel_size(bundle, args.width, args.height)
+    pipeline = pipeline_for(bundle)
     text = bundle.conditioning_kind is ConditioningKind.TEXT
     if text and args.prompt is None:
         raise UsageError(f"The model {bundle.name} is text-conditioned: give a PROMPT (\"\" for an "
                          "unconditional image).")
     pipeline.class_index(args.class_label)  # a label this model cannot take: one sentence, before any work
-    init = None if init_file is None else init_image_array(init_file, bundle.image_size, bundle.channels)
+    if latent:
+        init = None if init_file is None else latent_init_image(init_file, *pipeline.size_of(
+            GenerationRequest(width=args.width, height=args.height)))
+    else:
+        init = None if init_file is None else init_image_array(init_file, bundle.image_size, bundle.channels)
     prompt, bad_in_prompt = replace_undecodable(args.prompt or "")  # bytes of argv that are not UTF-8
     negative, bad_in_negative = replace_undecodable(args.negative)
+    request = GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative,
+        sampler=args.sampler,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        batch=args.batch,
+        preview=False,
+        init_image=init,
+        strength=strength,
+        eta=args.eta,
+        ddpm_variance=args.ddpm_variance,
+        clip_x0=args.clip_x0,
+        class_label=args.class_label,
+        width=args.width,
+        height=args.height,
+    )
+    if latent and not pipeline.provider_info.on_cuda:  # a CPU run of a big U-Net: say how long, before it starts
+        seconds = pipeline.estimate_seconds(request)
+        if seconds > 2.0:
+            _say(f"note: this should take about {seconds:.0f} s on the CPU (the U-Net's FLOPs at this size "
+                 "over the measured FLOP rate).", sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = pipeline.generate(
-            GenerationRequest(
-                prompt=prompt,
-                negative_prompt=negative,
-                sampler=args.sampler,
-                steps=args.steps,
-                guidance=args.guidance,
-                seed=args.seed,
-                batch=args.batch,
-                preview=False,
-                init_image=init,
-                strength=strength,
-                eta=args.eta,
-                ddpm_variance=args.ddpm_variance,
-                clip_x0=args.clip_x0,
-                class_label=args.class_label,
-            )
-        )
+        result = pipeline.generate(request)
     request = result.request  # resolved: the bundle's defaults and the seed filled in
     for label, count in (("prompt", bad_in_prompt), ("negative prompt", bad_in_negative)):
         if count:  # said only after the run: an error stays the only line

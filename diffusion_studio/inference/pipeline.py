@@ -80,6 +80,8 @@ class GenerationRequest:
     ddpm_variance: str | None = None
     clip_x0: bool | None = None
     class_label: int | str | None = None
+    width: int | None = None  # pixels; None: the model's size (a pixel bundle has only its own size)
+    height: int | None = None
 
     def prompt_of(self, index: int) -> str:
         """The prompt of image `index` of the batch."""
