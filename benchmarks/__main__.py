@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("network", "e2e", "training", "startup", "preview")
+SECTIONS = ("network", "ort_options", "e2e", "training", "startup", "preview")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         result["network"] = network.run(bundle, result["matmul_peak"]["gflops"],
                                         batches=(1, 2) if quick else (1, 2, 8), repeat=repeat)
+    if "ort_options" in sections:
+        from benchmarks import ort_options
+
+        result["ort_options"] = ort_options.run(bundle, repeat=repeat)
     if "e2e" in sections:
         from benchmarks import e2e
 

@@ -21,7 +21,7 @@ def _ours(bundle: Any, steps: int, repeat: int) -> tuple[float, float]:
 
     pipeline = Pipeline(bundle)
     request = GenerationRequest(prompt=peers.PROMPT, sampler="dpmpp-2m", steps=steps, seed=0, preview=False)
-    guidance = float(pipeline.resolve(request).guidance)
+    guidance = float(pipeline.resolve(request).guidance or 0.0)
     return median_seconds(lambda: pipeline.generate(request), repeat), guidance
 
 
@@ -31,7 +31,7 @@ def _diffusers(bundle: Any, guidance: float, steps: int, repeat: int) -> tuple[f
 
     unet = peers.diffusers_unet().eval()
     size, channels = bundle.spec.image_size, bundle.spec.channels
-    scheduler = DPMSolverMultistepScheduler(
+    scheduler: Any = DPMSolverMultistepScheduler(
         num_train_timesteps=bundle.spec.T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
         algorithm_type="dpmsolver++", solver_order=2,
     )

@@ -10,6 +10,7 @@ Without a usable CUDA provider it measures nothing and says why: a GPU number is
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -95,9 +96,9 @@ def run(*, repeat: int = 20, batches: tuple[int, ...] = BATCHES) -> dict[str, An
     context, mask = bundle.text_encoder.encode([peers.PROMPT])
     fp32 = folder / bundle.spec.unet_file
     fp16 = folder / bundle.spec.unet_fp16_file if bundle.spec.unet_fp16_file else None
-    cpu_session, _ = create_session(fp32, "cpu")
+    cpu_session, cpu_info = create_session(fp32, "cpu")
     variants: dict[str, Any] = {
-        "cpu_fp32": OrtDenoiser(cpu_session, create_session(fp32, "cpu")[1]),
+        "cpu_fp32": OrtDenoiser(cpu_session, cpu_info),
         "cuda_fp32_no_binding": OrtDenoiser.from_file(fp32, "cuda", use_io_binding=False),
         "cuda_fp32_io_binding": OrtDenoiser.from_file(fp32, "cuda", use_io_binding=True),
     }
@@ -108,8 +109,8 @@ def run(*, repeat: int = 20, batches: tuple[int, ...] = BATCHES) -> dict[str, An
         row: dict[str, Any] = {"batch": n}
         for name, denoiser in variants.items():
             feeds = _feeds(denoiser.session, n, context, mask)
-            args = [feeds[k] for k in ("x", "t", "context", "context_mask")]
-            row[f"{name}_ms"] = median_seconds(lambda d=denoiser, a=args: d(*a), repeat, warmup=3) * 1e3
+            call = partial(denoiser, *(feeds[k] for k in ("x", "t", "context", "context_mask")))
+            row[f"{name}_ms"] = median_seconds(call, repeat, warmup=3) * 1e3
         try:
             row["cuda_fp32_cuda_graph_ms"] = _cuda_graph_seconds(fp32, _feeds(cpu_session, n, context, mask),
                                                                  repeat) * 1e3

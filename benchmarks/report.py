@@ -79,6 +79,14 @@ def markdown(result: dict[str, Any]) -> str:
                           _rate(r, "onnxruntime"), _rate(r, "torch_eager")]
                          for r in net["rows"]])
         lines.append("")
+    o = result.get("ort_options")
+    if o:
+        lines += ["### ONNX Runtime session options (CPU)", "",
+                  f"One guided step (batch {o['batch']}) per variant; {o['physical_cores']} physical cores.", ""]
+        lines += _table(["variant", "per call", "vs default", "session creation", "max |Δ| vs default"],
+                        [[r["variant"], _f(r["call_ms"], ".1f", " ms"), _f(r["speedup_vs_default"], ".2f", "×"),
+                          _f(r["session_s"], ".3f", " s"), _f(r["max_abs_diff"], ".1e")] for r in o["rows"]])
+        lines.append("")
     e = result.get("e2e")
     if e:
         lines += ["### One image end to end", "",

@@ -53,6 +53,10 @@ def test_quick_json_has_every_table_and_the_machine(quick):
         assert row["onnxruntime_fraction_of_peak"] == pytest.approx(
             row["onnxruntime_gflops"] / result["matmul_peak"]["gflops"])
 
+    options = result["ort_options"]["rows"]
+    assert options[0]["speedup_vs_default"] == 1.0 and options[0]["max_abs_diff"] == 0.0
+    assert len(options) == 7 and all(r["max_abs_diff"] < 1e-3 for r in options)  # same numbers, other speed
+
     e2e = result["e2e"]
     assert e2e["sampler"] == "dpmpp-2m" and e2e["guidance"] == 4.0
     assert e2e["speedup_vs_torch_eager"] == pytest.approx(e2e["torch_eager_s"] / e2e["ours_s"])
@@ -75,7 +79,8 @@ def test_quick_json_has_every_table_and_the_machine(quick):
 @pytest.mark.slow
 def test_quick_markdown_shows_the_numbers(quick):
     result, text = quick
-    for heading in ("One network call", "One image end to end", "Training throughput", "Start-up",
+    for heading in ("One network call", "ONNX Runtime session options (CPU)", "One image end to end",
+                    "Training throughput", "Start-up",
                     "Live preview overhead", "Targets (issue 14)"):
         assert f"### {heading}" in text
     row = result["network"]["rows"][0]
