@@ -147,6 +147,36 @@ def _optional_json(path: Path) -> dict[str, Any]:
     return _read_json(path, path.name) if path.is_file() else {}
 
 
+@dataclass(frozen=True)
+class _Conditioning:
+    kind: ConditioningKind = ConditioningKind.TEXT
+
+
+@dataclass(frozen=True)
+class _Diffusion:
+    prediction: PredictionKind
+    variance: VarianceKind
+    clip_sample: bool
+    clip_sample_range: float
+    steps_offset: int
+
+
+@dataclass(frozen=True)
+class LatentSpecView:
+    """The fields of `core.bundle.BundleSpec` the GUI reads (sizes, schedule, defaults), for a LatentModel."""
+
+    name: str
+    image_size: int
+    channels: int
+    T: int
+    schedule: str
+    sampler: str
+    steps: int
+    guidance: float
+    diffusion: _Diffusion
+    conditioning: _Conditioning = _Conditioning()
+
+
 # --- the model --------------------------------------------------------------------------------
 
 
@@ -197,6 +227,15 @@ class LatentModel:
     @property
     def T(self) -> int:
         return self.schedule.T
+
+    @property
+    def spec(self) -> LatentSpecView:
+        """What the GUI reads of a bundle's model.json (image size, schedule, sampler defaults)."""
+        return LatentSpecView(
+            name=self.name, image_size=self.image_size, channels=self.channels, T=self.T,
+            schedule=self.schedule.kind.value, sampler=self.default_sampler, steps=self.default_steps,
+            guidance=self.default_guidance,
+            diffusion=_Diffusion(self.prediction, self.variance, self.clip_sample, self.clip_range, self.steps_offset))
 
     @property
     def max_tokens(self) -> int:

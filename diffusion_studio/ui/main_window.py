@@ -244,7 +244,8 @@ class MainWindow(QMainWindow):
     def open_model_dialog(self) -> None:
         current = self.models.current
         start = str(current.folder.parent if current else Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Open model bundle (a folder with model.json)", start)
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open model bundle (a folder with model.json, or an Optimum ONNX Stable Diffusion folder)", start)
         if folder:
             self.open_model(Path(folder))
 
@@ -262,7 +263,11 @@ class MainWindow(QMainWindow):
 
     def _on_model_changed(self, model: LoadedModel, take_defaults: bool) -> None:
         self.generateWorkspace.set_model(model)
-        self.forwardWorkspace.set_model(model)
+        if model.is_latent:  # the Forward tab's x_t and x̂₀ live in pixel space
+            self.forwardWorkspace.set_model(None, f"The model {model.name} is a latent diffusion model; the Forward "
+                                            "tab asks pixel-space models only.")
+        else:
+            self.forwardWorkspace.set_model(model)
         if take_defaults:  # the first launch, or another model: its sampler, steps and guidance
             self.generateWorkspace.state.use_model_defaults()
         info = model.provider_info

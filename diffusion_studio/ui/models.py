@@ -19,7 +19,8 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from diffusion_studio.errors import BundleError, UsageError
-from diffusion_studio.inference.bundle_loader import LoadedBundle, load_bundle
+from diffusion_studio.inference.bundle_loader import LoadedBundle
+from diffusion_studio.inference.latent import LatentModel, make_pipeline, open_model
 from diffusion_studio.inference.pipeline import Pipeline
 from diffusion_studio.inference.providers import ProviderInfo, default_intra_op_threads, interactive_threads
 from diffusion_studio.paths import default_model_dir
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoadedModel:
     folder: Path
-    bundle: LoadedBundle
-    pipeline: Pipeline
+    bundle: LoadedBundle  # or an inference.latent.LatentModel, which has the surface the GUI reads
+    pipeline: Pipeline  # or an inference.latent.LatentPipeline (the same surface)
     requested_device: str
 
     @property
@@ -42,6 +43,11 @@ class LoadedModel:
     @property
     def provider_info(self) -> ProviderInfo:
         return self.bundle.provider_info
+
+    @property
+    def is_latent(self) -> bool:
+        """A latent diffusion model (Stable-Diffusion family): the Forward tab does not probe it."""
+        return isinstance(self.bundle, LatentModel)
 
     @property
     def is_default(self) -> bool:
@@ -75,12 +81,12 @@ def load_model(folder: Path | str, device: str) -> LoadedModel:
     path = Path(folder)
     try:
         with default_intra_op_threads(interactive_threads()):
-            bundle = load_bundle(path, device)
+            bundle = open_model(path, device)  # a LatentModel for a latent bundle or an Optimum ONNX folder
     except UsageError:
         raise
     except Exception as exc:  # an unexpected loader failure still must not crash the app
         raise BundleError(f"The model bundle {path} could not be loaded ({exc}).") from exc
-    return LoadedModel(path.resolve(), bundle, Pipeline(bundle), device)
+    return LoadedModel(path.resolve(), bundle, make_pipeline(bundle), device)
 
 
 def missing_default_message() -> str:
