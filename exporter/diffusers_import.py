@@ -209,6 +209,10 @@ def _conditioning(src: DiffusersSource) -> dict[str, Any]:
 
 def import_bundle(opts: ImportOptions, log: Callable[[str], None] = lambda _msg: None) -> ImportResult:
     """Import `opts.source` into the bundle folder `opts.out` (module docstring)."""
+    from exporter.latent_import import import_latent_bundle, is_latent_pipeline
+
+    if is_latent_pipeline(Path(opts.source)):  # a StableDiffusionPipeline: a latent bundle (issue 16)
+        return import_latent_bundle(opts, log)
     opts.check()
     out = Path(opts.out).absolute()
     notes: list[str] = bw.tidy_leftovers(out)

@@ -157,6 +157,13 @@ def check_report(report: Any, where: Path) -> dict[str, Any]:
         if finite is not None:
             _field(finite, "timesteps_checked", f"{pre}fp16_finite.", where, "int")
             _field(finite, "finite", f"{pre}fp16_finite.", where, "bool")
+    for i, comp in enumerate(_field(report, "components", "", where, "list", optional=True) or []):
+        pre = f"components[{i}]."  # a latent import's text encoder and VAE graphs
+        if not isinstance(comp, dict):
+            raise _report_error(where, f"components[{i}]", "an object", comp)
+        for key, kind in (("file", "str"), ("provider", "str"), ("bound_max_abs", "number"), ("max_abs", "number"),
+                          ("mean_abs", "number"), ("passed", "bool")):
+            _field(comp, key, pre, where, kind)
     for i, run in enumerate(_field(report, "sampling", "", where, "list")):
         pre = f"sampling[{i}]."
         if not isinstance(run, dict):
@@ -197,7 +204,7 @@ def inspect_bundle(folder: Path) -> dict[str, Any]:
     return {
         "bundle": str(folder.absolute()),
         "model": {k: raw.get(k) for k in ("name", "format_version", "image", "diffusion", "sampler_defaults",
-                                          "unet", "conditioning", "provenance", "vocabulary")},
+                                          "unet", "conditioning", "provenance", "vocabulary", "latent")},
         "graphs": graphs,
         "files": [_file_facts(folder, n, declared) for n in others],
         "parity": parity,
@@ -245,8 +252,26 @@ def _conditioning_line(co: dict[str, Any]) -> str:
         if names:
             shown = ": " + ", ".join(names[:VOCABULARY_SHOWN]) + (", …" if len(names) > VOCABULARY_SHOWN else "")
         return f"class, {co['num_classes']} classes{shown or ' (unnamed: 0 … ' + str(co['num_classes'] - 1) + ')'}"
+    if co.get("text_encoder_kind") == "clip":
+        return f"text, CLIP encoder {co['text_encoder']}, {co['max_tokens']} tokens x {co['embedding_dim']}"
     return (f"text, {co['text_encoder']} encoder, {co['max_tokens']} tokens x {co['embedding_dim']}, "
             f"sha256 {str(co.get('text_encoder_sha256'))[:12]}…")
+
+
+def _latent_lines(la: dict[str, Any], size: int, co: dict[str, Any], dif: dict[str, Any]) -> list[str]:
+    """The latent bundle's lines: latents, VAE graphs, tokenizer, preview map (issue 16)."""
+    h = size // la["factor"]
+    encoder = f", encoder {la['vae_encoder']} (image to latent mean, for img2img)" if la.get("vae_encoder") else \
+        ", no encoder (no img2img)"
+    preview = la.get("preview")
+    lines = [
+        f"latent     {la['channels']} channels x {h}x{h} (factor {la['factor']}), scaling factor "
+        f"{la['scaling_factor']:g}, sampler steps_offset {dif.get('steps_offset', 0)}",
+        f"vae        decoder {la['vae_decoder']} (latent / scaling factor to image){encoder}",
+        f"tokenizer  {co.get('tokenizer')} (CLIP BPE), max length {co['max_tokens']}, pad id {co.get('pad_token_id')}",
+        f"preview    {'a fitted 3x' + str(la['channels']) + ' latent-to-RGB map' if preview else 'none'}",
+    ]
+    return lines
 
 
 def describe(facts: dict[str, Any]) -> str:
@@ -265,7 +290,9 @@ def describe(facts: dict[str, Any]) -> str:
         f"unet       {m['unet']['parameters']:,} parameters, {m['unet']['flops_per_forward'] / 1e6:.1f} MFLOP "
         f"per forward, opset {m['unet']['opset']}",
     ]
-    if co.get("kind", "text") == "text":
+    if m.get("latent"):
+        lines.extend(_latent_lines(m["latent"], img["size"], co, dif))
+    elif co.get("kind", "text") == "text":
         lines.append(_vocabulary_line(m.get("vocabulary")))
     if pr.get("pipeline") is not None or pr.get("weights") == "diffusers":
         lines.append(f"imported   from diffusers {pr.get('pipeline') or 'UNet2DModel folder'} {pr.get('source')!r}, "

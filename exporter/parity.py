@@ -306,6 +306,10 @@ def format_report(report: dict[str, Any]) -> str:
         if "fp16_finite" in entry:
             f = entry["fp16_finite"]
             lines.append(f"    finite at all {f['timesteps_checked']} timesteps: {'yes' if f['finite'] else 'NO'}")
+    for comp in report.get("components", []):  # a latent import's text encoder and VAE (exporter.latent_import)
+        lines.append(f"  {comp['file']:<16} {comp['provider']:<26} max {comp['max_abs']:.2e}  "
+                     f"mean {comp['mean_abs']:.2e}  (bound {comp['bound_max_abs']:.2g}"
+                     f"{'' if comp['passed'] else ', FAILED'})")
     for run in report["sampling"]:
         lines.append(f"  sampling {run['sampler']:<9} {run['steps']:>3} steps w={run['guidance']:g} "
                      f"{run['provider']:<26} final image max {run['max_abs']:.2e} mean {run['mean_abs']:.2e} "

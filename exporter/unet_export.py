@@ -44,12 +44,13 @@ class GraphSpec:
     image_size: int
     max_tokens: int = 0
     context_dim: int = 0
-    kind: str = "text"  # model.json conditioning.kind: text, class or none
+    kind: str = "text"  # model.json conditioning.kind: text, class or none; "latent": x, t, context (no mask)
     out_channels: int | None = None  # None: `channels` (2C with a learned variance)
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return {"text": INPUT_NAMES, "class": ("x", "t", "class_labels")}.get(self.kind, ("x", "t"))
+        return {"text": INPUT_NAMES, "class": ("x", "t", "class_labels"),
+                "latent": ("x", "t", "context")}.get(self.kind, ("x", "t"))
 
     @property
     def output_name(self) -> str:
@@ -121,9 +122,11 @@ def _example_inputs(spec: GraphSpec, batch: int = 2) -> tuple:
     t = torch.arange(1, batch + 1, dtype=torch.int64)
     if spec.kind == "class":
         return x, t, torch.zeros(batch, dtype=torch.int64)
-    if spec.kind != "text":
+    if spec.kind not in ("text", "latent"):
         return x, t
     context = torch.randn(batch, spec.max_tokens, spec.context_dim, generator=gen)
+    if spec.kind == "latent":
+        return x, t, context
     mask = torch.ones(batch, spec.max_tokens)
     return x, t, context, mask
 
