@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from diffusion_studio.core.files import read_json_file, resolve_inside, sha256_file
+from diffusion_studio.core.files import read_json_file, resolve_inside
 from diffusion_studio.errors import BundleError
+from diffusion_studio.inference.hash_cache import cached_sha256
 from diffusion_studio.paths import text_encoder_dir
 
 ENCODER_FILE = "text_encoder.onnx"
@@ -36,7 +37,8 @@ def replace_undecodable(text: str) -> tuple[str, int]:
 
 
 def file_sha256(path: Path) -> str:
-    return sha256_file(path, "text encoder file", error=BundleError)
+    """sha256 of an encoder file; unchanged files are not re-read (inference.hash_cache)."""
+    return cached_sha256(path, "text encoder file", error=BundleError)
 
 
 def _confined(folder: Path, name: str) -> Path:
