@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "ort_options" in sections:
         from benchmarks import ort_options
 
-        result["ort_options"] = ort_options.run(bundle, repeat=repeat)
+        result["ort_options"] = ort_options.run(bundle, repeat=repeat, int8=not quick)
     if "e2e" in sections:
         from benchmarks import e2e
 

@@ -83,9 +83,11 @@ def markdown(result: dict[str, Any]) -> str:
     if o:
         lines += ["### ONNX Runtime session options (CPU)", "",
                   f"One guided step (batch {o['batch']}) per variant; {o['physical_cores']} physical cores.", ""]
-        lines += _table(["variant", "per call", "vs default", "session creation", "max |Δ| vs default"],
+        lines += _table(["variant", "per call", "vs default", "session creation", "max abs Δ vs default",
+                         "relative RMS Δ"],
                         [[r["variant"], _f(r["call_ms"], ".1f", " ms"), _f(r["speedup_vs_default"], ".2f", "×"),
-                          _f(r["session_s"], ".3f", " s"), _f(r["max_abs_diff"], ".1e")] for r in o["rows"]])
+                          _f(r["session_s"], ".3f", " s"), _f(r["max_abs_diff"], ".1e"),
+                          _f(r.get("relative_rms_error"), ".1e")] for r in o["rows"]])
         lines.append("")
     e = result.get("e2e")
     if e:
