@@ -97,6 +97,10 @@ def _run_diffusers(argv: Sequence[str]) -> int:
     spec = result.spec
     dif, co = spec["diffusion"], spec["conditioning"]
     kind = co["kind"] + (f", {co['num_classes']} classes" if co["kind"] == "class" else "")
+    if spec.get("latent"):  # a StableDiffusionPipeline (exporter.latent_import)
+        la = spec["latent"]
+        kind += (f", CLIP {co['max_tokens']} tokens; latent {la['channels']}x{spec['image']['size'] // la['factor']}"
+                 f" (factor {la['factor']}, scaling {la['scaling_factor']:g})")
     print(f"wrote {result.bundle} ({', '.join(spec['files'])}; {spec['provenance']['exporter']}, opset "
           f"{spec['unet']['opset']}; T={dif['T']} {dif['schedule']}, {dif['prediction']}, {dif['variance']}; "
           f"conditioning {kind})")

@@ -86,9 +86,9 @@ def _providers(unet: Path) -> dict[str, str]:
 
 def _loads_in_app(folder: Path) -> str:
     try:
-        from diffusion_studio.inference.bundle_loader import load_bundle
+        from diffusion_studio.inference.latent import open_model  # pixel and latent bundles alike
 
-        bundle = load_bundle(folder, device="auto")
+        bundle = open_model(folder, device="auto")
     except UsageError as exc:
         return f"no: {exc}"
     return f"yes, on {bundle.provider_info.describe()}"

@@ -517,7 +517,7 @@ def _flops(model: Any, src: LatentSource) -> int:
 
 
 def _self_check(folder: Path, names: list[str], spec: dict[str, Any]) -> None:
-    """model.json passes the app's schema and every graph opens in ONNX Runtime with the contract's I/O names."""
+    """model.json passes the app's schema, every graph opens with the contract's I/O names, the app loads it."""
     import onnxruntime as ort
 
     parse_model_json(spec)
@@ -531,6 +531,12 @@ def _self_check(folder: Path, names: list[str], spec: dict[str, Any]) -> None:
         got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
         if got != want[name]:
             raise RuntimeError(f"{name} has inputs/outputs {got}, expected {want[name]}")
+    from diffusion_studio.inference.latent import load_latent_bundle
+
+    try:  # the app's own loader (graphs against model.json, hashes) must accept it before it is swapped in
+        load_latent_bundle(folder, device="cpu")
+    except (UsageError, BundleError) as exc:
+        raise RuntimeError(f"the app's latent bundle loader rejects the exported bundle: {exc}") from exc
 
 
 def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: None) -> Any:

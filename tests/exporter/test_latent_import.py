@@ -164,6 +164,7 @@ def test_inspect_shows_the_latent_block(exported, run_cli) -> None:
     assert "preview    a fitted 3x4 latent-to-RGB map" in text
     assert "condition  text, CLIP encoder text_encoder.onnx, 77 tokens x 32" in text
     assert "vae_decoder.onnx CPUExecutionProvider" in text and "(bound 0.001)" in text
+    assert "loads in the app: yes, on CPUExecutionProvider" in text  # inference.latent's loader accepts it
     facts = json.loads(run_cli("inspect", out, "--json").out)
     assert facts["model"]["latent"]["channels"] == 4
 
