@@ -56,7 +56,7 @@ from diffusion_studio.inference.pipeline import (
     SamplingRun,
     _resolved_fields,
 )
-from diffusion_studio.inference.providers import ProviderInfo, check_device, create_session
+from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session
 from diffusion_studio.inference.seeds import batch_rng
 
 MODEL_JSON = "model.json"
@@ -222,7 +222,8 @@ class LatentModel:
     vocabulary: tuple[str, ...] | None = None
     class_names: tuple[str, ...] | None = None
     num_classes: int | None = None
-    vae_note: str | None = None
+    # fp16 U-Net on CUDA: opens the fp32 U-Net when fp16 gives non-finite values (then None)
+    unet_fp32: Callable[[], tuple[ort.InferenceSession, ProviderInfo]] | None = None
 
     @property
     def T(self) -> int:
@@ -249,7 +250,13 @@ class LatentModel:
         feeds = {x_name: np.ascontiguousarray(x, np.float32),
                  t_name: (np.asarray(t, np.int64) + self.t_offset).astype(self.t_dtype),
                  c_name: np.ascontiguousarray(context, np.float32)}
-        return np.asarray(self.unet.run([out], feeds)[0], np.float32)
+        output = np.asarray(self.unet.run([out], feeds)[0], np.float32)
+        if self.unet_fp32 is not None and not np.all(np.isfinite(output)):
+            self.unet, info = self.unet_fp32()  # fp16 overflowed: the rest of this model runs in fp32
+            self.unet_fp32 = None
+            self.provider_info = info.with_note("the fp16 U-Net gave NaN/inf, so it switched to fp32")
+            output = np.asarray(self.unet.run([out], feeds)[0], np.float32)
+        return output
 
     def encode_text(self, ids: np.ndarray) -> np.ndarray:
         name = self.text_encoder.get_inputs()[0].name
@@ -385,7 +392,7 @@ def load_optimum(folder: Path, device: str = "auto") -> LatentModel:
 def load_latent_bundle(folder: Path, device: str = "auto") -> LatentModel:
     """A LatentModel from our bundle (model.json with a `latent` block; every file checked by sha256)."""
     from diffusion_studio.core.bundle import read_model_json
-    from diffusion_studio.inference.bundle_loader import _checked_file
+    from diffusion_studio.inference.bundle_loader import _checked_file, prefer_fp16
 
     spec = read_model_json(folder / MODEL_JSON)
     latent = spec.latent
@@ -396,7 +403,19 @@ def load_latent_bundle(folder: Path, device: str = "auto") -> LatentModel:
     if co.kind is not ConditioningKind.TEXT or co.text_encoder_kind != "clip" or not co.tokenizer:
         raise BundleError(f"The latent bundle {folder} must be text-conditioned with a CLIP encoder and tokenizer.")
     unet_path, unet_sha = _checked_file(folder, spec.unet_file, files, "U-Net file")
-    unet, info = _session(unet_path, device, "U-Net")
+    fp32_opener = None
+    if spec.unet_fp16_file and prefer_fp16(spec, device):  # CUDA: the fp16 U-Net, the VAE stays fp32
+        fp16_path, _ = _checked_file(folder, spec.unet_fp16_file, files, "fp16 U-Net file")
+        unet, info = _session(fp16_path, device, "fp16 U-Net")
+        if info.active == CUDA:
+            info = info.with_note("fp16 U-Net, fp32 VAE")
+
+            def fp32_opener() -> tuple[ort.InferenceSession, ProviderInfo]:
+                return _session(unet_path, device, "U-Net")
+        else:
+            unet, info = _session(unet_path, device, "U-Net")
+    else:
+        unet, info = _session(unet_path, device, "U-Net")
     names, t_dtype = _unet_io(unet, unet_path, optimum=False)
     encoder_path, _ = _checked_file(folder, spec.text_encoder, files, "text encoder")
     text_encoder, _ = _session(encoder_path, device, "text encoder")
@@ -424,6 +443,7 @@ def load_latent_bundle(folder: Path, device: str = "auto") -> LatentModel:
         default_sampler=str(getattr(spec.sampler, "value", spec.sampler)), default_steps=spec.steps,
         default_guidance=spec.guidance, model_hash=unet_sha[:HASH_LENGTH], provider_info=info,
         flops_per_forward=float(flops) if isinstance(flops, (int, float)) and flops > 0 else None,
+        unet_fp32=fp32_opener,
     )
 
 
@@ -509,10 +529,14 @@ class LatentPipeline:
         m = self.bundle
         width = getattr(request, "width", None) or m.image_size
         height = getattr(request, "height", None) or m.image_size
-        for label, value in (("width", width), ("height", height)):
+        fixed = _latent_shape_facts(m.unet, m.unet_names[0])[2:]  # a graph exported with fixed h, w
+        for label, value, side in (("width", width, fixed[1]), ("height", height, fixed[0])):
             if not isinstance(value, int) or value < m.factor or value % m.factor or value > 4096:
                 raise UsageError(f"The {label} must be a multiple of {m.factor} between {m.factor} and 4096 "
                                  f"for the model {m.name}, got {value}.")
+            if isinstance(side, int) and value != side * m.factor:
+                raise UsageError(f"The U-Net of {m.name} was exported for {side * m.factor}-pixel images only, "
+                                 f"so the {label} must be {side * m.factor}, got {value}.")
         return int(width), int(height)
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:

@@ -1,0 +1,57 @@
+"""Our latent bundle (`python -m exporter diffusers SD_FOLDER`) and the Optimum-layout folder of the same
+tiny Stable Diffusion pipeline give the same images (issue 16); the bundle's preview map and FLOPs are used."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffusion_studio.errors import UsageError
+from diffusion_studio.inference.latent import LatentModel, LatentPipeline, load_latent, open_model
+from diffusion_studio.inference.pipeline import GenerationRequest
+
+pytest.importorskip("diffusers")
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from latent_models import build_tiny_sd_pipeline  # noqa: E402
+from latent_optimum import write_optimum_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[LatentModel, LatentModel]:
+    from exporter.cli import main as export
+
+    tmp = tmp_path_factory.mktemp("latent-bundle")
+    sd = build_tiny_sd_pipeline(tmp)
+    assert export(["diffusers", str(sd), "--out", str(tmp / "bundle")]) == 0
+    return open_model(tmp / "bundle", "cpu"), load_latent(write_optimum_folder(sd, tmp / "optimum"), "cpu")
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp-2m"])
+def test_bundle_and_optimum_folder_give_the_same_image(models: tuple[LatentModel, LatentModel], sampler: str) -> None:
+    bundle, optimum = models
+    request = GenerationRequest(prompt="a blue house", negative_prompt="the sun", sampler=sampler, steps=8, seed=4,
+                                batch=2)
+    a = LatentPipeline(bundle).generate(request).images
+    b = LatentPipeline(optimum).generate(request).images
+    assert a.shape == (2, 16, 16, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert not np.array_equal(a[0], a[1])  # seed 4 and seed 5
+
+
+def test_bundle_facts_preview_map_and_estimate(models: tuple[LatentModel, LatentModel]) -> None:
+    bundle, _ = models
+    data = json.loads((bundle.folder / "model.json").read_text(encoding="utf-8"))
+    assert (bundle.source, bundle.t_offset, bundle.steps_offset, bundle.factor) == ("bundle", 0, 1, 2)
+    assert bundle.preview_matrix is not None and bundle.preview_bias is not None
+    np.testing.assert_allclose(bundle.preview_matrix, data["latent"]["preview"]["matrix"], rtol=1e-6)
+    assert bundle.flops_per_forward == data["unet"]["flops_per_forward"] > 0
+    pipeline = LatentPipeline(bundle)
+    one = pipeline.estimate_seconds(GenerationRequest(prompt="x", steps=4, guidance=1.0))
+    assert pipeline.estimate_seconds(GenerationRequest(prompt="x", steps=8, guidance=3.0)) == pytest.approx(4 * one)
+    if isinstance(bundle.unet.get_inputs()[0].shape[3], int):  # exported with fixed spatial dims
+        with pytest.raises(UsageError, match=r"exported for 16-pixel images only, so the width must be 16"):
+            pipeline.generate(GenerationRequest(prompt="x", width=24))
