@@ -65,6 +65,7 @@ OPTIMUM_PARTS = ("text_encoder", "unet", "vae_decoder")
 HASH_LENGTH = 10
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_STEPS = 20
+FULL_DECODE_SHARE = 0.1  # at most this share of a previewed run's time goes to full VAE decodes of x̂_0
 PREVIEW_FIT_SIZE = 8  # latent side of the random latents a preview map is fitted on (Optimum folders)
 
 
@@ -510,6 +511,7 @@ class LatentStep(Step):
 
     latent_x_prev: np.ndarray | None = None
     latent_x0_pred: np.ndarray | None = None
+    decoded: bool = False  # x0_pred is the full VAE decode (always on the last step), not the linear map
 
 
 class LatentPipeline:
@@ -618,23 +620,32 @@ class LatentPipeline:
                                  ddpm_variance=parse_ddpm_variance(fixed) if fixed else DdpmVariance.BETA)
         raw = _run(eps_fn, m.schedule, shape, step_function(sampler), timesteps, options, batch_rng(seed, n),
                    None if init is None else np.broadcast_to(init, shape).copy(), stop, m.prediction, m.variance)
-        return SamplingRun(req, notes, self._previews(raw))
+        return SamplingRun(req, notes, self._previews(raw, full_decodes=req.preview))
 
-    def _previews(self, steps: Iterator[Step]) -> Iterator[Step]:
-        """Each latent step as a LatentStep: cheap linear-map previews; the last one fully decoded."""
+    def _previews(self, steps: Iterator[Step], full_decodes: bool) -> Iterator[Step]:
+        """Each latent step as a LatentStep: x_prev and x̂_0 through the linear preview map; the last
+        step fully decoded. With `full_decodes`, x̂_0 is VAE-decoded instead whenever the decodes so
+        far plus one more stay within FULL_DECODE_SHARE of the run's time (measured, not guessed)."""
         m = self.bundle
+        start, spent, cost = time.perf_counter(), 0.0, 0.0  # decode time so far; the last decode's cost
         for step in steps:
-            last = step.index == step.count - 1
-            if last:
-                if not np.all(np.isfinite(step.x_prev)):
-                    x_prev = step.x_prev  # run_to_end reports the NaN/inf
-                else:
-                    x_prev = m.decode(step.x_prev)
+            decoded = step.index == step.count - 1
+            if decoded:
+                x_prev = m.decode(step.x_prev) if np.all(np.isfinite(step.x_prev)) else step.x_prev  # NaN: reported
                 x0 = x_prev
             else:
-                x_prev, x0 = m.preview(step.x_prev), m.preview(step.x0_pred)
+                x_prev = m.preview(step.x_prev)
+                elapsed = time.perf_counter() - start
+                decoded = full_decodes and spent + cost <= FULL_DECODE_SHARE * elapsed
+                if decoded:
+                    began = time.perf_counter()
+                    x0 = m.decode(step.x0_pred)
+                    cost = time.perf_counter() - began
+                    spent += cost
+                else:
+                    x0 = m.preview(step.x0_pred)
             yield LatentStep(index=step.index, count=step.count, t=step.t, x_prev=x_prev, x0_pred=x0,
-                             eps=np.zeros_like(x0), t_prev=step.t_prev,
+                             eps=np.zeros_like(x0), t_prev=step.t_prev, decoded=bool(decoded),
                              latent_x_prev=step.x_prev, latent_x0_pred=step.x0_pred)
 
     def decode(self, step: LatentStep) -> np.ndarray:

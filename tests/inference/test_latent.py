@@ -117,9 +117,10 @@ def test_any_size_multiple_of_factor(model: LatentModel) -> None:
 
 def test_previews_every_step_are_linear_and_cheap(model: LatentModel) -> None:
     pipeline = LatentPipeline(model)
-    run = pipeline.iterate(GenerationRequest(prompt=PROMPT, steps=5, seed=2, sampler="ddim"))
+    run = pipeline.iterate(GenerationRequest(prompt=PROMPT, steps=5, seed=2, sampler="ddim", preview=False))
     steps = list(run.steps)
     assert all(isinstance(s, LatentStep) and s.x0_pred.shape == (1, 3, 16, 16) for s in steps)
+    assert [s.decoded for s in steps] == [False] * 4 + [True]  # no preview wanted: no full decodes
     m, b = model.preview_map()
     step = steps[2]
     assert step.latent_x0_pred is not None
@@ -141,6 +142,24 @@ def test_previews_every_step_are_linear_and_cheap(model: LatentModel) -> None:
     start = time.perf_counter()
     model.decode(step.latent_x0_pred)
     assert preview_s < time.perf_counter() - start
+
+
+def test_full_decodes_within_their_share_of_the_run(model: LatentModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusion_studio.inference import latent
+
+    pipeline = LatentPipeline(model)
+    request = GenerationRequest(prompt=PROMPT, steps=6, seed=2, sampler="ddim")
+    monkeypatch.setattr(latent, "FULL_DECODE_SHARE", 1e9)  # any cost fits: every step decoded in full
+    steps = list(pipeline.iterate(request).steps)
+    assert all(s.decoded for s in steps)
+    assert steps[1].latent_x0_pred is not None
+    np.testing.assert_allclose(steps[1].x0_pred, model.decode(steps[1].latent_x0_pred), atol=1e-6)
+    monkeypatch.setattr(latent, "FULL_DECODE_SHARE", 0.0)  # no time for decodes: only the first (cost unknown)
+    steps = list(pipeline.iterate(request).steps)
+    assert [s.decoded for s in steps] == [True] + [False] * 4 + [True]
+    from diffusion_studio.core.images import to_uint8
+
+    assert np.array_equal(to_uint8(steps[-1].x_prev), pipeline.generate(request).images)  # decodes change no pixel
 
 
 def test_img2img_encodes_with_the_vae_mean(folders: tuple[Path, Path], model: LatentModel) -> None:
