@@ -68,6 +68,11 @@ TEXT_BATCHES, UNET_BATCHES, VAE_BATCHES = (1, 2), (1, 2), (1, 2)
 INPUT_SEED = 20240611
 PREVIEW_SAMPLES = 16
 PREVIEW_SEED = 7
+# protobuf cannot serialise one message of 2 GiB or more: SD's U-Net (860M parameters, 3.4 GB in
+# float32) keeps its weights in unet.onnx.data beside unet.onnx (ONNX external data, one file).
+EXTERNAL_DATA_BYTES = 1_800_000_000
+UNET_DATA_FILE = "unet.onnx.data"
+PREVIEW_FIT_SIDE = 16  # latent side of the fit's samples: the map is per pixel, so small decodes suffice (SD: 128²)
 PARITY_PROMPTS = ("a photo of a red cat on the sky", "")
 NO_CONTEXT_MASK_NOTE = "SD's U-Net attends to every one of the max_tokens CLIP positions (no context_mask)"
 # UNet2DConditionModel options of other model families (SDXL, LCM, unCLIP, IP-adapters …).
@@ -374,6 +379,44 @@ def _export(model: Any, example: Any, input_name: str, output_name: str, opset: 
     return proto
 
 
+def export_large_unet(model: Any, spec: GraphSpec, opset: int) -> Any:
+    """The U-Net through the TorchScript exporter into a temp folder (it writes external data past
+    2 GiB), loaded back with its weights; I/O fixed as export_unet does. Checked after saving."""
+    import tempfile
+
+    import onnx
+    import torch
+
+    from exporter.unet_export import _example_inputs, _fix_io
+
+    with tempfile.TemporaryDirectory(prefix="unet-export-") as tmp, torch.no_grad(), _quiet():
+        path = Path(tmp) / bw.UNET_FILE
+        torch.onnx.export(model, _example_inputs(spec), str(path), input_names=list(spec.input_names),
+                          output_names=[spec.output_name], opset_version=opset, dynamo=False,
+                          do_constant_folding=True,
+                          dynamic_axes={name: {0: "N"} for name in (*spec.input_names, spec.output_name)})
+        proto = onnx.load(str(path), load_external_data=True)
+    _fix_io(proto, spec)
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    return proto
+
+
+def save_unet(proto: Any, folder: Path, external: bool) -> list[str]:
+    """Write unet.onnx (with unet.onnx.data when `external`) into the staged bundle, checked; the file names."""
+    import onnx
+
+    path = folder / bw.UNET_FILE
+    if not external:
+        save_model(proto, path)
+        return [bw.UNET_FILE]
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=UNET_DATA_FILE, size_threshold=1024)
+    (folder / UNET_DATA_FILE).chmod(0o644)  # onnx creates it private; the bundle's files are world-readable
+    onnx.checker.check_model(str(path), full_check=True)  # by path: the message alone may exceed 2 GiB
+    return [bw.UNET_FILE, UNET_DATA_FILE]
+
+
 # --- parity ----------------------------------------------------------------------------------
 
 
@@ -474,20 +517,21 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any]) -> 
 def fit_preview_map(src: LatentSource) -> tuple[list[list[float]], list[float], dict[str, Any]]:
     """The 3 × C least-squares map (core.latent_preview) on PREVIEW_SAMPLES decoded random latents.
 
-    The latents are what the decoder sees: z / scaling_factor with z ~ N(0, I) (SD's latents have
-    about unit variance after scaling); when the VAE has an encoder, the posterior means of as many
-    smooth random images are added, closer to the latents of real pictures. Returns the map and
-    its fit (R², per channel, on the samples).
+    The samples are PREVIEW_FIT_SIDE² latents at most (the VAE is convolutional and the map acts
+    per pixel, so a 512² model is fitted on 128² decodes). The latents are what the decoder sees:
+    z / scaling_factor with z ~ N(0, I) (SD's latents have about unit variance after scaling), and
+    the posterior means of as many smooth random images (closer to the latents of real pictures).
+    Returns the map and its fit (R², per channel, on the samples).
     """
     import torch
     import torch.nn.functional as F
 
     gen = torch.Generator().manual_seed(PREVIEW_SEED)
-    h = src.latent_size
+    h = min(src.latent_size, PREVIEW_FIT_SIDE)
     latents = [torch.randn(PREVIEW_SAMPLES, src.channels, h, h, generator=gen) / src.scaling_factor]
     with torch.no_grad():
         coarse = torch.rand(PREVIEW_SAMPLES, 3, 4, 4, generator=gen) * 2 - 1
-        smooth = F.interpolate(coarse, size=(src.image_size, src.image_size), mode="bilinear", align_corners=False)
+        smooth = F.interpolate(coarse, size=(h * src.factor, h * src.factor), mode="bilinear", align_corners=False)
         latents.append(src.vae.encode(smooth, return_dict=False)[0].mean)
         z = torch.cat(latents)
         images = torch.cat([src.vae.decode(chunk, return_dict=False)[0] for chunk in z.split(8)])
@@ -557,8 +601,17 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
     parameters = int(sum(p.numel() for p in src.unet.parameters()))
     spec = GraphSpec(channels=src.channels, image_size=src.latent_size, max_tokens=src.max_tokens,
                      context_dim=src.text_dim, kind="latent")
-    log(f"exporting the UNet2DConditionModel ({parameters:,} parameters, opset {opts.opset})")
-    unet_proto, info = export_unet(models["unet"], spec, opts.opset, first=TORCHSCRIPT)
+    weight_bytes = 4 * sum(t.numel() for t in [*src.unet.parameters(), *src.unet.buffers()])
+    external = weight_bytes >= EXTERNAL_DATA_BYTES
+    log(f"exporting the UNet2DConditionModel ({parameters:,} parameters, opset {opts.opset}"
+        f"{', weights in ' + UNET_DATA_FILE if external else ''})")
+    if external:
+        from exporter.unet_export import ExportInfo
+
+        unet_proto, info = export_large_unet(models["unet"], spec, opts.opset), ExportInfo(TORCHSCRIPT, opts.opset,
+                                                                                              None)
+    else:
+        unet_proto, info = export_unet(models["unet"], spec, opts.opset, first=TORCHSCRIPT)
     if info.fallback_reason:
         notes.append(f"the TorchScript exporter failed ({info.fallback_reason}); used the dynamo exporter")
     feeds = _feeds(src, 2)
@@ -618,11 +671,11 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
 
     report: dict[str, Any] | None = None
     with bw.staged_bundle(out, opts.force) as tmp:
-        save_model(unet_proto, tmp / bw.UNET_FILE)
+        names = save_unet(unet_proto, tmp, external)
         for name, proto in protos.items():
             save_model(proto, tmp / name)
         save_tokenizer(src.tokenizer, tmp / TOKENIZER_FILE)
-        names = [bw.UNET_FILE, *protos, TOKENIZER_FILE]
+        names += [*protos, TOKENIZER_FILE]
         if half is not None:
             save_model(half, tmp / bw.UNET_FP16_FILE)
             names.append(bw.UNET_FP16_FILE)

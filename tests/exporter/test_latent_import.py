@@ -191,6 +191,26 @@ def test_parity_failure_names_the_component(exported, source) -> None:
     assert len(report["failures"]) == 1 and report["failures"][0].startswith("vae_decoder.onnx on CPUExecutionProvider")
 
 
+def test_large_unet_weights_go_to_external_data(exported, source, tmp_path, run_cli, monkeypatch) -> None:
+    """Past the threshold (SD's 3.4 GB U-Net; forced here) unet.onnx keeps its weights in unet.onnx.data:
+    listed with its hash, loaded by the app, and the graph computes what the one-file graph does."""
+    from exporter import latent_import as li
+
+    monkeypatch.setattr(li, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "external"
+    result = run_cli("diffusers", source, "--out", out, "--no-validate")
+    assert result.rc == 0, result.err
+    spec = json.loads((out / "model.json").read_text())
+    assert "unet.onnx.data" in spec["files"] and (out / "unet.onnx.data").stat().st_size > 3_000_000
+    assert (out / "unet.onnx").stat().st_size < 1_000_000
+    rng = np.random.default_rng(5)
+    feeds = {"x": rng.standard_normal((2, 4, 8, 8)).astype(np.float32), "t": np.array([3, 999], dtype=np.int64),
+             "context": rng.standard_normal((2, 77, 32)).astype(np.float32)}
+    one_file = _session(exported[0] / "unet.onnx").run(None, feeds)[0]
+    np.testing.assert_allclose(_session(out / "unet.onnx").run(None, feeds)[0], one_file, atol=1e-6)
+    assert "loads in the app: yes" in run_cli("inspect", out).out
+
+
 def _broken(source: Path, tmp_path: Path, change) -> Path:
     folder = tmp_path / "broken"
     shutil.copytree(source, folder)
