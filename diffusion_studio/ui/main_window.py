@@ -39,6 +39,21 @@ log = logging.getLogger(__name__)
 APP_TITLE = "Diffusion Studio"
 
 
+def latent_cpu_note(model: LoadedModel) -> str:
+    """" · about N s per image on the CPU …" for a latent model that runs on the CPU (its U-Net FLOPs over the
+    measured rate, at the model's default settings); "" otherwise or when under 2 s."""
+    if not model.is_latent or model.provider_info.on_cuda:
+        return ""
+    from diffusion_studio.inference.pipeline import GenerationRequest
+
+    try:
+        seconds = float(model.pipeline.estimate_seconds(GenerationRequest()))
+    except Exception:  # noqa: BLE001 - an estimate must never stop a model from loading
+        log.exception("The time estimate failed")
+        return ""
+    return f" · about {seconds:.0f} s per image on the CPU at its default settings" if seconds > 2.0 else ""
+
+
 class MainWindow(QMainWindow):
     """The Diffusion Studio window."""
 
@@ -280,7 +295,7 @@ class MainWindow(QMainWindow):
             f"{spec.schedule} schedule"
         )
         self.setWindowTitle(f"{model.name} — {APP_TITLE}")
-        self.show_status(f"Loaded {model.name} from {model.folder}", 6000)
+        self.show_status(f"Loaded {model.name} from {model.folder}" + latent_cpu_note(model), 6000)
 
     def _on_no_model(self, message: str) -> None:
         self.generateWorkspace.set_model(None, message)

@@ -59,3 +59,19 @@ def test_optimum_folder_opens_and_generates_with_previews(qtbot, make_window, op
     if os.environ.get("DS_SCREENSHOT"):
         window.resize(1280, 800)
         window.grab().save(str(SCREENSHOT))
+
+
+def test_a_slow_latent_model_on_the_cpu_says_its_time_per_image(qtbot, make_window, optimum, isolated_state,
+                                                               monkeypatch):
+    window = make_window(optimum)  # the tiny model: well under 2 s, no note
+    assert window.statusBar().currentMessage().endswith("/optimum")
+    seen = []
+
+    def estimate(self, request):
+        seen.append(request)
+        return 42.4
+
+    monkeypatch.setattr(LatentPipeline, "estimate_seconds", estimate)
+    assert window.open_model(optimum)
+    assert window.statusBar().currentMessage().endswith(" · about 42 s per image on the CPU at its default settings")
+    assert seen and seen[-1].steps is None  # the model's defaults
