@@ -128,7 +128,7 @@ def is_latent_pipeline(path: Path) -> bool:
 def _component(path: Path, name: str, what: str) -> tuple[Path, dict[str, Any]]:
     folder = path / name
     if not folder.is_dir():
-        raise UsageError(f"{path} has no {name}/ folder, so it is not a complete Stable Diffusion pipeline "
+        raise UsageError(f"{path} has no {name}/ folder, so it is not a complete StableDiffusionPipeline "
                          f"(the {what} is missing).")
     return folder, _read_config(folder / CONFIG, what)
 
