@@ -345,6 +345,9 @@ def _sampler_for(scheduler_class: str) -> str:
 def load_optimum(folder: Path, device: str = "auto") -> LatentModel:
     """A LatentModel from the folder Optimum's ONNX export writes (BundleError: one sentence)."""
     index = _read_json(folder / MODEL_INDEX, "its model index")
+    if not (folder / "unet" / "model.onnx").exists() and any((folder / "unet").glob("diffusion_pytorch_model.*")):
+        raise BundleError(f"The folder {folder} is a diffusers pipeline with PyTorch weights, not an ONNX export; "
+                          f"convert it with: python -m exporter diffusers {folder} --out BUNDLE.")
     for part in OPTIMUM_PARTS:
         if not (folder / part / "model.onnx").is_file():
             raise BundleError(f"The Optimum folder {folder} lacks {part}/model.onnx.")

@@ -200,6 +200,9 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
 
 
 def test_bad_optimum_folders_say_one_sentence(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"is a diffusers pipeline with PyTorch weights, not an ONNX export; "
+                                          r"convert it with: python -m exporter diffusers .* --out BUNDLE\.$"):
+        open_model(folders[0])
     broken = _copy(folders[1], tmp_path)
     (broken / "unet" / "model.onnx").unlink()
     with pytest.raises(BundleError, match=r"^The Optimum folder .* lacks unet/model\.onnx\.$"):
