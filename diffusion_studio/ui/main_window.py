@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import onnxruntime
 from PySide6 import __version__ as pyside_version
@@ -47,7 +48,8 @@ def latent_cpu_note(model: LoadedModel) -> str:
     from diffusion_studio.inference.pipeline import GenerationRequest
 
     try:
-        seconds = float(model.pipeline.estimate_seconds(GenerationRequest()))
+        latent_pipeline: Any = model.pipeline  # a LatentPipeline (is_latent)
+        seconds = float(latent_pipeline.estimate_seconds(GenerationRequest()))
     except Exception:  # noqa: BLE001 - an estimate must never stop a model from loading
         log.exception("The time estimate failed")
         return ""
