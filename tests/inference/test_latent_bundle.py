@@ -55,3 +55,20 @@ def test_bundle_facts_preview_map_and_estimate(models: tuple[LatentModel, Latent
     if isinstance(bundle.unet.get_inputs()[0].shape[3], int):  # exported with fixed spatial dims
         with pytest.raises(UsageError, match=r"exported for 16-pixel images only, so the width must be 16"):
             pipeline.generate(GenerationRequest(prompt="x", width=24))
+
+
+def test_cancel_stops_before_the_next_step_and_batches_take_a_prompt_each(
+        models: tuple[LatentModel, LatentModel]) -> None:
+    from diffusion_studio.errors import Cancelled
+
+    bundle, _ = models
+    pipeline = LatentPipeline(bundle)
+    steps = pipeline.iterate(GenerationRequest(prompt="a cat", steps=5, seed=1)).steps
+    first = next(steps)
+    assert first.index == 0
+    pipeline.cancel()
+    with pytest.raises(Cancelled):
+        next(steps)
+    both = pipeline.generate(GenerationRequest(prompt=("a cat", "a dog"), steps=4, seed=8, batch=2)).images
+    alone = pipeline.generate(GenerationRequest(prompt="a dog", steps=4, seed=9)).images[0]
+    assert np.abs(both[1].astype(int) - alone.astype(int)).max() <= 1  # image i: prompt i, seed + i
