@@ -69,7 +69,8 @@ def _diffusers_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m exporter diffusers",
                 usage="python -m exporter diffusers SRC --out BUNDLE [options]",
                 description="Import a saved diffusers DDPMPipeline / DDIMPipeline folder (or a bare UNet2DModel "
-                            "folder) as a model bundle.")
+                            "folder) as a model bundle, or a StableDiffusionPipeline folder as a latent bundle "
+                            "(CLIP text encoder, U-Net, VAE decoder and encoder, tokenizer).")
     p.add_argument("source", type=Path, help="the pipeline folder (model_index.json, unet/, scheduler/) "
                                              "or a UNet2DModel folder (config.json + weights)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
