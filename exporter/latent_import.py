@@ -449,7 +449,40 @@ def _compare(got: Any, ref: np.ndarray) -> tuple[float, float, float]:
     return worst, float(diff.mean()), float(np.abs(ref).max())
 
 
-def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any]) -> dict[str, Any]:
+FP16_FINITE_TIMESTEPS = 20  # t checked for NaN/Inf in the fp16 U-Net (evenly over 1…T; every t costs a U-Net call)
+
+
+def _fp16_entry(runtime: Any, path: Path, src: LatentSource, models: dict[str, Any], base: dict[str, np.ndarray],
+                t_values: list[int], failures: list[str]) -> dict[str, Any]:
+    """The fp16 U-Net against the fp32 torch U-Net (reported, not gated) and finite at FP16_FINITE_TIMESTEPS t."""
+    entry: dict[str, Any] = {"provider": runtime.provider, "file": path.name, "gated": False}
+    try:
+        session = runtime.open(path)
+    except Exception as exc:  # noqa: BLE001 - not every provider has fp16 kernels
+        entry["skipped"] = f"cannot run here: {(str(exc).strip().splitlines() or ['?'])[-1][:200]}"
+        return entry
+    cases, worst = [], 0.0
+    for t in t_values:
+        feeds = {"x": base["x"][:1], "t": np.full(1, t, dtype=np.int64), "context": base["context"][:1]}
+        ref = _torch(models["unet"], feeds["x"], feeds["t"], feeds["context"])
+        case_max, case_mean, _ = _compare(session.run(None, feeds)[0], ref)
+        cases.append({"t": t, "batch": 1, "max_abs": case_max, "mean_abs": case_mean})
+        worst = max(worst, case_max)
+    ts = np.unique(np.linspace(1, src.T, FP16_FINITE_TIMESTEPS).round().astype(np.int64))
+    bad = []
+    for t in ts:
+        out = session.run(None, {"x": base["x"][:1], "t": np.array([t]), "context": base["context"][:1]})[0]
+        if not np.all(np.isfinite(out)):
+            bad.append(int(t))
+    entry.update(max_abs=worst, mean_abs=float(np.mean([c["mean_abs"] for c in cases])), cases=cases,
+                 fp16_finite={"timesteps_checked": len(ts), "finite": not bad, "non_finite_timesteps": bad})
+    if bad:
+        failures.append(f"{path.name} on {runtime.provider} gives NaN/Inf at t={bad[:5]}")
+    return entry
+
+
+def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp16_file: str | None = None
+                    ) -> dict[str, Any]:
     """Every component's ONNX graph (every provider that runs here) against PyTorch; `passed` gates on the bounds.
 
     The U-Net's entries have the training export's layout (`network`, per t and batch); the text
@@ -489,6 +522,8 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any]) -> 
         if not entry["passed"]:
             failures.append(f"{bw.UNET_FILE} on {runtime.provider}: max |Δ| {worst:.3g} > {PARITY_BOUND:g}")
         report["network"].append(entry)
+        if fp16_file:
+            report["network"].append(_fp16_entry(runtime, folder / fp16_file, src, models, base, t_values, failures))
         for file, key, input_name, batches, bound, relative in components:
             session = runtime.open(folder / file)
             comp_cases, c_worst, c_bound = [], 0.0, bound
@@ -681,7 +716,7 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
             names.append(bw.UNET_FP16_FILE)
         if opts.validate:
             log("checking parity between PyTorch and ONNX Runtime (text encoder, U-Net, VAE decoder and encoder)")
-            report = validate_latent(tmp, src, models)
+            report = validate_latent(tmp, src, models, bw.UNET_FP16_FILE if half is not None else None)
             if not report["passed"]:
                 from exporter.parity import format_report
 

@@ -32,7 +32,7 @@ def source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(source, tmp_path_factory, run_cli):
     out = tmp_path_factory.mktemp("latent") / "tiny-sd-bundle"
-    result = run_cli("diffusers", source, "--out", out)
+    result = run_cli("diffusers", source, "--out", out, "--fp16")
     assert result.rc == 0, result.err
     return out, result
 
@@ -61,6 +61,9 @@ def test_report_and_model_json(exported) -> None:
     unet = report["network"][0]
     assert unet["file"] == "unet.onnx" and unet["max_abs"] <= 1e-4
     assert sorted({c["t"] for c in unet["cases"]}) == [1, 500, 1000]
+    half = report["network"][1]  # --fp16: reported against the fp32 torch U-Net, finite over 1…T
+    assert half["file"] == "unet.fp16.onnx" and not half["gated"] and half["fp16_finite"]["finite"]
+    assert half["fp16_finite"]["timesteps_checked"] == 20 and 0 < half["max_abs"] < 0.05
     bounds = {c["component"]: (c["max_abs"], c["bound_max_abs"]) for c in report["components"]}
     assert set(bounds) == {"text_encoder", "vae_decoder", "vae_encoder"}
     assert bounds["text_encoder"][1] == 1e-4 and bounds["vae_decoder"][1] == 1e-3
@@ -79,8 +82,9 @@ def test_report_and_model_json(exported) -> None:
     d = spec.diffusion
     assert (d.T, d.schedule.value, d.beta_start, d.beta_end, d.prediction.value, d.clip_sample, d.steps_offset) == \
         (1000, "scaled_linear", 0.00085, 0.012, "epsilon", False, 1)
-    assert set(spec.files) == {"unet.onnx", "text_encoder.onnx", "vae_decoder.onnx", "vae_encoder.onnx",
-                               "tokenizer.json", "validation.json"}
+    assert set(spec.files) == {"unet.onnx", "unet.fp16.onnx", "text_encoder.onnx", "vae_decoder.onnx",
+                               "vae_encoder.onnx", "tokenizer.json", "validation.json"}
+    assert spec.unet.fp16_file == "unet.fp16.onnx"
     assert all(sha256_file(out / n) == e["sha256"] for n, e in spec.files.items())
 
 
