@@ -482,6 +482,26 @@ def make_pipeline(model: Any) -> Any:
     return Pipeline(model)
 
 
+def latent_timesteps(T: int, steps: int, strength: float, steps_offset: int) -> np.ndarray:
+    """The paper's timesteps to visit, descending, for a model sampled with diffusers' steps_offset.
+
+    steps_offset 0: ours (`img2img_timesteps`: evenly over [1, T], starting at T). steps_offset k > 0:
+    diffusers' "leading" spacing the model was configured with, diffusers' τ_i = i·⌊T/n⌋ + k for
+    i = n−1 … 0, i.e. the paper's t = τ + 1 (SD 1.x/2.x: k = 1, so 20 steps visit 952, 902, …, 2);
+    img2img keeps the last round(strength·n) of them, as diffusers' img2img pipeline does. The
+    last step goes to ᾱ_0 = 1 in both. Where the leading grid does not start within two strides of
+    T and in its upper half (with n > T/2 or n = 1 it would start far below T from pure noise), ours is used.
+    """
+    ours = img2img_timesteps(T, steps, strength)  # also validates steps and strength
+    if steps_offset <= 0:
+        return ours
+    grid = np.arange(steps - 1, -1, -1, dtype=np.int64) * (T // steps) + steps_offset + 1
+    if grid[0] > T or grid[0] < max(T - 2 * (T // steps), T // 2) or len(np.unique(grid)) != steps:
+        return ours
+    keep = min(max(1, round(strength * steps)), steps)
+    return grid[steps - keep:]
+
+
 def check_pixel_size(bundle: Any, width: int | None, height: int | None) -> None:
     """A pixel bundle makes only its own size: UsageError (one sentence) for any other --width/--height."""
     size = int(bundle.image_size)
@@ -615,7 +635,7 @@ class LatentPipeline:
             return self._stop.is_set() or (should_stop is not None and bool(should_stop()))
 
         shape = (n, m.latent_channels, height // m.factor, width // m.factor)
-        timesteps = img2img_timesteps(m.T, n_steps, req.strength if init is not None else 1.0)
+        timesteps = latent_timesteps(m.T, n_steps, req.strength if init is not None else 1.0, m.steps_offset)
         fixed = req.ddpm_variance
         from diffusion_studio.core.params import DdpmVariance, parse_ddpm_variance
 
@@ -741,7 +761,8 @@ class LatentPipeline:
         m = self.bundle
         area = width * height / float(m.image_size**2)
         rows = req.batch * (1 if guidance == 1.0 else 2)
-        n_calls = len(img2img_timesteps(m.T, steps, req.strength if req.init_image is not None else 1.0))
+        n_calls = len(latent_timesteps(m.T, steps, req.strength if req.init_image is not None else 1.0,
+                                       m.steps_offset))
         if m.flops_per_forward:
             per_call = m.flops_per_forward / self._measured_flop_rate()
         else:

@@ -1,10 +1,9 @@
 """Latent diffusion on ONNX Runtime (issue 16): an Optimum-layout folder opens directly and samples as
 diffusers' StableDiffusionPipeline does, given the same x_T and a matching DDIM configuration.
 
-Our DDIM visits make_timesteps(1000, 10) = 1000, 889, …, 1 (the paper's t; diffusers' 999, 888, …, 0,
-stride 111) and ends at ᾱ_0 = 1. diffusers' DDIMScheduler is configured to the same: its
-timesteps set to ours − 1 with num_inference_steps 9 (so its previous timestep is t − 111),
-set_alpha_to_one=True, no clipping, η = 0.
+The tiny pipeline's scheduler is SD's (scaled_linear, "leading" spacing, steps_offset 1), so our run
+visits diffusers' timesteps + 1 (10 steps: 902, 802, …, 2). The one difference in configuration:
+set_alpha_to_one=True, because our last step goes to ᾱ_0 = 1 (SD's ends at ᾱ of diffusers' t = 0).
 """
 
 from __future__ import annotations
@@ -22,7 +21,14 @@ import pytest
 from diffusion_studio.core.latent_preview import area_downsample
 from diffusion_studio.core.sampler_steps import make_timesteps
 from diffusion_studio.errors import BundleError, UsageError
-from diffusion_studio.inference.latent import LatentModel, LatentPipeline, LatentStep, load_latent, open_model
+from diffusion_studio.inference.latent import (
+    LatentModel,
+    LatentPipeline,
+    LatentStep,
+    latent_timesteps,
+    load_latent,
+    open_model,
+)
 from diffusion_studio.inference.pipeline import GenerationRequest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,17 +61,18 @@ def test_optimum_folder_facts(model: LatentModel) -> None:
     assert ids.shape == (2, 77) and notes == ["the prompt was truncated to 77 tokens (CLIP's limit)."]
 
 
-def _our_ddim_scheduler(config: Any) -> Any:
-    import torch
+def _matching_ddim(config: Any) -> Any:
     from diffusers import DDIMScheduler
 
-    class OurTimesteps(DDIMScheduler):  # type: ignore[misc]
-        def set_timesteps(self, num_inference_steps: int, device: Any = None) -> None:
-            super().set_timesteps(num_inference_steps - 1, device)  # stride T // (n − 1)
-            ours = make_timesteps(self.config.num_train_timesteps, num_inference_steps) - 1
-            self.timesteps = torch.from_numpy(ours).to(device)
+    return DDIMScheduler.from_config(config, set_alpha_to_one=True)  # η = 0, no clipping, as configured
 
-    return OurTimesteps.from_config(config, set_alpha_to_one=True, steps_offset=0, clip_sample=False)
+
+def test_timesteps_follow_steps_offset() -> None:
+    assert list(latent_timesteps(1000, 10, 1.0, 1)) == list(range(902, 1, -100))
+    assert list(latent_timesteps(1000, 10, 0.3, 1)) == [202, 102, 2]  # img2img: diffusers' tail
+    assert list(latent_timesteps(1000, 10, 1.0, 0)) == list(make_timesteps(1000, 10))  # ours: 1000, 889, …, 1
+    assert list(latent_timesteps(1000, 1, 1.0, 1)) == [1000]  # the grid would start at t = 2 from pure noise
+    assert latent_timesteps(1000, 600, 1.0, 1)[0] == 1000
 
 
 @pytest.mark.parametrize("negative", ["", "blue sky"])
@@ -75,7 +82,7 @@ def test_ddim_matches_diffusers(folders: tuple[Path, Path], model: LatentModel, 
 
     pipe: Any = StableDiffusionPipeline.from_pretrained(str(folders[0]), safety_checker=None, feature_extractor=None,
                                                         requires_safety_checker=False)
-    pipe.scheduler = _our_ddim_scheduler(pipe.scheduler.config)
+    pipe.scheduler = _matching_ddim(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     x_T = np.random.default_rng(7).standard_normal((1, 4, 8, 8), dtype=np.float32)  # our seed 7's draw
     with torch.no_grad():
@@ -84,7 +91,8 @@ def test_ddim_matches_diffusers(folders: tuple[Path, Path], model: LatentModel, 
     run = LatentPipeline(model).iterate(GenerationRequest(prompt=PROMPT, negative_prompt=negative, sampler="ddim",
                                                           steps=STEPS, guidance=7.5, seed=7))
     steps = list(run.steps)
-    assert [s.t for s in steps] == list(make_timesteps(1000, STEPS))
+    pipe.scheduler.set_timesteps(STEPS)
+    assert [s.t for s in steps] == [int(t) + 1 for t in pipe.scheduler.timesteps]
     ours = (steps[-1].x_prev[0].transpose(1, 2, 0) + 1.0) / 2.0
     assert ours.shape == theirs.shape == (16, 16, 3)
     assert np.abs(ours - theirs).max() < 1e-3

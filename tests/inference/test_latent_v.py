@@ -1,5 +1,5 @@
 """A v-prediction Stable Diffusion folder (SD 2.x style: pad token "!") in the Optimum layout samples as diffusers'
-StableDiffusionPipeline does with DDIM configured to our timesteps (see test_latent.py), within 1e-3."""
+StableDiffusionPipeline does with its own DDIM configuration but set_alpha_to_one (see test_latent.py), within 1e-3."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from latent_models import build_tiny_sd_pipeline  # noqa: E402
 from latent_optimum import write_optimum_folder  # noqa: E402
-from test_latent import _our_ddim_scheduler  # noqa: E402
+from test_latent import _matching_ddim  # noqa: E402
 
 pytest.importorskip("diffusers")
 
@@ -34,7 +34,7 @@ def test_v_prediction_ddim_matches_diffusers(tmp_path: Path) -> None:
     assert ids[0, -1] == model.tokenizer.pad_id != ids[0, 0]  # padded with "!", not <|endoftext|>
     pipe: Any = StableDiffusionPipeline.from_pretrained(str(sd), safety_checker=None, feature_extractor=None,
                                                         requires_safety_checker=False)
-    pipe.scheduler = _our_ddim_scheduler(pipe.scheduler.config)
+    pipe.scheduler = _matching_ddim(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     x_T = np.random.default_rng(12).standard_normal((1, 4, 8, 8), dtype=np.float32)
     with torch.no_grad():
