@@ -15,8 +15,9 @@ image_metadata, cancel), so the CLI and the GUI worker drive it unchanged. Laten
 (Rombach et al. 2022) runs the same reverse process on z = scaling_factor · E(x) of shape
 [N, C, H/f, W/f]: x_T ~ N(0, I) there, ε̂ from the U-Net with classifier-free guidance on CLIP
 embeddings (padded to max_length, the negative prompt or "" as the unconditional input), and
-the final z_0 is decoded by the VAE, x = D(z_0 / scaling_factor). Each step's preview is a 3×C
-linear map of x̂_0's latents (cheap); the full decode runs only at the end.
+the final z_0 is decoded by the VAE, x = D(z_0 / scaling_factor). Timesteps follow the model's
+steps_offset (diffusers' "leading" grid, `latent_timesteps`). Each step's preview is a 3×C linear
+map of x̂_0's latents (cheap), or a full decode where that fits 10 % of the run's time.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class LatentModel:
     variance: VarianceKind
     clip_sample: bool
     clip_range: float
-    steps_offset: int
+    steps_offset: int  # diffusers' (SD: 1): the leading timestep grid, `latent_timesteps`
     latent_channels: int
     factor: int
     scaling_factor: float
