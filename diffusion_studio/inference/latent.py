@@ -320,8 +320,9 @@ def fit_preview_map(model: LatentModel, seed: int = 0) -> tuple[np.ndarray, np.n
 def _unet_io(session: ort.InferenceSession, path: Path, optimum: bool) -> tuple[tuple[str, str, str, str], Any]:
     inputs = {arg.name: arg for arg in session.get_inputs()}
     names = ("sample", "timestep", "encoder_hidden_states") if optimum else ("x", "t", "context")
-    if set(names) - set(inputs):
-        raise BundleError(f"The U-Net {path} has inputs {sorted(inputs)}, but it must take {', '.join(names)}.")
+    if set(inputs) != set(names):  # e.g. SDXL's text_embeds/time_ids or LCM's timestep_cond are not supported
+        raise BundleError(f"The U-Net {path} has inputs {sorted(inputs)}, but it must take exactly "
+                          f"{', '.join(names)} (a Stable Diffusion 1.x/2.x U-Net).")
     outputs = [o.name for o in session.get_outputs()]
     output = "out_sample" if optimum else "model_output"
     if output not in outputs:

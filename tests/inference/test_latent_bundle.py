@@ -72,3 +72,23 @@ def test_cancel_stops_before_the_next_step_and_batches_take_a_prompt_each(
     both = pipeline.generate(GenerationRequest(prompt=("a cat", "a dog"), steps=4, seed=8, batch=2)).images
     alone = pipeline.generate(GenerationRequest(prompt="a dog", steps=4, seed=9)).images[0]
     assert np.abs(both[1].astype(int) - alone.astype(int)).max() <= 1  # image i: prompt i, seed + i
+
+
+def test_a_unet_with_other_inputs_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from diffusion_studio.errors import BundleError
+    from diffusion_studio.inference.latent import _unet_io
+    from diffusion_studio.inference.providers import create_session
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4, 8, 8])
+              for n in ("sample", "timestep", "encoder_hidden_states", "text_embeds")]
+    graph = helper.make_graph([helper.make_node("Identity", ["sample"], ["out_sample"])], "sdxl-like", inputs,
+                              [helper.make_tensor_value_info("out_sample", TensorProto.FLOAT, ["N", 4, 8, 8])])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    session, _ = create_session(path, "cpu")
+    with pytest.raises(BundleError, match=r"^The U-Net .* must take exactly sample, timestep, encoder_hidden_states "
+                                          r"\(a Stable Diffusion 1\.x/2\.x U-Net\)\.$"):
+        _unet_io(session, path, optimum=True)
