@@ -10,6 +10,7 @@ a candidate if `diffusion-studio eval` then holds every quality bar on it).
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -98,10 +99,18 @@ def _int8(path: Path, folder: Path, bundle: Any) -> tuple[Any, float]:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(feeds, None)
 
+    path, folder = path.resolve(), folder.resolve()
     pre, out = folder / "unet.pre.onnx", folder / "unet.int8.onnx"
-    quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    # The quantization tools write scratch files (sym_shape_infer_temp.onnx, <uuid>.data) into the
+    # working directory: run them inside the temporary folder so a checkout stays clean.
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        quant_pre_process(str(path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    finally:
+        os.chdir(cwd)
     return _session(out)
 
 
