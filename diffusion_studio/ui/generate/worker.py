@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_PREVIEW_HZ = 30.0
 PREVIEW_BUDGET = 0.10  # live previews may cost at most this share of a run's time
+PREVIEW_FLOOR_S = 0.05  # ... or this much in all, so a short run still shows a few (the first paint is the dearest)
 PROGRESS_INTERVAL_S = 1 / 60  # progress-bar updates: at most 60 per second, plus the last step
 _ORPHANS: list[tuple[QThread, QObject | None]] = []  # threads that outlived their window
 
@@ -47,17 +48,19 @@ class PreviewThrottle:
     Headless. The cost of a preview is measured, not guessed: the worker adds the time it spent
     making a picture only for the preview (`add_cost`), the GUI thread the time it took to
     show it (`consumed(seconds)`). A live preview is skipped when the cost so far plus one more
-    (the mean measured cost) would exceed `budget` of the run's time so far. The first preview
+    (the mean measured cost) would exceed `budget` of the run's time so far (or `floor_s`, when
+    that is more: the app lets a short run spend PREVIEW_FLOOR_S on a few previews). The first preview
     (nothing measured yet) and the final step are always shown; `share` is the measured cost
     over the run's time. `max_hz <= 0` turns live previews off (the final image still arrives
     with `finished`).
     """
 
     def __init__(self, max_hz: float = MAX_PREVIEW_HZ, clock: Callable[[], float] = time.perf_counter,
-                 budget: float = PREVIEW_BUDGET):
+                 budget: float = PREVIEW_BUDGET, floor_s: float = 0.0):
         self.enabled = max_hz > 0
         self.min_interval = 1.0 / max_hz if max_hz > 0 else float("inf")
         self.budget = budget
+        self.floor_s = floor_s  # previews may always cost this much in all, whatever the run's length
         self._clock = clock
         self._last = -float("inf")
         self._in_flight = threading.Event()  # set while the GUI has not consumed a preview
@@ -108,7 +111,7 @@ class PreviewThrottle:
             cost, n = self._cost, self.emitted
         if n == 0 or self._start is None:
             return True  # nothing measured yet
-        return cost + cost / n <= self.budget * (now - self._start)
+        return cost + cost / n <= max(self.budget * (now - self._start), self.floor_s)
 
     def should_emit(self, is_last: bool) -> bool:
         if not self.enabled:
@@ -192,7 +195,7 @@ class GenerationWorker(QObject):
         self._sampling = sampling
         self._finish = finish
         self._cancel = threading.Event()
-        self.throttle = PreviewThrottle(max_preview_hz)
+        self.throttle = PreviewThrottle(max_preview_hz, floor_s=PREVIEW_FLOOR_S)
 
     def cancel(self) -> None:
         """Thread-safe: stop before the next step and terminate the call in flight."""
