@@ -358,21 +358,24 @@ def wrap_vae_encoder(vae: Any) -> Any:
     return Encoder().eval()
 
 
-def _export(model: Any, example: Any, input_name: str, output_name: str, opset: int) -> Any:
-    """TorchScript export of a one-input, one-output module with a dynamic batch axis "N", checked."""
+def _export(model: Any, example: Any, input_name: str, output_name: str, opset: int, spatial: bool = False) -> Any:
+    """TorchScript export of a one-input, one-output module with a dynamic batch axis "N" (and, when
+    `spatial`, dynamic height and width: the VAE is convolutional, any multiple of the factor), checked."""
     import onnx
     import torch
 
+    axes = {0: "N", 2: "H", 3: "W"} if spatial else {0: "N"}
     buffer = io.BytesIO()
     with torch.no_grad(), _quiet():
         torch.onnx.export(model, (example,), buffer, input_names=[input_name],  # type: ignore[arg-type]
                           output_names=[output_name], opset_version=opset, dynamo=False, do_constant_folding=True,
-                          dynamic_axes={input_name: {0: "N"}, output_name: {0: "N"}})
+                          dynamic_axes={input_name: axes, output_name: axes})
     proto = onnx.load_from_string(buffer.getvalue())
     for value in [*proto.graph.input, *proto.graph.output]:
-        dim = value.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_param = "N"
+        for index, label in axes.items():  # the same names on both sides (h, w of the latent or H, W of the image)
+            dim = value.type.tensor_type.shape.dim[index]
+            dim.Clear()
+            dim.dim_param = f"{label}_{value.name}" if index else label
     for node in proto.graph.node:
         del node.metadata_props[:]
     check_graph(proto)
@@ -394,7 +397,7 @@ def export_large_unet(model: Any, spec: GraphSpec, opset: int) -> Any:
         torch.onnx.export(model, _example_inputs(spec), str(path), input_names=list(spec.input_names),
                           output_names=[spec.output_name], opset_version=opset, dynamo=False,
                           do_constant_folding=True,
-                          dynamic_axes={name: {0: "N"} for name in (*spec.input_names, spec.output_name)})
+                          dynamic_axes={n: spec.dynamic_axes(n) for n in (*spec.input_names, spec.output_name)})
         proto = onnx.load(str(path), load_external_data=True)
     _fix_io(proto, spec)
     for node in proto.graph.node:
@@ -433,6 +436,22 @@ def _feeds(src: LatentSource, n: int) -> dict[str, np.ndarray]:
         "latent": (rng.standard_normal((n, src.channels, h, h)) / src.scaling_factor).astype(np.float32),
         "image": rng.uniform(-1.0, 1.0, (n, 3, s, s)).astype(np.float32),
     }
+
+
+def second_size(src: LatentSource) -> tuple[int, int]:
+    """A non-square latent (h, w) other than the default for the dynamic-size parity cases: the default
+    height by 1.5× the width, rounded up to a multiple of the U-Net's downsampling 2^(levels − 1)."""
+    step = 2 ** (len(src.unet.config.block_out_channels) - 1)
+    return src.latent_size, -(-(3 * src.latent_size // 2) // step) * step
+
+
+def _second_feeds(src: LatentSource) -> dict[str, np.ndarray]:
+    """One input per graph at second_size (batch 1), drawn like _feeds."""
+    rng = np.random.default_rng(INPUT_SEED + 1)
+    h, w = second_size(src)
+    return {"x": rng.standard_normal((1, src.channels, h, w)).astype(np.float32),
+            "latent": (rng.standard_normal((1, src.channels, h, w)) / src.scaling_factor).astype(np.float32),
+            "image": rng.uniform(-1.0, 1.0, (1, 3, h * src.factor, w * src.factor)).astype(np.float32)}
 
 
 def _torch(model: Any, *arrays: np.ndarray) -> np.ndarray:
@@ -504,6 +523,7 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp1
         failures.append("no execution provider here can run unet.onnx: "
                         + "; ".join(f"{p}: {r}" for p, r in unavailable.items()))
     base = _feeds(src, max(*UNET_BATCHES, *TEXT_BATCHES, *VAE_BATCHES))
+    other = _second_feeds(src)
     components = [(TEXT_ENCODER_FILE, "text_encoder", "input_ids", TEXT_BATCHES, PARITY_BOUND, False),
                   (VAE_DECODER_FILE, "vae_decoder", "latent", VAE_BATCHES, VAE_BOUND, False),
                   (VAE_ENCODER_FILE, "vae_encoder", "image", VAE_BATCHES, VAE_BOUND, True)]
@@ -517,6 +537,13 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp1
                 case_max, case_mean, _ = _compare(session.run(None, feeds)[0], ref)
                 cases.append({"t": t, "batch": n, "max_abs": case_max, "mean_abs": case_mean})
                 worst, total, count = max(worst, case_max), total + case_mean * ref.size, count + ref.size
+        t_mid = t_values[len(t_values) // 2]  # the graph's dynamic H, W: the same bound at a second, non-square size
+        feeds = {"x": other["x"], "t": np.full(1, t_mid, dtype=np.int64), "context": base["context"][:1]}
+        ref = _torch(models["unet"], feeds["x"], feeds["t"], feeds["context"])
+        case_max, case_mean, _ = _compare(session.run(None, feeds)[0], ref)
+        cases.append({"t": t_mid, "batch": 1, "latent_hw": list(other["x"].shape[2:]), "max_abs": case_max,
+                      "mean_abs": case_mean})
+        worst = max(worst, case_max)
         entry = {"provider": runtime.provider, "file": bw.UNET_FILE, "gated": True, "max_abs": worst,
                  "mean_abs": total / count, "cases": cases, "passed": worst <= PARITY_BOUND}
         if not entry["passed"]:
@@ -533,6 +560,14 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp1
                 if relative:
                     c_bound = max(c_bound, bound * max(1.0, ref_max))
                 comp_cases.append({"batch": n, "max_abs": case_max, "mean_abs": case_mean, "max_abs_ref": ref_max})
+                c_worst = max(c_worst, case_max)
+            if key != "text_encoder":  # the VAE's dynamic H, W at the second size
+                ref = _torch(models[key], other[input_name])
+                case_max, case_mean, ref_max = _compare(session.run(None, {input_name: other[input_name]})[0], ref)
+                if relative:
+                    c_bound = max(c_bound, bound * max(1.0, ref_max))
+                comp_cases.append({"batch": 1, "shape": list(other[input_name].shape[2:]), "max_abs": case_max,
+                                   "mean_abs": case_mean, "max_abs_ref": ref_max})
                 c_worst = max(c_worst, case_max)
             comp = {"component": key, "file": file, "provider": runtime.provider, "bound_max_abs": c_bound,
                     "bound_kind": "relative: bound × max(1, max |ref|)" if relative else "absolute",
@@ -635,7 +670,7 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
               "vae_decoder": wrap_vae_decoder(src.vae), "vae_encoder": wrap_vae_encoder(src.vae)}
     parameters = int(sum(p.numel() for p in src.unet.parameters()))
     spec = GraphSpec(channels=src.channels, image_size=src.latent_size, max_tokens=src.max_tokens,
-                     context_dim=src.text_dim, kind="latent")
+                     context_dim=src.text_dim, kind="latent", dynamic_hw=True)
     weight_bytes = 4 * sum(t.numel() for t in [*src.unet.parameters(), *src.unet.buffers()])
     external = weight_bytes >= EXTERNAL_DATA_BYTES
     log(f"exporting the UNet2DConditionModel ({parameters:,} parameters, opset {opts.opset}"
@@ -657,9 +692,9 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
         TEXT_ENCODER_FILE: _export(models["text_encoder"], torch.from_numpy(feeds["input_ids"]), "input_ids",
                                    "last_hidden_state", opts.opset),
         VAE_DECODER_FILE: _export(models["vae_decoder"], torch.from_numpy(feeds["latent"]), "latent", "image",
-                                  opts.opset),
+                                  opts.opset, spatial=True),
         VAE_ENCODER_FILE: _export(models["vae_encoder"], torch.from_numpy(feeds["image"]), "image", "latent_mean",
-                                  opts.opset),
+                                  opts.opset, spatial=True),
     }
     half = None
     if opts.fp16:

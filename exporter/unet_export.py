@@ -31,6 +31,7 @@ INPUT_NAMES = ("x", "t", "context", "context_mask")
 OUTPUT_NAME = "eps"
 MODEL_OUTPUT_NAME = "model_output"  # the output of class / none graphs (as inference.session)
 BATCH_DIM = "N"
+SPATIAL_DIMS = ("H", "W")  # the latent U-Net's dynamic height and width (GraphSpec.dynamic_hw)
 DYNAMO, TORCHSCRIPT = "torch.onnx dynamo", "torch.onnx torchscript"
 MIN_OPSET = 17
 _FLOAT, _INT64, _HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.FLOAT16
@@ -46,6 +47,7 @@ class GraphSpec:
     context_dim: int = 0
     kind: str = "text"  # model.json conditioning.kind: text, class or none; "latent": x, t, context (no mask)
     out_channels: int | None = None  # None: `channels` (2C with a learned variance)
+    dynamic_hw: bool = False  # latent U-Nets: H and W are dynamic axes "H", "W" too (any multiple of the factor)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -58,17 +60,25 @@ class GraphSpec:
 
     def shapes(self) -> dict[str, tuple[tuple[str | int, ...], int]]:
         """name -> (shape with "N" for the batch axis, ONNX elem type)."""
-        c, s, L, d = self.channels, self.image_size, self.max_tokens, self.context_dim
+        c, L, d = self.channels, self.max_tokens, self.context_dim
+        h: str | int = SPATIAL_DIMS[0] if self.dynamic_hw else self.image_size
+        w: str | int = SPATIAL_DIMS[1] if self.dynamic_hw else self.image_size
         every: dict[str, tuple[tuple[str | int, ...], int]] = {
-            "x": ((BATCH_DIM, c, s, s), _FLOAT),
+            "x": ((BATCH_DIM, c, h, w), _FLOAT),
             "t": ((BATCH_DIM,), _INT64),
             "context": ((BATCH_DIM, L, d), _FLOAT),
             "context_mask": ((BATCH_DIM, L), _FLOAT),
             "class_labels": ((BATCH_DIM,), _INT64),
         }
         shapes = {name: every[name] for name in self.input_names}
-        shapes[self.output_name] = ((BATCH_DIM, self.out_channels or c, s, s), _FLOAT)
+        shapes[self.output_name] = ((BATCH_DIM, self.out_channels or c, h, w), _FLOAT)
         return shapes
+
+    def dynamic_axes(self, name: str) -> dict[int, str]:
+        """The TorchScript exporter's dynamic axes of input or output `name`."""
+        if self.dynamic_hw and name in ("x", self.output_name):
+            return {0: BATCH_DIM, 2: SPATIAL_DIMS[0], 3: SPATIAL_DIMS[1]}
+        return {0: BATCH_DIM}
 
 
 @dataclass(frozen=True)
@@ -135,11 +145,14 @@ def _export_dynamo(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
     import torch
 
     batch = torch.export.Dim(BATCH_DIM, min=1, max=65536)
+    dims: dict[str, dict[int, object]] = {name: {0: batch} for name in spec.input_names}
+    if spec.dynamic_hw:  # multiples of 8 latent pixels keep every down/up-sampling stage exact
+        dims["x"].update({2: 8 * torch.export.Dim("h8", min=1, max=512), 3: 8 * torch.export.Dim("w8", min=1, max=512)})
     with _quiet():
         program = torch.onnx.export(
             model, _example_inputs(spec), input_names=list(spec.input_names), output_names=[spec.output_name],
             opset_version=opset, dynamo=True, external_data=False, optimize=True,
-            dynamic_shapes={name: {0: batch} for name in spec.input_names},
+            dynamic_shapes=dims,
         )
     if program is None:  # dynamo=True always returns the program
         raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program.")
@@ -155,7 +168,7 @@ def _export_torchscript(model, spec: GraphSpec, opset: int) -> onnx.ModelProto:
             # torch annotates `f` as a path; the TorchScript exporter writes to file objects as well
             model, _example_inputs(spec), buffer, input_names=list(spec.input_names),  # type: ignore[arg-type]
             output_names=[spec.output_name], opset_version=opset, dynamo=False, do_constant_folding=True,
-            dynamic_axes={name: {0: BATCH_DIM} for name in (*spec.input_names, spec.output_name)},
+            dynamic_axes={name: spec.dynamic_axes(name) for name in (*spec.input_names, spec.output_name)},
         )
     return onnx.load_from_string(buffer.getvalue())
 

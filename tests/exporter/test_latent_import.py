@@ -61,6 +61,13 @@ def test_report_and_model_json(exported) -> None:
     unet = report["network"][0]
     assert unet["file"] == "unet.onnx" and unet["max_abs"] <= 1e-4
     assert sorted({c["t"] for c in unet["cases"]}) == [1, 500, 1000]
+    # dynamic H, W: one U-Net case and one per VAE graph at a second, non-square size (8 x 12 latents)
+    assert [c["latent_hw"] for c in unet["cases"] if "latent_hw" in c] == [[LATENT_SIZE, 3 * LATENT_SIZE // 2]]
+    for comp in report["components"][1:]:
+        assert [c["shape"][0] for c in comp["cases"] if "shape" in c] in ([LATENT_SIZE], [LATENT_SIZE * VAE_FACTOR])
+    for name, axis in (("unet.onnx", "x"), ("vae_decoder.onnx", "latent"), ("vae_encoder.onnx", "image")):
+        shape = {i.name: i.shape for i in _session(out / name).get_inputs()}[axis]
+        assert all(isinstance(d, str) for d in (shape[0], shape[2], shape[3])), (name, shape)
     half = report["network"][1]  # --fp16: reported against the fp32 torch U-Net, finite over 1…T
     assert half["file"] == "unet.fp16.onnx" and not half["gated"] and half["fp16_finite"]["finite"]
     assert half["fp16_finite"]["timesteps_checked"] == 20 and 0 < half["max_abs"] < 0.05
@@ -250,3 +257,26 @@ def test_bad_folders_are_refused(source, tmp_path, run_cli, case, change, messag
     assert result.err.count("\n") == 1 and result.err.startswith("error: ")
     assert message in result.err, result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_bundle_generates_any_multiple_like_the_optimum_folder(exported, source, tmp_path, capsys) -> None:
+    """The bundle's graphs have dynamic H, W: `generate` at 24 x 12 (default 16 x 16) through the CLI
+    gives the image of the Optimum folder of the same pipeline at that size, within 1 uint8 level."""
+    from PIL import Image
+
+    from diffusion_studio.cli import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+    from latent_optimum import write_optimum_folder
+
+    optimum = write_optimum_folder(source, tmp_path / "optimum")
+    images = {}
+    for label, model in (("bundle", exported[0]), ("optimum", optimum)):
+        code = main(["generate", "a red cat", "--model", str(model), "--steps", "4", "--seed", "5", "--device", "cpu",
+                     "--sampler", "ddim",
+                     "--width", "24", "--height", "12", "-o", str(tmp_path / f"{label}.png")])
+        assert code == 0, capsys.readouterr().err
+        images[label] = np.asarray(Image.open(tmp_path / f"{label}.png"), dtype=np.int16)
+    assert images["bundle"].shape == (12, 24, 3)
+    assert np.abs(images["bundle"] - images["optimum"]).max() <= 1
+    assert images["bundle"].std() > 1  # a real picture, not a constant

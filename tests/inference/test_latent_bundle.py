@@ -52,9 +52,27 @@ def test_bundle_facts_preview_map_and_estimate(models: tuple[LatentModel, Latent
     pipeline = LatentPipeline(bundle)
     one = pipeline.estimate_seconds(GenerationRequest(prompt="x", steps=4, guidance=1.0))
     assert pipeline.estimate_seconds(GenerationRequest(prompt="x", steps=8, guidance=3.0)) == pytest.approx(4 * one)
-    if isinstance(bundle.unet.get_inputs()[0].shape[3], int):  # exported with fixed spatial dims
-        with pytest.raises(UsageError, match=r"exported for 16-pixel images only, so the width must be 16"):
-            pipeline.generate(GenerationRequest(prompt="x", width=24))
+    assert pipeline.generate(GenerationRequest(prompt="x", steps=2, width=24, height=12)).images.shape == (1, 12, 24, 3)
+
+
+def test_a_bundle_with_fixed_spatial_dims_makes_only_its_own_size(models: tuple[LatentModel, LatentModel]) -> None:
+    """Bundles exported before the dynamic H, W (unet.onnx with fixed h, w) refuse other sizes in one sentence."""
+    import dataclasses
+
+    import onnx
+
+    from diffusion_studio.inference.providers import create_session
+
+    bundle, _ = models
+    proto = onnx.load(str(bundle.folder / "unet.onnx"))
+    for value in [proto.graph.input[0], proto.graph.output[0]]:
+        for index in (2, 3):
+            value.type.tensor_type.shape.dim[index].dim_value = 8
+    fixed = LatentPipeline(dataclasses.replace(bundle, unet=create_session(proto.SerializeToString(), "cpu")[0]))
+    with pytest.raises(UsageError, match=r"^The U-Net of .* was exported for 16-pixel images only, so the width "
+                                         r"must be 16, got 24\.$"):
+        fixed.generate(GenerationRequest(prompt="x", width=24))
+    assert fixed.generate(GenerationRequest(prompt="x", steps=2)).images.shape == (1, 16, 16, 3)
 
 
 def test_cancel_stops_before_the_next_step_and_batches_take_a_prompt_each(
