@@ -8,6 +8,9 @@ workspace handles.
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -22,11 +25,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from diffusion_studio.core.schedule import Schedule, ScheduleKind, make_schedule
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.forward.sources import DEFAULT_SIZE, SOURCE_SIZES
 from diffusion_studio.ui.forward.state import T_MAX, ForwardState
 
 SCHEDULES = (("linear", "Linear (DDPM)"), ("cosine", "Cosine (Improved DDPM)"))
+MODEL_SCHEDULE = "model"  # the schedule menu's entry for a loaded model's own schedule
+CHANNELS = ((3, "RGB (3 channels)"), (1, "Grey (1 channel)"))
+
+
+def same_schedule(a: Schedule, b: Schedule) -> bool:
+    return a.T == b.T and bool(np.allclose(a.alphas_cumprod, b.alphas_cumprod, rtol=1e-9, atol=0))
+
+
+@functools.lru_cache(maxsize=8)  # asked on every slider move; a Schedule hashes by identity
+def offers_schedule(schedule: Schedule) -> bool:
+    """Whether the schedule menu can make this schedule (linear or cosine, their own β ends)."""
+    kind = schedule.kind.value
+    if kind not in dict(SCHEDULES) or not 2 <= schedule.T <= T_MAX:
+        return False
+    return same_schedule(make_schedule(kind, schedule.T), schedule)
 
 
 class ForwardControls(QWidget):
@@ -59,8 +78,14 @@ class ForwardControls(QWidget):
             self.sizeCombo.addItem(f"{size} × {size}", size)
         self.sizeCombo.setCurrentIndex(self.sizeCombo.findData(DEFAULT_SIZE))
         self.sizeCombo.currentIndexChanged.connect(self._on_size_changed)
+        self.channelsCombo = QComboBox(objectName="sourceChannelsCombo")
+        for channels, label in CHANNELS:
+            self.channelsCombo.addItem(label, channels)
+        self.channelsCombo.setToolTip("Grey: x₀ is the image's luma in one channel, as a 1-channel model sees it")
+        self.channelsCombo.currentIndexChanged.connect(self._on_channels_changed)
         size_row = QFormLayout()
         size_row.addRow("Size", self.sizeCombo)
+        size_row.addRow("Channels", self.channelsCombo)
         source_layout = QVBoxLayout(source)
         source_layout.addWidget(self.sourceLabel)
         for button in (self.shapesButton, self.fromGenerateButton, self.openImageButton):
@@ -107,6 +132,7 @@ class ForwardControls(QWidget):
         layout.addWidget(self.filmstripButton)
         layout.addStretch(1)
 
+        self._model_schedule = state.schedule  # the menu's "The model's" entry, once one is shown
         state.sourceChanged.connect(self._show_source)
         state.scheduleChanged.connect(self._show_schedule)
         state.noiseChanged.connect(self._show_seed)
@@ -118,16 +144,39 @@ class ForwardControls(QWidget):
     def _show_source(self) -> None:
         size = self.state.source_size
         h, w = self.state.source.shape[:2]
-        self.sourceLabel.setText(f"{self.state.source_name}\n{w} × {h} pixels")
-        index = self.sizeCombo.findData(size)
-        if index >= 0 and index != self.sizeCombo.currentIndex():
-            self.sizeCombo.blockSignals(True)
-            self.sizeCombo.setCurrentIndex(index)
-            self.sizeCombo.blockSignals(False)
+        grey = ", grey" if self.state.channels == 1 else ""
+        self.sourceLabel.setText(f"{self.state.source_name}\n{w} × {h} pixels{grey}")
+        self.add_size(size)
+        for combo, value in ((self.sizeCombo, size), (self.channelsCombo, self.state.channels)):
+            index = combo.findData(value)
+            if index >= 0 and index != combo.currentIndex():
+                combo.blockSignals(True)
+                combo.setCurrentIndex(index)
+                combo.blockSignals(False)
+
+    def add_size(self, size: int) -> None:
+        """Offer `size` (a model's own, say 48) in the size menu, in order, if it is not there yet."""
+        if self.sizeCombo.findData(size) >= 0:
+            return
+        at = sum(1 for i in range(self.sizeCombo.count()) if int(self.sizeCombo.itemData(i)) < size)
+        self.sizeCombo.blockSignals(True)
+        self.sizeCombo.insertItem(at, f"{size} × {size}", size)
+        self.sizeCombo.blockSignals(False)
 
     def _show_schedule(self) -> None:
+        schedule = self.state.schedule
+        combo = self.scheduleCombo
+        if not offers_schedule(schedule):  # a model's own schedule: its own menu entry
+            self._model_schedule = schedule
+            if combo.findData(MODEL_SCHEDULE) < 0:
+                combo.blockSignals(True)
+                combo.addItem("", MODEL_SCHEDULE)
+                combo.blockSignals(False)
+            combo.setItemText(combo.findData(MODEL_SCHEDULE), f"The model's ({schedule.kind.value}, β "
+                              f"{schedule.betas[0]:.3g}…{schedule.betas[-1]:.3g})")
+        value = self.state.kind.value if offers_schedule(schedule) else MODEL_SCHEDULE
         for widget, setter in ((self.scheduleCombo, lambda: self.scheduleCombo.setCurrentIndex(
-                self.scheduleCombo.findData(self.state.kind.value))),
+                self.scheduleCombo.findData(value))),
                                (self.stepsSpin, lambda: self.stepsSpin.setValue(self.state.T))):
             widget.blockSignals(True)
             setter()
@@ -153,9 +202,22 @@ class ForwardControls(QWidget):
         except UsageError as exc:
             self.errorOccurred.emit("Cannot use this image", str(exc))
 
+    def _on_channels_changed(self, _index: int) -> None:
+        self.state.set_channels(int(self.channelsCombo.currentData()))
+
     def _on_schedule_edited(self, *_args: object) -> None:
+        kind, T = str(self.scheduleCombo.currentData()), int(self.stepsSpin.value())
         try:
-            self.state.set_schedule(str(self.scheduleCombo.currentData()), int(self.stepsSpin.value()))
+            if kind == MODEL_SCHEDULE:  # the model's schedule, or its kind and β ends at another T
+                own = self._model_schedule
+                if own.T == T:
+                    self.state.use_schedule(own)
+                elif own.kind is ScheduleKind.COSINE:
+                    self.state.use_schedule(make_schedule(own.kind, T))
+                else:
+                    self.state.use_schedule(make_schedule(own.kind, T, float(own.betas[0]), float(own.betas[-1])))
+                return
+            self.state.set_schedule(kind, T)
         except UsageError as exc:
             self.errorOccurred.emit("Noise schedule", str(exc))
 

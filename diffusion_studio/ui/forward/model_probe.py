@@ -1,6 +1,7 @@
 """The loaded model asked about the Forward tab's x_t, off the GUI thread (QtCore, no widgets).
 
-For x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (the workspace's x_0 and fixed ε) the model's output is turned
+For x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε (the workspace's x_0 [C, H, W] and fixed ε; C = 1 for a grey
+model, so the network gets [N, 1, H, W]) the model's output is turned
 into x̂_0 and ε̂ by `x0_eps_from_output`, the one place that knows what the network predicts:
 `core.prediction.interpret_output` with the bundle's prediction kind (ε: DDPM eq. 15; v; x_0)
 and variance, x̂_0 clipped as the bundle's samplers clip it. `ModelProbe` runs jobs in a

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,9 +37,9 @@ from diffusion_studio.core.images import to_uint8
 from diffusion_studio.core.params import DdpmVariance
 from diffusion_studio.core.posterior_compare import PosteriorComparison, compare_posteriors
 from diffusion_studio.core.prediction import PredictionKind, VarianceKind
-from diffusion_studio.core.schedule import Schedule, make_schedule
-from diffusion_studio.ui.forward.controls import SCHEDULES
+from diffusion_studio.ui.forward.controls import offers_schedule, same_schedule
 from diffusion_studio.ui.forward.model_probe import Inputs, ModelProbe, MseCurve, OutputKind, Prediction
+from diffusion_studio.ui.forward.sources import rgb_view
 from diffusion_studio.ui.forward.state import T_MAX, ForwardState
 from diffusion_studio.ui.generate.previews import eps_to_uint8
 from diffusion_studio.ui.widgets.contrast import set_muted
@@ -196,9 +195,9 @@ class ModelPredictionView(QWidget):
 
     def show_prediction(self, p: Prediction, true_eps: np.ndarray, T: int, predicts_eps: bool = True) -> None:
         """`predicts_eps`: the network's output is ε̂, so MSE(ε̂, ε) is its training loss (eq. 14)."""
-        self.x0View.set_image(to_uint8(p.x0_pred))
-        self.epsView.set_image(eps_to_uint8(p.eps_pred))
-        self.trueEpsView.set_image(eps_to_uint8(true_eps))
+        self.x0View.set_image(rgb_view(to_uint8(p.x0_pred)))  # a grey model's [1, H, W]: R = G = B
+        self.epsView.set_image(rgb_view(eps_to_uint8(p.eps_pred[None])[0]))
+        self.trueEpsView.set_image(rgb_view(eps_to_uint8(true_eps[None])[0]))
         self.x0Title.setText(hats(f"x̂<sub>0</sub> (model, t = {p.t})"))
         self.epsTitle.setText(f"ε̂ = ε<sub>θ</sub>(x<sub>t</sub>, t = {p.t})" if predicts_eps
                               else f"ε̂ (from the model's output, t = {p.t})")
@@ -305,11 +304,11 @@ class PosteriorView(QWidget):
     def show_comparison(self, c: PosteriorComparison) -> None:
         self._comparison = c
         for key, view in self.views.items():
-            view.set_image(to_uint8(getattr(c, key)))
+            view.set_image(rgb_view(to_uint8(getattr(c, key))))
         diff = c.mean_q.astype(np.float64) - c.mean_p
         peak = float(np.max(np.abs(diff)))
         gain = 1.0 / peak if peak > 0 else 1.0
-        self.differenceView.set_image(to_uint8(diff * gain))
+        self.differenceView.set_image(rgb_view(to_uint8(diff * gain)))
         self.differenceTitle.setText(f"μ̃<sub>t</sub> − μ<sub>θ</sub> (× {gain:.3g})")
         self.textLabel.setText(hats(posterior_html(c)))
 
@@ -338,19 +337,6 @@ def posterior_html(c: PosteriorComparison) -> str:
         f"<b>{c.mean_distance:.4g}</b> over {c.dims} values &nbsp;·&nbsp; "
         f"KL(q ‖ p<sub>θ</sub>) per value = <b>{kl}</b>"
     )
-
-
-def _same_schedule(a: Schedule, b: Schedule) -> bool:
-    return a.T == b.T and bool(np.allclose(a.alphas_cumprod, b.alphas_cumprod, rtol=1e-9, atol=0))
-
-
-@functools.lru_cache(maxsize=8)  # asked on every slider move; a Schedule hashes by identity
-def offers_schedule(schedule: Schedule) -> bool:
-    """Whether the Forward tab's schedule menu can make this schedule (linear or cosine, their own β ends)."""
-    kind = schedule.kind.value
-    if kind not in dict(SCHEDULES) or not 2 <= schedule.T <= T_MAX:
-        return False
-    return _same_schedule(make_schedule(kind, schedule.T), schedule)
 
 
 def _escape(text: str) -> str:
@@ -418,24 +404,27 @@ class ModelViews(QObject):
         if model is None:
             return self._no_model, ""
         b, st = model.bundle, self.state
-        if b.channels != 3:
-            return f"The model {model.name} makes {b.channels}-channel images; x₀ here has 3 channels.", ""
         size, kind, T = b.image_size, b.schedule.kind.value, b.schedule.T
-        if not offers_schedule(b.schedule):
-            return (f"The model {model.name} was trained with a {kind} schedule (T = {T}, β from "
-                    f"{b.schedule.betas[0]:.3g} to {b.schedule.betas[-1]:.3g}) that the Forward tab does not "
-                    "offer, so its answer would not be about the x_t shown here.", "")
-        why = []
-        if st.source_size != size:
-            why.append(f"makes {size} × {size} images and x₀ here is {st.source_size} × {st.source_size}")
-        if not _same_schedule(st.schedule, b.schedule):
-            why.append(f"was trained with the {kind} schedule, T = {T}, and x_t here uses {st.kind.value}, T = {st.T}")
+        if b.channels not in (1, 3):
+            return f"The model {model.name} makes {b.channels}-channel images; x₀ here has 1 or 3 channels.", ""
+        if not 2 <= T <= T_MAX:
+            return f"The model {model.name} has T = {T} steps; the Forward tab shows 2 to {T_MAX}.", ""
+        betas = b.schedule.betas
+        ends = "" if offers_schedule(b.schedule) else f", β from {betas[0]:.3g} to {betas[-1]:.3g}"
+        why: list[str] = []
+        fixes: list[str] = []
+        if st.source_size != size or st.channels != b.channels:
+            colour = {1: " grey", 3: " RGB"} if st.channels != b.channels else {1: "", 3: ""}
+            why.append(f"makes {size} × {size}{colour[b.channels]} images and x₀ here is "
+                       f"{st.source_size} × {st.source_size}{colour[st.channels]}")
+            fixes.append(f"{size} × {size}{colour[b.channels]}")
+        if not same_schedule(st.schedule, b.schedule):
+            why.append(f"was trained with the {kind} schedule, T = {T}{ends}, and x_t here uses "
+                       f"{st.kind.value}, T = {st.T}")
+            fixes.append("the model's schedule")
         if not why:
             return None
-        button = f"Use {size} × {size}" if st.source_size != size else "Use the model's schedule"
-        if len(why) == 2:
-            button += " and the model's schedule"
-        return f"The model {model.name} " + "; it ".join(why) + ".", button
+        return f"The model {model.name} " + "; it ".join(why) + ".", "Use " + " and ".join(fixes)
 
     def _inputs_changed(self, *_args: object) -> None:
         self._version += 1

@@ -1,5 +1,6 @@
 """Source images x_0 for the Forward tab, headless: a Shapes example, an image file or an array,
-each resized and centre-cropped to a square of the chosen size (uint8 RGB).
+each resized and centre-cropped to a square of the chosen size (uint8 RGB; `gray_rgb` makes the
+grey x_0 of a 1-channel model from it).
 
 An `Origin` says where x_0 came from, so the same image can be rebuilt at another size.
 """
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps
 from diffusion_studio.core import png_meta, shapes
 from diffusion_studio.errors import UsageError
 
-SOURCE_SIZES: tuple[int, ...] = (32, 64, 128, 256)
+SOURCE_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
 DEFAULT_SIZE = 64
 
 
@@ -29,6 +30,17 @@ def fit_image(image: Image.Image, size: int) -> np.ndarray:
         image = Image.alpha_composite(background, rgba)  # transparency onto white
     fitted = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     return np.asarray(fitted, dtype=np.uint8).copy()
+
+
+def gray_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB [H, W, 3] -> its luma (ITU-R 601, as PIL's "L") in all three channels, R = G = B."""
+    luma = np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L"), dtype=np.uint8)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
+def rgb_view(image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, C] to show: C = 1 repeated to R = G = B, C = 3 unchanged."""
+    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
 def load_image(path: Path | str, size: int) -> np.ndarray:

@@ -26,10 +26,18 @@ from PySide6.QtCore import QObject, Signal
 from diffusion_studio.core import png_meta
 from diffusion_studio.core.forward import q_sample, q_step
 from diffusion_studio.core.images import from_uint8, make_grid, to_uint8, upscale
-from diffusion_studio.core.schedule import ScheduleKind, make_schedule, parse_schedule_kind
+from diffusion_studio.core.schedule import Schedule, ScheduleKind, make_schedule, parse_schedule_kind
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.forward.coefficients import Coefficients
-from diffusion_studio.ui.forward.sources import DEFAULT_SIZE, Origin, ShapesOrigin, array_image, load_origin
+from diffusion_studio.ui.forward.sources import (
+    DEFAULT_SIZE,
+    Origin,
+    ShapesOrigin,
+    array_image,
+    gray_rgb,
+    load_origin,
+    rgb_view,
+)
 
 T_MAX = 4000
 MARKOV_CACHE_BYTES = 64 * 2**20  # memory for cached Markov-chain states
@@ -39,16 +47,19 @@ FILMSTRIP_FRAMES = 8
 class ForwardState(QObject):
     """x_0, a schedule, t, the fixed ε and the cached Markov chain; every view reads from here."""
 
-    sourceChanged = Signal()  # a new x_0 (ε and the chain were redrawn for it)
+    sourceChanged = Signal()  # a new x_0, or x_0 in other channels (ε and the chain were redrawn for it)
     scheduleChanged = Signal()  # a new schedule or T (t is already clamped into 1..T; `tChanged` follows)
     tChanged = Signal(int)
     noiseChanged = Signal(int)  # the new seed of ε and of the Markov noise
 
     def __init__(self, source: np.ndarray | None = None, *, kind: str | ScheduleKind = "linear",
-                 T: int = 1000, t: int = 1, seed: int = 0, source_name: str = "",
+                 T: int = 1000, t: int = 1, seed: int = 0, source_name: str = "", channels: int = 3,
                  parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.seed = int(seed)
+        if channels not in (1, 3):
+            raise UsageError(f"x_0 has 1 (grey) or 3 (RGB) channels, got {channels}.")
+        self.channels = int(channels)  # 1: x_0 is the source's luma, as a 1-channel model sees it
         self.schedule = make_schedule(kind, T)
         self._t = 1
         self.origin: Origin | None = None  # where x_0 came from (to rebuild it at another size)
@@ -100,8 +111,31 @@ class ForwardState(QObject):
         if self._t != t_before:
             self.tChanged.emit(self._t)
 
+    def use_schedule(self, schedule: Schedule) -> None:
+        """Exactly this schedule (a model's own, e.g. diffusers' unscaled linear β ends); t is clamped."""
+        if not 2 <= schedule.T <= T_MAX:
+            raise UsageError(f"T must be an integer between 2 and {T_MAX}, got {schedule.T}.")
+        if schedule is self.schedule:
+            return
+        self.schedule = schedule
+        t_before, self._t = self._t, min(self._t, self.T)
+        self._reset_chain()
+        self.scheduleChanged.emit()
+        if self._t != t_before:
+            self.tChanged.emit(self._t)
+
+    def set_channels(self, channels: int) -> None:
+        """x_0 in 1 (grey: the source's luma) or 3 (RGB) channels; ε and the chain are redrawn."""
+        if channels not in (1, 3):
+            raise UsageError(f"x_0 has 1 (grey) or 3 (RGB) channels, got {channels}.")
+        if channels == self.channels:
+            return
+        self.channels = int(channels)
+        self._set_source_array(self.rgb_source)
+        self.sourceChanged.emit()
+
     def set_source(self, image: np.ndarray, name: str = "", origin: Origin | None = None) -> None:
-        """A new x_0 (uint8 [H, W, 3]); ε and the chain are redrawn for its shape."""
+        """A new x_0 (uint8 [H, W, 3]; grey when `channels` is 1); ε and the chain are redrawn for its shape."""
         self._set_source_array(image)
         self.source_name = name
         self.origin = origin
@@ -124,7 +158,7 @@ class ForwardState(QObject):
         if size == self.source_size:
             return
         if self.origin is None:
-            self.set_source(array_image(self.source, size), self.source_name)
+            self.set_source(array_image(self.rgb_source, size), self.source_name)
         else:
             self.load(self.origin, size)
 
@@ -139,8 +173,10 @@ class ForwardState(QObject):
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise UsageError(f"The source must be a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}.")
-        self.source = np.ascontiguousarray(image)
-        self.x_0 = from_uint8(self.source)  # float32 [3, H, W] in [-1, 1]
+        self.rgb_source = np.ascontiguousarray(image)  # as loaded, to go back from grey to RGB
+        self.source = gray_rgb(image) if self.channels == 1 else self.rgb_source  # shown: R = G = B if grey
+        x_0 = from_uint8(self.source)  # float32 [3, H, W] in [-1, 1]
+        self.x_0 = np.ascontiguousarray(x_0[:1]) if self.channels == 1 else x_0  # [C, H, W]
         self._draw_eps()
 
     def _draw_eps(self) -> None:
@@ -158,7 +194,7 @@ class ForwardState(QObject):
         return Coefficients.at(self.schedule, self._t if t is None else t)
 
     def x_t(self, t: int | None = None) -> np.ndarray:
-        """Closed form x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε with the fixed ε; float32 [3, H, W]."""
+        """Closed form x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε with the fixed ε; float32 [C, H, W]."""
         return q_sample(self.schedule, self.x_0, self._t if t is None else t, self.eps)
 
     def markov_noise(self, t: int) -> np.ndarray:
@@ -166,7 +202,7 @@ class ForwardState(QObject):
         return np.random.default_rng([self.seed, 1, t]).standard_normal(self.x_0.shape, dtype=np.float32)
 
     def markov_x_t(self, t: int | None = None) -> np.ndarray:
-        """x_t after t single steps q(x_t | x_{t−1}) from x_0; float32 [3, H, W]."""
+        """x_t after t single steps q(x_t | x_{t−1}) from x_0; float32 [C, H, W]."""
         x = self.markov_advance(self._t if t is None else int(t), math.inf)
         if x is None:  # cannot happen: an unlimited budget always arrives
             raise RuntimeError("The Markov chain stopped early.")
@@ -204,11 +240,11 @@ class ForwardState(QObject):
         return self._latest[0]
 
     def image(self, t: int | None = None) -> np.ndarray:
-        """The closed-form x_t as uint8 [H, W, 3] (values outside [-1, 1] clipped)."""
-        return to_uint8(self.x_t(t))
+        """The closed-form x_t as uint8 [H, W, 3] (values outside [-1, 1] clipped; grey: R = G = B)."""
+        return rgb_view(to_uint8(self.x_t(t)))
 
     def markov_image(self, t: int | None = None) -> np.ndarray:
-        return to_uint8(self.markov_x_t(t))
+        return rgb_view(to_uint8(self.markov_x_t(t)))
 
     def filmstrip(self, count: int = FILMSTRIP_FRAMES, gap: int = 2) -> np.ndarray:
         """x_0 and x_t at `count` evenly spaced t ∈ [1, T] side by side; uint8 [H, W', 3]."""

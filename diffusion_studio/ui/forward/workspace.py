@@ -38,9 +38,9 @@ from PySide6.QtWidgets import (
 
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.forward.coefficients import coefficient_rows, correlation, formula_html, markov_html
-from diffusion_studio.ui.forward.controls import ForwardControls
+from diffusion_studio.ui.forward.controls import ForwardControls, offers_schedule
 from diffusion_studio.ui.forward.model_views import ModelViews
-from diffusion_studio.ui.forward.sources import SOURCE_SIZES, ArrayOrigin, FileOrigin, Origin
+from diffusion_studio.ui.forward.sources import ArrayOrigin, FileOrigin, Origin
 from diffusion_studio.ui.forward.state import ForwardState, save_png
 from diffusion_studio.ui.widgets.contrast import set_muted
 from diffusion_studio.ui.widgets.hats import hat_font
@@ -72,7 +72,7 @@ def _panel(title: str, view: QWidget) -> tuple[QWidget, QLabel]:
 class ForwardWorkspace(QWidget):
     errorOccurred = Signal(str, str)  # title, one-sentence message
     statusMessage = Signal(str)
-    sendToImg2Img = Signal(object, float)  # x_0 as float32 [H, W, 3] in [-1, 1], strength t/T
+    sendToImg2Img = Signal(object, float)  # x_0 as float32 [H, W, 3] in [-1, 1] (grey: R = G = B), strength t/T
 
     def __init__(
         self,
@@ -337,22 +337,27 @@ class ForwardWorkspace(QWidget):
         self.modelViews.set_model(model, reason)
 
     def match_model(self) -> None:
-        """x₀ at the model's image size and the model's schedule, so the model can be asked about x_t."""
+        """x₀ at the model's image size and channels (grey for a 1-channel model) and the model's
+        schedule, so the model can be asked about x_t."""
         model = self.modelViews.model()
         if model is None:
             return
-        index = self.controls.sizeCombo.findData(model.bundle.image_size)
-        if index < 0:
-            sizes = ", ".join(str(s) for s in SOURCE_SIZES)
-            self.errorOccurred.emit("Model prediction", f"The model makes {model.bundle.image_size}-pixel images; "
-                                    f"the Forward tab shows {sizes} pixels only.")
-            return
-        self.controls.sizeCombo.setCurrentIndex(index)
-        self.controls.set_schedule(model.bundle.schedule.kind.value, model.bundle.schedule.T)
+        b = model.bundle
+        try:
+            self.state.set_channels(b.channels)
+            self.controls.add_size(b.image_size)  # a size off the menu (say 48) joins it
+            self.controls.sizeCombo.setCurrentIndex(self.controls.sizeCombo.findData(b.image_size))
+            if offers_schedule(b.schedule):
+                self.controls.set_schedule(b.schedule.kind.value, b.schedule.T)
+            else:  # e.g. diffusers' linear β ends at T ≠ 1000: exactly the model's ᾱ_t
+                self.state.use_schedule(b.schedule)
+        except UsageError as exc:
+            self.errorOccurred.emit("Model prediction", str(exc))
 
     def send_to_img2img(self) -> None:
         """Emit x₀ (float32 [H, W, 3] in [−1, 1]) and strength t/T for the Generate tab's img2img."""
-        image = np.ascontiguousarray(np.moveaxis(self.state.x_0, 0, -1))
+        x_0 = self.state.x_0
+        image = np.ascontiguousarray(np.moveaxis(np.repeat(x_0, 3 // x_0.shape[0], axis=0), 0, -1))
         self.sendToImg2Img.emit(image, self.state.t / self.state.T)
 
     # --- play ------------------------------------------------------------------------------

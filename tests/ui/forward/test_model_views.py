@@ -267,19 +267,26 @@ def test_every_prediction_kind_goes_through_one_function() -> None:
     assert x0_eps_from_output(schedule, x_t, t, far, OutputKind(clip_range=None))[0].min() < -10
 
 
-def test_a_schedule_the_tab_cannot_make_is_said_without_a_button(qtbot) -> None:
+def test_a_schedule_off_the_menu_is_adopted_exactly(qtbot) -> None:
     from types import SimpleNamespace
 
     from diffusion_studio.core.schedule import make_schedule
 
     ws = ForwardWorkspace()
     qtbot.addWidget(ws)
+    own = make_schedule("linear", 1000, beta_start=0.00085, beta_end=0.012)
     bundle = SimpleNamespace(channels=3, image_size=64, spec=SimpleNamespace(diffusion=SimpleNamespace()),
-                             schedule=make_schedule("linear", 1000, beta_start=0.00085, beta_end=0.012))
+                             schedule=own)
     ws.set_model(SimpleNamespace(name="other-betas", bundle=bundle, conditioning="text"))
     note = ws.modelPredictionView.note
-    assert "does not offer" in note.label.text() and "β from 0.00085 to 0.012" in note.label.text()
-    assert note.button.isHidden()
+    assert "β from 0.00085 to 0.012" in note.label.text() and note.button.text() == "Use the model's schedule"
+    qtbot.mouseClick(note.button, Qt.MouseButton.LeftButton)  # the menu gains "The model's" entry
+    assert ws.state.schedule is own and note.isHidden()
+    assert ws.controls.scheduleCombo.currentData() == "model" and "0.00085" in ws.controls.scheduleCombo.currentText()
+    ws.controls.stepsSpin.setValue(500)  # the model's kind and β ends at another T
+    np.testing.assert_allclose(ws.state.schedule.betas, np.linspace(0.00085, 0.012, 500), rtol=1e-12)
+    ws.set_schedule("linear", 1000)  # back to DDPM's
+    assert "0.00085" in note.label.text()
     bundle.schedule = make_schedule("cosine", 500)  # one the menu makes: offered
     ws.modelViews.refresh()
     assert "cosine schedule, T = 500" in note.label.text() and note.button.text() == "Use the model's schedule"
