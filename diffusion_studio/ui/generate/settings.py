@@ -97,6 +97,8 @@ class GenerationSettings:
     device: Device = Device.AUTO
     strength: float = DEFAULT_STRENGTH  # img2img: used only while the form holds an init image
     class_label: int | None = None  # the class of a class-conditional model (its index); None: none chosen
+    width: int | None = None  # latent models only (any multiple of the VAE factor); None: the model's size
+    height: int | None = None
 
     def validated(self, T: int | None = None) -> GenerationSettings:
         """Self, or a UsageError (the `core.params` sentence) for the first field out of range.
@@ -129,7 +131,8 @@ class GenerationSettings:
                 continue
             default = getattr(defaults, f.name)
             try:
-                values[f.name] = int(data[f.name]) if f.name == "class_label" else _coerce(default, data[f.name])
+                values[f.name] = (int(data[f.name]) if f.name in ("class_label", "width", "height")
+                                  else _coerce(default, data[f.name]))
             except (TypeError, ValueError):
                 continue
         try:
@@ -200,6 +203,13 @@ class GenerationSettings:
                 notes.append(f"class '{meta['class_label']}' is not a class number; kept the current class")
             else:
                 values["class_label"] = label
+        for key in ("width", "height"):  # a latent model's size (a pixel model keeps its own; the panel says so)
+            if meta.get(key) is not None:
+                side = _as_int(meta[key])
+                if side is None or not 1 <= side <= 4096:
+                    notes.append(f"{key} '{meta[key]}' is not a size in pixels; kept the current {key}")
+                else:
+                    values[key] = side
         if meta.get("strength") is not None:
             strength = _as_float(meta["strength"])
             if strength is None or not 0.0 < strength <= 1.0:

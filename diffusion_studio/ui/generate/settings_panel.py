@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QSizePolicy,
+    QSpinBox,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -40,6 +41,7 @@ from diffusion_studio.ui.widgets.seed_edit import SeedEdit
 # Fewer DDPM steps than this leave visible noise (its variance needs many small steps).
 DDPM_FEW_STEPS = 100
 PROMPT_PLACEHOLDER = "Describe the image, e.g. “a red circle on a white background”"
+SIZE_MAX = 2048  # the largest width / height the form offers for a latent model
 CLASS_HINT = "This model is class-conditional: pick a class; a prompt and guidance are not used."
 NO_GUIDANCE_NOTE = "Not used: this model has no text conditioning."
 
@@ -180,6 +182,17 @@ class SettingsPanel(QWidget):
         sampling_form.addRow("Guidance", with_note(self.guidanceSpin, self.guidanceNote))
         sampling_form.addRow("Seed", seed_row)
         sampling_form.addRow("Batch", with_note(self.batchSpin, self.batchNote))
+        # Width × height: latent models only (any multiple of the VAE factor); pixel models make their own size.
+        self.widthSpin = self._size_spin("widthSpin", "Width")
+        self.heightSpin = self._size_spin("heightSpin", "Height")
+        self.sizeRow = QWidget(objectName="sizeRow")
+        size_row = QHBoxLayout(self.sizeRow)
+        size_row.setContentsMargins(0, 0, 0, 0)
+        size_row.addWidget(self.widthSpin, 1)
+        size_row.addWidget(QLabel("×"))
+        size_row.addWidget(self.heightSpin, 1)
+        self.samplingForm = sampling_form
+        sampling_form.addRow("Size", self.sizeRow)
 
         # --- img2img: init image and strength ---------------------------------------------
         self.initImageBox = InitImageBox(state)
@@ -220,7 +233,8 @@ class SettingsPanel(QWidget):
                        self.samplerCombo.currentIndexChanged, self.stepsSpin.valueChanged,
                        self.guidanceSpin.valueChanged, self.seedSpin.valueChanged, self.seedLockButton.toggled,
                        self.batchSpin.valueChanged, self.deviceCombo.currentIndexChanged,
-                       self.classCombo.currentIndexChanged):
+                       self.classCombo.currentIndexChanged, self.widthSpin.valueChanged,
+                       self.heightSpin.valueChanged):
             signal.connect(self._push)
         state.settingsChanged.connect(self._show)
         state.modelChanged.connect(self._on_model_changed)
@@ -243,6 +257,8 @@ class SettingsPanel(QWidget):
             strength=self.state.settings.strength,  # the init image box edits it
             class_label=(int(self.classCombo.currentData()) if self._conditioning() == "class"
                          and self.classCombo.currentIndex() >= 0 else self.state.settings.class_label),
+            width=self._size_of(self.widthSpin) if self._latent_factor() else self.state.settings.width,
+            height=self._size_of(self.heightSpin) if self._latent_factor() else self.state.settings.height,
         )
 
     def _push(self, *_args: object) -> None:
@@ -275,6 +291,7 @@ class SettingsPanel(QWidget):
             self.deviceCombo.setCurrentIndex(max(0, self.deviceCombo.findData(settings.device.value)))
             if settings.class_label is not None and self.classCombo.findData(settings.class_label) >= 0:
                 self.classCombo.setCurrentIndex(self.classCombo.findData(settings.class_label))
+            self._show_size(settings)
         finally:
             self._showing = False
         self._update_sampler_hint()
@@ -335,8 +352,60 @@ class SettingsPanel(QWidget):
             self._set_note(self.stepsNote, self.stepsSpin.note_for(steps))
         self._update_device_note()
         self._update_conditioning()
+        self._update_size()
         self._update_prompt_hint()
         self._update_buttons()
+
+    # --- the size of a latent model's images -------------------------------------------------
+    @staticmethod
+    def _size_spin(name: str, label: str) -> QSpinBox:
+        spin = QSpinBox(objectName=name)
+        spin.setKeyboardTracking(False)  # the value (rounded to the factor) once typing is done
+        spin.setSuffix(" px")
+        spin.setToolTip(f"{label} of the image in pixels: a multiple of the model's VAE factor")
+        return spin
+
+    def _latent_factor(self) -> int:
+        """The loaded latent model's VAE factor (the size step); 0 for a pixel model or none."""
+        model = self.state.model
+        return int(model.bundle.factor) if model is not None and model.is_latent else 0
+
+    def _size_of(self, spin: QSpinBox) -> int:
+        """The spin's value as a multiple of the factor (typed values are rounded to the nearest)."""
+        factor = max(1, self._latent_factor())
+        return max(factor, round(spin.value() / factor) * factor)
+
+    def _show_size(self, settings: GenerationSettings) -> None:
+        """Width and height from the settings, or the model's default size where unset or not a valid multiple."""
+        factor = self._latent_factor()
+        if not factor:
+            return
+        default = int(self.state.model.bundle.image_size) if self.state.model is not None else factor
+        for spin, value in ((self.widthSpin, settings.width), (self.heightSpin, settings.height)):
+            ok = value is not None and value % factor == 0 and factor <= value <= SIZE_MAX
+            want = value if ok and value is not None else default
+            if spin.value() != want:
+                spin.setValue(want)
+
+    def _update_size(self) -> None:
+        """The size fields: shown for a latent model (step and minimum its factor), hidden otherwise."""
+        factor = self._latent_factor()
+        self.samplingForm.setRowVisible(self.sizeRow, bool(factor))
+        for spin in (self.widthSpin, self.heightSpin):
+            spin.setVisible(bool(factor))
+            spin.setEnabled(bool(factor))
+            if factor:
+                spin.blockSignals(True)
+                spin.setRange(factor, SIZE_MAX - SIZE_MAX % factor)
+                spin.setSingleStep(factor)
+                spin.blockSignals(False)
+        if factor:
+            self._showing = True
+            try:
+                self._show_size(self.state.settings)
+            finally:
+                self._showing = False
+            self._push()
 
     def _conditioning(self) -> str:
         """The loaded model's conditioning kind: "text" (also without a model), "class" or "none"."""

@@ -42,13 +42,16 @@ KEPT_INIT_IMAGES = 8  # init images of this session Reuse can find again (a deco
 
 
 def request_from_settings(
-    settings: GenerationSettings, init_image: np.ndarray | None = None, conditioning: str = "text"
+    settings: GenerationSettings, init_image: np.ndarray | None = None, conditioning: str = "text",
+    size: tuple[int, int] | None = None,
 ) -> GenerationRequest:
     """The run's request; img2img (`init_image` fitted to the model, float [1, C, H, W]) with the
     form's strength, else text-to-image (strength 1: the form's strength is kept for later).
 
     A model without text conditioning (`conditioning` "class" or "none") gets no prompt and no
-    guidance (the form shows them disabled), and a class model the form's class."""
+    guidance (the form shows them disabled), and a class model the form's class. `size` (width,
+    height): a latent model's output size (pixel models make their own size only)."""
+    width, height = size if size is not None else (None, None)
     if conditioning != "text":
         return GenerationRequest(
             sampler=settings.sampler,
@@ -69,6 +72,8 @@ def request_from_settings(
         batch=settings.batch,
         init_image=init_image,
         strength=settings.strength if init_image is not None else 1.0,
+        width=width,
+        height=height,
     )
 
 
@@ -244,7 +249,14 @@ class GenerateState(QObject):
         try:  # resolved and checked once, here: a bad value is a dialog before any thread starts
             bundle = model.bundle
             init_array = None if init is None else init.model_array(bundle.image_size, bundle.channels)
-            request = request_from_settings(settings, init_array, model.conditioning)
+            size = None
+            if model.is_latent:  # the form's Width/Height (None: the model's default size)
+                size = (settings.width or bundle.image_size, settings.height or bundle.image_size)
+                if init is not None and size != (bundle.image_size, bundle.image_size):
+                    from diffusion_studio.inference.latent import latent_init_image
+
+                    init_array = latent_init_image(init.image, *size)  # center-cropped to width:height
+            request = request_from_settings(settings, init_array, model.conditioning, size)
             sampling = model.pipeline.iterate(request)
         except UsageError as exc:
             self.refused.emit("Cannot generate", str(exc))
