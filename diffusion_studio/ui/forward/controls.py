@@ -172,8 +172,10 @@ class ForwardControls(QWidget):
                 combo.blockSignals(True)
                 combo.addItem("", MODEL_SCHEDULE)
                 combo.blockSignals(False)
-            combo.setItemText(combo.findData(MODEL_SCHEDULE), f"The model's ({schedule.kind.value}, β "
-                              f"{schedule.betas[0]:.3g}…{schedule.betas[-1]:.3g})")
+            index, b = combo.findData(MODEL_SCHEDULE), schedule.betas
+            combo.setItemText(index, f"Model's β {b[0]:.3g}–{b[-1]:.3g}")
+            combo.setItemData(index, f"The loaded model's own {schedule.kind.value} schedule: β from {b[0]:.6g} "
+                              f"to {b[-1]:.6g}, exactly its ᾱ_t", Qt.ItemDataRole.ToolTipRole)
         value = self.state.kind.value if offers_schedule(schedule) else MODEL_SCHEDULE
         for widget, setter in ((self.scheduleCombo, lambda: self.scheduleCombo.setCurrentIndex(
                 self.scheduleCombo.findData(value))),

@@ -132,9 +132,8 @@ class ModelPredictionView(QWidget):
         self.statsLabel = QLabel(objectName="modelPredictionStats", textFormat=Qt.TextFormat.RichText,
                                  wordWrap=True)
         self.statsLabel.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.formulaLabel = QLabel(hats(
-            "x̂<sub>0</sub> = (x<sub>t</sub> − √(1 − ᾱ<sub>t</sub>) ε̂) / √ᾱ<sub>t</sub>, clipped to [−1, 1]"
-            " as the samplers do (DDPM eq. 15)"), textFormat=Qt.TextFormat.RichText, wordWrap=True)
+        self.formulaLabel = QLabel(hats(output_formula(OutputKind())), objectName="modelPredictionFormula",
+                                   textFormat=Qt.TextFormat.RichText, wordWrap=True)
         set_muted(self.formulaLabel)
 
         self.msePlot = pg.PlotWidget()
@@ -339,6 +338,21 @@ def posterior_html(c: PosteriorComparison) -> str:
     )
 
 
+def output_formula(kind: OutputKind) -> str:
+    """How x̂_0 and ε̂ come from this kind of network output, as rich text."""
+    sa, s1a = "√ᾱ<sub>t</sub>", "√(1 − ᾱ<sub>t</sub>)"
+    if kind.prediction is PredictionKind.V_PREDICTION:
+        text = (f"x̂<sub>0</sub> = {sa} x<sub>t</sub> − {s1a} v̂, ε̂ = {s1a} x<sub>t</sub> + {sa} v̂ "
+                "(v-prediction, Salimans &amp; Ho 2022)")
+    elif kind.prediction is PredictionKind.SAMPLE:
+        text = f"x̂<sub>0</sub> is the network's output, ε̂ = (x<sub>t</sub> − {sa} x̂<sub>0</sub>) / {s1a} (eq. 4)"
+    else:
+        text = f"x̂<sub>0</sub> = (x<sub>t</sub> − {s1a} ε̂) / {sa} (DDPM eq. 15)"
+    r = kind.clip_range
+    return text + (f"; x̂<sub>0</sub> clipped to [−{r:g}, {r:g}] as the samplers do" if r is not None
+                   else "; x̂<sub>0</sub> not clipped (the model's samplers do not clip)")
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -482,6 +496,7 @@ class ModelViews(QObject):
             return  # asked before x_0, ε, the schedule, the prompt or the model changed
         self._last = p
         kind = OutputKind.of(self._inputs.model)
+        self.prediction.formulaLabel.setText(hats(output_formula(kind)))
         self.prediction.show_prediction(p, self._inputs.eps, self._inputs.schedule.T,
                                         kind.prediction is PredictionKind.EPSILON)
         self._show_posterior()

@@ -103,6 +103,9 @@ def test_grey_16_v_prediction_model(qtbot, diffusers_models) -> None:
     np.testing.assert_allclose(x0, np.sqrt(ab) * st.x_t(10) - np.sqrt(1 - ab) * out, atol=1e-5)
     before = _grey(_view(ws, "predictedX0View").image_array(), 16).copy()
     np.testing.assert_array_equal(before, to_uint8(x0)[..., 0])
+    assert "v-prediction" in ws.modelPredictionView.formulaLabel.text()
+    assert "not clipped" in ws.modelPredictionView.formulaLabel.text()  # clip_sample False
+    assert ws.controls.scheduleCombo.currentText() == "Model's β 0.0001–0.02"
     _grey(_view(ws, "predictedEpsView").image_array(), 16)
     _grey(_view(ws, "trueEpsView").image_array(), 16)
 
