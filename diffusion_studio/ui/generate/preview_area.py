@@ -8,7 +8,7 @@ into the view happens here, on the GUI thread.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 
 from diffusion_studio.ui.formatting import format_seconds
 from diffusion_studio.ui.generate.previews import Frame, PreviewMode, render
+from diffusion_studio.ui.generate.step_decoder import StepDecoder
 from diffusion_studio.ui.generate.trajectory import Trajectory
 from diffusion_studio.ui.generate.worker import Progress
 from diffusion_studio.ui.widgets.hats import hat_font
@@ -31,6 +32,8 @@ from diffusion_studio.ui.widgets.image_view import ImageView
 
 # The side-by-side panels, left to right (render(frame, PreviewMode.SIDE)).
 SIDE_LABELS = ("x_t", "x̂₀", "ε̂")
+DECODE_DELAY_MS = 150  # a latent step is VAE-decoded once the slider rests this long on it
+DECODED_NOTE = " · VAE decode"
 
 
 def progress_text(progress: Progress) -> str:
@@ -92,6 +95,13 @@ class PreviewArea(QWidget):
         self.trajectorySlider.setEnabled(False)
         self.trajectorySlider.setToolTip("Scrub through the recorded steps of the last run")
         self.trajectorySlider.valueChanged.connect(self._on_scrub)
+        # A latent run's step: the linear-map preview at once, the full VAE decode when the slider rests.
+        self.stepDecoder = StepDecoder(self)
+        self.stepDecoder.decoded.connect(self._on_decoded)
+        self._decodeTimer = QTimer(self, singleShot=True, interval=DECODE_DELAY_MS)
+        self._decodeTimer.timeout.connect(self._decode_current)
+        self._decoding: Frame | None = None  # the frame whose decode was asked for last
+        self._shown_decoded = False  # the frame on screen is a latent step's full decode
         self.exportTrajectoryButton = QPushButton("Export trajectory…", objectName="exportTrajectoryButton")
         self.exportTrajectoryButton.setEnabled(False)
         self.exportTrajectoryButton.setToolTip("Save the run as an animated GIF or a PNG filmstrip")
@@ -126,7 +136,7 @@ class PreviewArea(QWidget):
 
     def _on_mode_changed(self, _index: int) -> None:
         if self._frame is not None:
-            self.show_frame(self._frame)  # the picture and its caption's timestep follow the mode
+            self.show_frame(self._frame, self._shown_decoded)  # the picture and its caption follow the mode
         self.modeChanged.emit(self.mode())
 
     def _on_smooth_toggled(self, smooth: bool) -> None:
@@ -137,13 +147,13 @@ class PreviewArea(QWidget):
     def current_frame(self) -> Frame | None:
         return self._frame
 
-    def show_frame(self, frame: Frame) -> None:
-        """Show one step of a run in the current mode, with its caption."""
-        self._frame = frame
+    def show_frame(self, frame: Frame, decoded: bool = False) -> None:
+        """Show one step of a run in the current mode, with its caption (`decoded`: a latent step's full decode)."""
+        self._frame, self._shown_decoded = frame, decoded
         mode = self.mode()
         self.previewView.set_image(render(frame, mode))
         self.previewView.set_panel_labels(SIDE_LABELS if mode is PreviewMode.SIDE else ())
-        self.captionLabel.setText(frame.caption(mode))
+        self.captionLabel.setText(frame.caption(mode) + (DECODED_NOTE if decoded else ""))
 
     def show_image(self, image: np.ndarray | None, caption: str = "") -> None:
         """Show a still image (a history entry), or nothing."""
@@ -166,6 +176,8 @@ class PreviewArea(QWidget):
     def set_trajectory(self, trajectory: Trajectory | None) -> None:
         """Enable scrubbing through a finished run's steps (slider at the final step)."""
         self._trajectory = trajectory if trajectory is not None and len(trajectory) else None
+        self._decodeTimer.stop()
+        self.stepDecoder.invalidate()
         enabled = self._trajectory is not None
         self.trajectorySlider.blockSignals(True)
         self.trajectorySlider.setRange(0, len(self._trajectory) - 1 if self._trajectory is not None else 0)
@@ -179,7 +191,24 @@ class PreviewArea(QWidget):
 
     def _on_scrub(self, value: int) -> None:
         if self._trajectory is not None and 0 <= value < len(self._trajectory):
-            self.show_frame(self._trajectory[value])
+            frame = self._trajectory[value]
+            self.show_frame(frame)
+            self.stepDecoder.invalidate()  # a decode of the step left behind is stale now
+            if self._trajectory.can_decode(frame):
+                self._decodeTimer.start()
+
+    def _decode_current(self) -> None:
+        """The slider rests on a latent step: decode it in the worker thread (latest wins)."""
+        frame, trajectory = self._frame, self._trajectory
+        if frame is not None and trajectory is not None and trajectory.can_decode(frame):
+            self._decoding = frame
+            self.stepDecoder.request(trajectory, frame)
+
+    def _on_decoded(self, token: int, frame: Frame) -> None:
+        """A full decode arrived: shown if it is the latest request and its step is still on screen."""
+        current = self._frame
+        if token == self.stepDecoder.latest and current is not None and current is self._decoding:
+            self.show_frame(frame, decoded=True)
 
     # --- progress --------------------------------------------------------------------------
     def reset_progress(self) -> None:

@@ -58,6 +58,9 @@ class Frame:
     x_prev: np.ndarray
     x0_pred: np.ndarray
     eps: np.ndarray
+    # A latent run's step: x0_pred is the linear-map preview and this is the latent ẑ₀ [N,C,h,w]
+    # (small) the trajectory decodes with the VAE on demand; None when x0_pred is already a full image.
+    latent: np.ndarray | None = None
 
     @property
     def is_last(self) -> bool:
@@ -98,6 +101,7 @@ def frame_from_step(step: Step) -> Frame:
         x_prev=x_prev,
         x0_pred=x_prev if last else to_uint8(np.clip(step.x0_pred, -1.0, 1.0)),
         eps=eps_to_uint8(step.eps),
+        latent=None if last or getattr(step, "decoded", True) else getattr(step, "latent_x0_pred", None),
     )
 
 

@@ -8,13 +8,15 @@ first and the final step.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from diffusion_studio.core.files import atomic_write_bytes
-from diffusion_studio.core.images import make_grid, upscale
+from diffusion_studio.core.images import make_grid, to_uint8, upscale
 from diffusion_studio.errors import UsageError
 from diffusion_studio.ui.generate.previews import Frame, PreviewMode, flatten_rgb, render
 
@@ -26,9 +28,13 @@ EXPORT_SCALE = 4  # the model's images are tiny: exports are upscaled (nearest n
 class Trajectory:
     """Frames of one run in step order, at most `max_frames` of them."""
 
-    def __init__(self, max_frames: int = DEFAULT_MAX_FRAMES) -> None:
+    def __init__(self, max_frames: int = DEFAULT_MAX_FRAMES,
+                 decoder: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """`decoder`: a latent run's VAE, ẑ₀ [N,C,h,w] -> images [N,3,H,W] in [-1, 1]; frames keep their
+        latents (`Frame.latent`, small) and are decoded on demand (`decode`), not stored decoded."""
         if max_frames < 2:
             raise ValueError(f"A trajectory keeps at least 2 frames, got {max_frames}.")
+        self.decoder = decoder
         self.max_frames = max_frames
         self.stride = 1
         self._frames: list[Frame] = []
@@ -44,6 +50,17 @@ class Trajectory:
     def frames(self) -> list[Frame]:
         """Kept frames in step order; the latest step is always the last one."""
         return self._frames + ([self._latest] if self._latest is not None else [])
+
+    def can_decode(self, frame: Frame) -> bool:
+        """Whether `frame` shows a preview that `decode` can replace with the full VAE decode."""
+        return self.decoder is not None and frame.latent is not None
+
+    def decode(self, frame: Frame) -> Frame:
+        """The frame with x̂₀ = D(ẑ₀ / scaling_factor), the full decode (slow: call it off the GUI thread)."""
+        if self.decoder is None or frame.latent is None:
+            return frame
+        images = to_uint8(np.clip(np.asarray(self.decoder(frame.latent), np.float32), -1.0, 1.0))
+        return replace(frame, x0_pred=images, latent=None)
 
     def keeps(self, index: int) -> bool:
         """Whether the step `index` would be kept now (the latest step is always remembered too)."""

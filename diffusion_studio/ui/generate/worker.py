@@ -208,7 +208,10 @@ class GenerationWorker(QObject):
     @Slot()
     def run(self) -> None:
         self.started.emit()
-        trajectory = Trajectory()
+        from diffusion_studio.inference.latent import LatentPipeline  # a latent run: VAE decodes on demand
+
+        latent = isinstance(self._pipeline, LatentPipeline)
+        trajectory = Trajectory(decoder=self._pipeline.bundle.decode if latent else None)  # type: ignore[attr-defined]
         start = time.perf_counter()
         last_progress = -float("inf")
 
