@@ -541,8 +541,9 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp1
         feeds = {"x": other["x"], "t": np.full(1, t_mid, dtype=np.int64), "context": base["context"][:1]}
         ref = _torch(models["unet"], feeds["x"], feeds["t"], feeds["context"])
         case_max, case_mean, _ = _compare(session.run(None, feeds)[0], ref)
-        cases.append({"t": t_mid, "batch": 1, "latent_hw": list(other["x"].shape[2:]), "max_abs": case_max,
-                      "mean_abs": case_mean})
+        sized: dict[str, Any] = {"t": t_mid, "batch": 1, "latent_hw": list(other["x"].shape[2:]),
+                                 "max_abs": case_max, "mean_abs": case_mean}
+        cases.append(sized)
         worst = max(worst, case_max)
         entry = {"provider": runtime.provider, "file": bw.UNET_FILE, "gated": True, "max_abs": worst,
                  "mean_abs": total / count, "cases": cases, "passed": worst <= PARITY_BOUND}
@@ -566,8 +567,9 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp1
                 case_max, case_mean, ref_max = _compare(session.run(None, {input_name: other[input_name]})[0], ref)
                 if relative:
                     c_bound = max(c_bound, bound * max(1.0, ref_max))
-                comp_cases.append({"batch": 1, "shape": list(other[input_name].shape[2:]), "max_abs": case_max,
-                                   "mean_abs": case_mean, "max_abs_ref": ref_max})
+                sized = {"batch": 1, "shape": list(other[input_name].shape[2:]), "max_abs": case_max,
+                         "mean_abs": case_mean, "max_abs_ref": ref_max}
+                comp_cases.append(sized)
                 c_worst = max(c_worst, case_max)
             comp = {"component": key, "file": file, "provider": runtime.provider, "bound_max_abs": c_bound,
                     "bound_kind": "relative: bound × max(1, max |ref|)" if relative else "absolute",
