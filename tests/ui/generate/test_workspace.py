@@ -47,8 +47,21 @@ def _run(qtbot, window, click: bool = True) -> None:
 
 
 def test_prompt_and_generate_previews_saves_history_with_metadata(
-    qtbot, make_window, long_bundle, isolated_state
+    qtbot, make_window, long_bundle, isolated_state, monkeypatch
 ) -> None:
+    import time
+
+    from diffusion_studio.inference.session import OrtDenoiser
+
+    # The tiny U-Net runs 100 steps in a blink; a network of 3 ms per call (the shipped model takes
+    # a few) makes the run last long enough to watch on a loaded machine, whatever the first paint costs.
+    network = OrtDenoiser.__call__
+
+    def slow_network(self, *args, **kwargs):
+        time.sleep(0.003)
+        return network(self, *args, **kwargs)
+
+    monkeypatch.setattr(OrtDenoiser, "__call__", slow_network)
     window = make_window(long_bundle)  # T = 1000: 100 steps take long enough to watch
     ws = window.generateWorkspace
     panel = ws.settingsPanel
