@@ -441,8 +441,13 @@ def _feeds(src: LatentSource, n: int) -> dict[str, np.ndarray]:
 def second_size(src: LatentSource) -> tuple[int, int]:
     """A non-square latent (h, w) other than the default for the dynamic-size parity cases: the default
     height by 1.5× the width, rounded up to a multiple of the U-Net's downsampling 2^(levels − 1)."""
-    step = 2 ** (len(src.unet.config.block_out_channels) - 1)
+    step = unet_multiple(src)
     return src.latent_size, -(-(3 * src.latent_size // 2) // step) * step
+
+
+def unet_multiple(src: LatentSource) -> int:
+    """Latent sides the traced U-Net takes are multiples of 2^(levels − 1) (its skip connections must match)."""
+    return int(2 ** (len(src.unet.config.block_out_channels) - 1))
 
 
 def _second_feeds(src: LatentSource) -> dict[str, np.ndarray]:
@@ -731,6 +736,7 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
     )
     model_spec["latent"] = {"channels": src.channels, "factor": src.factor, "scaling_factor": src.scaling_factor,
                             "vae_decoder": VAE_DECODER_FILE, "vae_encoder": VAE_ENCODER_FILE,
+                            "size_multiple": src.factor * unet_multiple(src),  # pixels (SD: 64)
                             "preview": {"matrix": matrix, "bias": bias}}
     parse_model_json(model_spec)
     props = bw.metadata_props(model_spec)

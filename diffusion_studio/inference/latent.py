@@ -226,6 +226,14 @@ class LatentModel:
     num_classes: int | None = None
     # fp16 U-Net on CUDA: opens the fp32 U-Net when fp16 gives non-finite values (then None)
     unet_fp32: Callable[[], tuple[ort.InferenceSession, ProviderInfo]] | None = None
+    # pixels: the traced U-Net's skip connections need latents divisible by 2^(levels − 1), so sizes
+    # are multiples of factor · 2^(levels − 1) (SD: 64); 0: unknown, the factor alone
+    size_multiple: int = 0
+
+    @property
+    def size_step(self) -> int:
+        """The step of valid widths and heights in pixels: the factor, or the U-Net's multiple when known."""
+        return max(self.factor, self.size_multiple)
 
     @property
     def T(self) -> int:
@@ -378,6 +386,7 @@ def load_optimum(folder: Path, device: str = "auto") -> LatentModel:
     shape = _latent_shape_facts(unet, names[0])
     latent_side = sample_size if isinstance(sample_size, int) else shape[2] if isinstance(shape[2], int) else 64
     scheduler_class = str(scheduler.get("_class_name", ""))
+    levels = unet_config.get("block_out_channels")
     return LatentModel(
         name=str(index.get("_name_or_path") or folder.name).rstrip("/").split("/")[-1] or folder.name,
         folder=folder.resolve(), source="optimum",
@@ -392,6 +401,7 @@ def load_optimum(folder: Path, device: str = "auto") -> LatentModel:
         default_sampler=_sampler_for(scheduler_class), default_steps=DEFAULT_STEPS,
         default_guidance=DEFAULT_GUIDANCE,
         model_hash=sha256_file(folder / "unet" / "model.onnx")[:HASH_LENGTH], provider_info=info,
+        size_multiple=factor * 2 ** (len(levels) - 1) if isinstance(levels, list) and levels else 0,
     )
 
 
@@ -435,7 +445,9 @@ def load_latent_bundle(folder: Path, device: str = "auto") -> LatentModel:
     d = spec.diffusion
     schedule = make_schedule(d.schedule, d.T, d.beta_start, d.beta_end)
     has_map = latent.preview_matrix is not None and latent.preview_bias is not None
-    flops = _read_json(folder / MODEL_JSON, "model.json").get("unet", {}).get("flops_per_forward")
+    raw = _read_json(folder / MODEL_JSON, "model.json")
+    flops = raw.get("unet", {}).get("flops_per_forward")
+    multiple = raw.get("latent", {}).get("size_multiple")  # written by the exporter since dynamic H, W
     return LatentModel(
         name=spec.name, folder=folder.resolve(), source="bundle",
         unet=unet, unet_names=names, t_offset=0, t_dtype=t_dtype,
@@ -450,6 +462,7 @@ def load_latent_bundle(folder: Path, device: str = "auto") -> LatentModel:
         default_guidance=spec.guidance, model_hash=unet_sha[:HASH_LENGTH], provider_info=info,
         flops_per_forward=float(flops) if isinstance(flops, (int, float)) and flops > 0 else None,
         unet_fp32=fp32_opener,
+        size_multiple=multiple if type(multiple) is int and multiple > 0 else 0,
     )
 
 
@@ -561,6 +574,9 @@ class LatentPipeline:
             if not isinstance(value, int) or value < m.factor or value % m.factor or value > 4096:
                 raise UsageError(f"The {label} must be a multiple of {m.factor} between {m.factor} and 4096 "
                                  f"for the model {m.name}, got {value}.")
+            if value % m.size_step:
+                raise UsageError(f"The U-Net of {m.name} needs sizes that are multiples of {m.size_step} pixels, "
+                                 f"so the {label} cannot be {value}.")
             if isinstance(side, int) and value != side * m.factor:
                 raise UsageError(f"The U-Net of {m.name} was exported for {side * m.factor}-pixel images only, "
                                  f"so the {label} must be {side * m.factor}, got {value}.")

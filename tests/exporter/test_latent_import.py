@@ -280,3 +280,11 @@ def test_bundle_generates_any_multiple_like_the_optimum_folder(exported, source,
     assert images["bundle"].shape == (12, 24, 3)
     assert np.abs(images["bundle"] - images["optimum"]).max() <= 1
     assert images["bundle"].std() > 1  # a real picture, not a constant
+    capsys.readouterr()
+    # a multiple of the factor 2 the traced U-Net cannot take (latent 11: its levels need even sides)
+    code = main(["generate", "a red cat", "--model", str(exported[0]), "--steps", "2", "--width", "22",
+                 "-o", str(tmp_path / "odd.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == ("error: The U-Net of tiny-sd-bundle needs sizes that are multiples of 4 pixels, "
+                                 "so the width cannot be 22."), err
+    assert json.loads((exported[0] / "model.json").read_text())["latent"]["size_multiple"] == 4

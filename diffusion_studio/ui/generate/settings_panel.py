@@ -366,9 +366,10 @@ class SettingsPanel(QWidget):
         return spin
 
     def _latent_factor(self) -> int:
-        """The loaded latent model's VAE factor (the size step); 0 for a pixel model or none."""
+        """The loaded latent model's size step: its VAE factor, or the U-Net's multiple of it when known
+        (`LatentModel.size_step`; SD: 64); 0 for a pixel model or none."""
         model = self.state.model
-        return int(getattr(model.bundle, "factor", 0)) if model is not None and model.is_latent else 0
+        return int(getattr(model.bundle, "size_step", 0)) if model is not None and model.is_latent else 0
 
     def _size_of(self, spin: QSpinBox) -> int:
         """The spin's value as a multiple of the factor (typed values are rounded to the nearest)."""

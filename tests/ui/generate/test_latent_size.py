@@ -41,7 +41,8 @@ def test_width_and_height_make_record_and_restore_the_size(qtbot, make_window, o
     width, height = window.findChild(QSpinBox, "widthSpin"), window.findChild(QSpinBox, "heightSpin")
     assert width is panel.widthSpin and height is panel.heightSpin
     assert width.isVisible() and height.isVisible() and width.isEnabled()
-    assert (width.value(), height.value(), width.singleStep(), width.minimum(), width.maximum()) == (16, 16, 2, 2, 2048)
+    # step: the VAE factor 2 times the U-Net's 2^(levels − 1) = 2 (its skip connections): 4 pixels
+    assert (width.value(), height.value(), width.singleStep(), width.minimum(), width.maximum()) == (16, 16, 4, 4, 2048)
     panel.promptEdit.setPlainText("a red cat")
     panel.stepsSpin.setValue(3)
     panel.seedSpin.setValue(11)
