@@ -45,6 +45,12 @@ def file_facts(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
             for name in names}
 
 
+def seal(folder: Path, names: list[str], spec: dict[str, Any]) -> None:
+    """The staged bundle's model.json, with the size and sha256 of every file in `names`."""
+    spec["files"] = file_facts(folder, names)
+    write_json_atomic(folder / MODEL_JSON, spec)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 

@@ -25,8 +25,16 @@ from diffusion_studio.core.params import DEFAULT_SAMPLER, DEFAULT_STEPS
 from exporter import bundle_writer as bw
 from exporter.diffusers_source import DiffusersSource, load_diffusers_source
 from exporter.export import DEFAULT_OPSET, ExportOptions, _self_check, _versions
-from exporter.parity import PARITY_BOUND, ParityError, Runtime, format_report, runtimes
-from exporter.unet_export import TORCHSCRIPT, ExportInfo, GraphSpec, export_unet, fp16_variant, save_model, set_metadata
+from exporter.parity import PARITY_BOUND, Runtime, record_report, runtimes
+from exporter.unet_export import (
+    TORCHSCRIPT,
+    ExportInfo,
+    GraphSpec,
+    export_unet,
+    fp16_variant,
+    save_model,
+    stamp_metadata,
+)
 
 BATCH_SIZES = (1, 3)
 INPUT_SEED = 20240611
@@ -259,9 +267,7 @@ def import_bundle(opts: ImportOptions, log: Callable[[str], None] = lambda _msg:
         conditioning=_conditioning(src), provenance=provenance, diffusion=src.diffusion,
     )
     props = bw.metadata_props(model_spec)
-    set_metadata(proto, {**props, "diffusion_studio.precision": "fp32"})
-    if half is not None:
-        set_metadata(half, {**props, "diffusion_studio.precision": "fp16 (float32 inputs/outputs)"})
+    stamp_metadata([proto], half, props)
 
     report: dict[str, Any] | None = None
     with bw.staged_bundle(out, opts.force) as tmp:
@@ -273,12 +279,8 @@ def import_bundle(opts: ImportOptions, log: Callable[[str], None] = lambda _msg:
         if opts.validate:
             log("checking parity between the diffusers UNet (PyTorch) and ONNX Runtime")
             report = validate_import(model, tmp, src, bw.UNET_FP16_FILE if half is not None else None)
-            if not report["passed"]:
-                raise ParityError(f"{'; '.join(report['failures'])}\n{format_report(report)}")
-            bw.write_json_atomic(tmp / bw.VALIDATION_JSON, report)
-            names.append(bw.VALIDATION_JSON)
-        model_spec["files"] = bw.file_facts(tmp, names)
-        bw.write_json_atomic(tmp / bw.MODEL_JSON, model_spec)
+            record_report(report, tmp, names)
+        bw.seal(tmp, names, model_spec)
         _self_check(tmp)
     return ImportResult(bundle=out, spec=model_spec, report=report, info=info, notes=notes)
 

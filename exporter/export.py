@@ -27,7 +27,7 @@ from diffusion_studio.core.params import (
 )
 from diffusion_studio.errors import UsageError
 from exporter import bundle_writer as bw
-from exporter.parity import ParityError, format_report, validate_export
+from exporter.parity import record_report, validate_export
 from exporter.source import ExportSource, config_value, load_source
 from exporter.unet_export import (
     MIN_OPSET,
@@ -37,7 +37,7 @@ from exporter.unet_export import (
     fp16_variant,
     max_opset,
     save_model,
-    set_metadata,
+    stamp_metadata,
 )
 from exporter.vocabulary import run_vocabulary
 
@@ -237,9 +237,7 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
         diffusion={"prediction": "epsilon", "variance": "learned_range"} if ucfg.learn_sigma else None,
     )
     props = bw.metadata_props(model_spec)
-    set_metadata(proto, {**props, "diffusion_studio.precision": "fp32"})
-    if half is not None:
-        set_metadata(half, {**props, "diffusion_studio.precision": "fp16 (float32 inputs/outputs)"})
+    stamp_metadata([proto], half, props)
 
     report: dict[str, Any] | None = None
     with bw.staged_bundle(out, opts.force) as tmp:
@@ -258,12 +256,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
                 guidance=sampler_defaults["guidance"], conditioning=conditioning,
                 fp16_file=bw.UNET_FP16_FILE if half is not None else None,
             )
-            if not report["passed"]:
-                raise ParityError(f"{'; '.join(report['failures'])}\n{format_report(report)}")
-            bw.write_json_atomic(tmp / bw.VALIDATION_JSON, report)
-            names.append(bw.VALIDATION_JSON)
-        model_spec["files"] = bw.file_facts(tmp, names)
-        bw.write_json_atomic(tmp / bw.MODEL_JSON, model_spec)
+            record_report(report, tmp, names)
+        bw.seal(tmp, names, model_spec)
         _self_check(tmp)
     return ExportResult(bundle=out, spec=model_spec, report=report, info=info, notes=notes)
 

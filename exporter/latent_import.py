@@ -44,8 +44,16 @@ from exporter.diffusers_source import (
     _show,
     map_scheduler,
 )
-from exporter.parity import PARITY_BOUND, ParityError, runtimes
-from exporter.unet_export import TORCHSCRIPT, GraphSpec, _quiet, check_graph, export_unet, save_model, set_metadata
+from exporter.parity import PARITY_BOUND, record_report, runtimes
+from exporter.unet_export import (
+    TORCHSCRIPT,
+    GraphSpec,
+    _quiet,
+    check_graph,
+    export_unet,
+    save_model,
+    stamp_metadata,
+)
 
 LATENT_PIPELINES = ("StableDiffusionPipeline",)
 # Schedulers whose config only describes the training chain (β schedule, T, prediction): the
@@ -740,10 +748,7 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
                             "preview": {"matrix": matrix, "bias": bias}}
     parse_model_json(model_spec)
     props = bw.metadata_props(model_spec)
-    for proto in (unet_proto, *protos.values()):
-        set_metadata(proto, {**props, "diffusion_studio.precision": "fp32"})
-    if half is not None:
-        set_metadata(half, {**props, "diffusion_studio.precision": "fp16 (float32 inputs/outputs)"})
+    stamp_metadata([unet_proto, *protos.values()], half, props)
 
     from diffusion_studio.inference.clip_tokenizer import save as save_tokenizer
 
@@ -760,13 +765,7 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
         if opts.validate:
             log("checking parity between PyTorch and ONNX Runtime (text encoder, U-Net, VAE decoder and encoder)")
             report = validate_latent(tmp, src, models, bw.UNET_FP16_FILE if half is not None else None)
-            if not report["passed"]:
-                from exporter.parity import format_report
-
-                raise ParityError(f"{'; '.join(report['failures'])}\n{format_report(report)}")
-            bw.write_json_atomic(tmp / bw.VALIDATION_JSON, report)
-            names.append(bw.VALIDATION_JSON)
-        model_spec["files"] = bw.file_facts(tmp, names)
-        bw.write_json_atomic(tmp / bw.MODEL_JSON, model_spec)
+            record_report(report, tmp, names)
+        bw.seal(tmp, names, model_spec)
         _self_check(tmp, names, model_spec)
     return ImportResult(bundle=out, spec=model_spec, report=report, info=info, notes=notes)

@@ -319,3 +319,14 @@ def format_report(report: dict[str, Any]) -> str:
     for failure in report.get("failures", []):
         lines.append(f"  FAILED: {failure}")
     return "\n".join(lines)
+
+
+def record_report(report: dict[str, Any], folder: Path, names: list[str]) -> None:
+    """A failed parity report raises ParityError (its failures, then the table); a passed one is
+    written to the staged bundle as validation.json and added to `names`."""
+    from exporter import bundle_writer as bw
+
+    if not report["passed"]:
+        raise ParityError(f"{'; '.join(report['failures'])}\n{format_report(report)}")
+    bw.write_json_atomic(folder / bw.VALIDATION_JSON, report)
+    names.append(bw.VALIDATION_JSON)

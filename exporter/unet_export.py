@@ -18,7 +18,7 @@ import functools
 import io
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +206,14 @@ def set_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def stamp_metadata(protos: Sequence[onnx.ModelProto], half: onnx.ModelProto | None, props: Mapping[str, str]) -> None:
+    """model.json's facts as every graph's metadata_props, each with its precision."""
+    for proto in protos:
+        set_metadata(proto, {**props, "diffusion_studio.precision": "fp32"})
+    if half is not None:
+        set_metadata(half, {**props, "diffusion_studio.precision": "fp16 (float32 inputs/outputs)"})
 
 
 def check_graph(model: onnx.ModelProto) -> onnx.ModelProto:

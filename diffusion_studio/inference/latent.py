@@ -37,7 +37,7 @@ import onnxruntime as ort
 from diffusion_studio.core.bundle import ConditioningKind
 from diffusion_studio.core.files import sha256_file
 from diffusion_studio.core.guidance import combine_guidance
-from diffusion_studio.core.images import from_uint8, to_uint8
+from diffusion_studio.core.images import from_uint8
 from diffusion_studio.core.latent_preview import apply_preview, fit_preview
 from diffusion_studio.core.params import SamplerKind, parse_sampler, random_seed
 from diffusion_studio.core.prediction import (
@@ -47,7 +47,7 @@ from diffusion_studio.core.prediction import (
     parse_variance_kind,
 )
 from diffusion_studio.core.sampler_steps import SamplerOptions, step_function
-from diffusion_studio.core.sampling_loop import Step, _run, ddpm_variance_for, img2img_timesteps, run_to_end
+from diffusion_studio.core.sampling_loop import Step, _run, ddpm_variance_for, img2img_timesteps
 from diffusion_studio.core.schedule import Schedule, make_schedule
 from diffusion_studio.errors import BundleError, Cancelled, UsageError
 from diffusion_studio.inference.clip_tokenizer import clip_tokenizer_from_folder, padding_of
@@ -56,6 +56,7 @@ from diffusion_studio.inference.pipeline import (
     GenerationResult,
     SamplingRun,
     _resolved_fields,
+    generate_batch,
 )
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session
 from diffusion_studio.inference.seeds import batch_rng
@@ -701,25 +702,7 @@ class LatentPipeline:
         should_stop: Callable[[], bool] | None = None,
         on_step: Callable[[Step], None] | None = None,
     ) -> GenerationResult:
-        start = time.perf_counter()
-        run = self.iterate(request, should_stop)
-        req = run.request
-
-        def report(step: Step) -> None:
-            if on_step is not None and (req.preview or step.index == step.count - 1):
-                on_step(step)
-
-        last = run_to_end(run.steps, report)
-        seconds = time.perf_counter() - start
-        return GenerationResult(
-            images=to_uint8(last.x_prev),
-            metadata=[self.image_metadata(req, i, seconds) for i in range(req.batch)],
-            seconds=seconds,
-            steps_per_s=last.count / seconds if seconds > 0 else float("inf"),
-            provider=self.provider_info,
-            request=req,
-            notes=run.notes,
-        )
+        return generate_batch(self, request, should_stop, on_step)
 
     def image_metadata(self, request: GenerationRequest, index: int, seconds: float) -> dict[str, Any]:
         m, info = self.bundle, self.provider_info

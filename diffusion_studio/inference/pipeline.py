@@ -369,25 +369,7 @@ class Pipeline:
         Every image of the batch shares each network call; image i uses seed + i (and prompt i
         when the request has one per image). `ModelOutputError` if the model produced NaN/inf.
         """
-        start = time.perf_counter()
-        run = self.iterate(request, should_stop)
-        req = run.request
-
-        def report(step: Step) -> None:
-            if on_step is not None and (req.preview or step.index == step.count - 1):
-                on_step(step)
-
-        last = run_to_end(run.steps, report)
-        seconds = time.perf_counter() - start
-        return GenerationResult(
-            images=to_uint8(last.x_prev),
-            metadata=[self.image_metadata(req, i, seconds) for i in range(req.batch)],
-            seconds=seconds,
-            steps_per_s=last.count / seconds if seconds > 0 else float("inf"),
-            provider=self.provider_info,
-            request=req,
-            notes=run.notes,
-        )
+        return generate_batch(self, request, should_stop, on_step)
 
     def image_metadata(self, request: GenerationRequest, index: int, seconds: float) -> dict[str, Any]:
         """Settings that reproduce image `index` of a resolved request alone (its seed is seed + index)."""
@@ -436,3 +418,35 @@ class Pipeline:
         """Stop before the next step and terminate the network call in flight (thread-safe)."""
         self._stop.set()
         self.bundle.denoiser.cancel()
+
+
+def generate_batch(
+    pipeline: Any,
+    request: GenerationRequest,
+    should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> GenerationResult:
+    """`generate` of every pipeline (pixel and latent): iterate, run to the end, uint8 images + metadata.
+
+    `pipeline` has `iterate(request, should_stop) -> SamplingRun`, `image_metadata` and
+    `provider_info`; `on_step` sees every step when the request previews, else the last one.
+    """
+    start = time.perf_counter()
+    run = pipeline.iterate(request, should_stop)
+    req = run.request
+
+    def report(step: Step) -> None:
+        if on_step is not None and (req.preview or step.index == step.count - 1):
+            on_step(step)
+
+    last = run_to_end(run.steps, report)
+    seconds = time.perf_counter() - start
+    return GenerationResult(
+        images=to_uint8(last.x_prev),
+        metadata=[pipeline.image_metadata(req, i, seconds) for i in range(req.batch)],
+        seconds=seconds,
+        steps_per_s=last.count / seconds if seconds > 0 else float("inf"),
+        provider=pipeline.provider_info,
+        request=req,
+        notes=run.notes,
+    )
