@@ -243,3 +243,25 @@ def diffusers_models(tmp_path_factory) -> DiffusersModels:
 
     torch.set_num_threads(1)  # tiny nets: threads only contend (the exporter tests do the same)
     return DiffusersModels(tmp_path_factory.mktemp("diffusers-models"))
+
+
+@pytest.fixture(autouse=True)
+def _qt_widgets_gone_before_the_next_test(request):
+    """After a Qt test (pytest-qt has closed its widgets by then): hide any top-level window still
+    shown and run the pending deleteLater()s, so no widget of this test gets a paint event or is
+    destroyed inside the next test's event processing (pyqtgraph views painted after their test
+    ended crashed a run once)."""
+    yield
+    if "qtbot" not in request.fixturenames:
+        return
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return
+    for widget in QApplication.topLevelWidgets():
+        if widget.isVisible():
+            widget.hide()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    app.processEvents()
