@@ -188,11 +188,19 @@ class ToyPlot(pg.PlotWidget):
         self._sync_legend()
 
     def _sync_legend(self) -> None:
-        """The legend lists the layers that show something, under their current names."""
+        """The legend lists the layers that show something, under their current names.
+
+        Rebuilt only when that list changes: it is asked for on every training update, and each
+        rebuild deletes and creates the legend's graphics items inside a live scene."""
+        entries = [(it, it.opts["name"])
+                   for it in (self.dataItem, self.drawnItem, self.sampleItem, self.pathItem, self.fieldItem)
+                   if it.isVisible() and it.xData is not None and len(it.xData) > 0]
+        if entries == getattr(self, "_legend_entries", None):
+            return
+        self._legend_entries = entries
         self.legend.clear()
-        for it in (self.dataItem, self.drawnItem, self.sampleItem, self.pathItem, self.fieldItem):
-            if it.isVisible() and it.xData is not None and len(it.xData) > 0:
-                self.legend.addItem(it, it.opts["name"])
+        for it, name in entries:
+            self.legend.addItem(it, name)
 
     def set_layer_visible(self, layer: str, visible: bool) -> None:
         items = {"data": (self.dataItem, self.drawnItem), "samples": (self.sampleItem,),
