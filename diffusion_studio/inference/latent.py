@@ -39,7 +39,7 @@ from diffusion_studio.core.files import sha256_file
 from diffusion_studio.core.guidance import combine_guidance
 from diffusion_studio.core.images import from_uint8
 from diffusion_studio.core.latent_preview import apply_preview, fit_preview
-from diffusion_studio.core.params import SamplerKind, parse_sampler, random_seed
+from diffusion_studio.core.params import SamplerKind, random_seed
 from diffusion_studio.core.prediction import (
     PredictionKind,
     VarianceKind,
@@ -57,6 +57,7 @@ from diffusion_studio.inference.pipeline import (
     SamplingRun,
     _resolved_fields,
     generate_batch,
+    run_metadata,
 )
 from diffusion_studio.inference.providers import CUDA, ProviderInfo, check_device, create_session
 from diffusion_studio.inference.seeds import batch_rng
@@ -705,33 +706,10 @@ class LatentPipeline:
         return generate_batch(self, request, should_stop, on_step)
 
     def image_metadata(self, request: GenerationRequest, index: int, seconds: float) -> dict[str, Any]:
-        m, info = self.bundle, self.provider_info
-        sampler_id, steps, guidance, seed = _resolved_fields(request)
         width, height = self.size_of(request)
-        sampler = parse_sampler(sampler_id)
-        return {
-            "prompt": request.prompt_of(index),
-            "negative_prompt": request.negative_prompt,
-            "seed": int(seed) + index,
-            "steps": int(steps),
-            "sampler": sampler.value,
-            "guidance": float(guidance),
-            "model": m.name,
-            "model_hash": m.model_hash,
-            "provider": info.active,
-            "onnxruntime": info.onnxruntime_version,
-            "width": width,
-            "height": height,
-            "batch_size": int(request.batch),
-            "batch_index": index,
-            "seconds": round(seconds, 3),
-            "clip_x0": bool(request.clip_x0),
-            "latent": True,
-            **({"eta": float(request.eta)} if sampler is SamplerKind.DDIM else {}),
-            **({"ddpm_variance": request.ddpm_variance}
-               if sampler is SamplerKind.DDPM and request.ddpm_variance is not None else {}),
-            **({"strength": float(request.strength)} if request.init_image is not None else {}),
-        }
+        m = self.bundle
+        return {**run_metadata(request, index, seconds, m.name, m.model_hash, self.provider_info, width, height),
+                "latent": True}
 
     def cancel(self) -> None:
         """Stop before the next step (thread-safe); the U-Net call in flight finishes."""

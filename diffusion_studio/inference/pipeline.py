@@ -373,33 +373,10 @@ class Pipeline:
 
     def image_metadata(self, request: GenerationRequest, index: int, seconds: float) -> dict[str, Any]:
         """Settings that reproduce image `index` of a resolved request alone (its seed is seed + index)."""
-        b, info = self.bundle, self.provider_info
-        sampler_id, steps, guidance, seed = _resolved_fields(request)
-        sampler = SamplerKind(sampler_id)
-        return {
-            "prompt": request.prompt_of(index),
-            "negative_prompt": request.negative_prompt,
-            "seed": int(seed) + index,
-            "steps": int(steps),
-            "sampler": sampler.value,
-            "guidance": float(guidance),
-            "model": b.name,
-            "model_hash": b.model_hash,
-            "provider": info.active,
-            "onnxruntime": info.onnxruntime_version,
-            "width": b.image_size,
-            "height": b.image_size,
-            "batch_size": int(request.batch),
-            "batch_index": index,
-            "seconds": round(seconds, 3),
-            "clip_x0": bool(request.clip_x0),
-            # sampler options only where they shape the image: η for DDIM, σ_t² for DDPM
-            **({"eta": float(request.eta)} if sampler is SamplerKind.DDIM else {}),
-            **({"ddpm_variance": request.ddpm_variance}
-               if sampler is SamplerKind.DDPM and request.ddpm_variance is not None else {}),
-            **({"strength": float(request.strength)} if request.init_image is not None else {}),
-            **self._class_metadata(request),
-        }
+        b = self.bundle
+        return {**run_metadata(request, index, seconds, b.name, b.model_hash, self.provider_info,
+                               b.image_size, b.image_size),
+                **self._class_metadata(request)}
 
     def _class_metadata(self, request: GenerationRequest) -> dict[str, Any]:
         """A model without text: its conditioning kind, and a class model's class_label (and class_name
@@ -450,3 +427,34 @@ def generate_batch(
         request=req,
         notes=run.notes,
     )
+
+
+def run_metadata(request: GenerationRequest, index: int, seconds: float, model: str, model_hash: str,
+                 info: ProviderInfo, width: int, height: int) -> dict[str, Any]:
+    """The PNG metadata every pipeline records for image `index` of a resolved request: the settings
+    that reproduce it alone (its seed is seed + index), the model, the provider and the run time."""
+    sampler_id, steps, guidance, seed = _resolved_fields(request)
+    sampler = SamplerKind(sampler_id)
+    return {
+        "prompt": request.prompt_of(index),
+        "negative_prompt": request.negative_prompt,
+        "seed": int(seed) + index,
+        "steps": int(steps),
+        "sampler": sampler.value,
+        "guidance": float(guidance),
+        "model": model,
+        "model_hash": model_hash,
+        "provider": info.active,
+        "onnxruntime": info.onnxruntime_version,
+        "width": width,
+        "height": height,
+        "batch_size": int(request.batch),
+        "batch_index": index,
+        "seconds": round(seconds, 3),
+        "clip_x0": bool(request.clip_x0),
+        # sampler options only where they shape the image: η for DDIM, σ_t² for DDPM
+        **({"eta": float(request.eta)} if sampler is SamplerKind.DDIM else {}),
+        **({"ddpm_variance": request.ddpm_variance}
+           if sampler is SamplerKind.DDPM and request.ddpm_variance is not None else {}),
+        **({"strength": float(request.strength)} if request.init_image is not None else {}),
+    }
