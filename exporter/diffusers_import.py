@@ -25,7 +25,7 @@ from diffusion_studio.core.params import DEFAULT_SAMPLER, DEFAULT_STEPS
 from exporter import bundle_writer as bw
 from exporter.diffusers_source import DiffusersSource, load_diffusers_source
 from exporter.export import DEFAULT_OPSET, ExportOptions, _self_check, _versions
-from exporter.parity import PARITY_BOUND, Runtime, record_report, runtimes
+from exporter.parity import PARITY_BOUND, Runtime, record_report, start_report
 from exporter.unet_export import (
     TORCHSCRIPT,
     ExportInfo,
@@ -165,20 +165,9 @@ def validate_import(model: Any, folder: Path, src: DiffusersSource, fp16_file: s
     The report has the training export's layout (exporter.parity), so inspect reads both.
     """
     fp32_path = folder / bw.UNET_FILE
-    usable, unavailable = runtimes(fp32_path)
-    report: dict[str, Any] = {
-        "bound_max_abs": bound,
-        "reference": "diffusers UNet2DModel in PyTorch (float32)",
-        "inputs": {"seed": INPUT_SEED, "timesteps": check_timesteps(src.T), "batch_sizes": list(BATCH_SIZES)},
-        "providers": [r.provider for r in usable],
-        "unavailable_providers": unavailable,
-        "network": [],
-        "sampling": [],
-    }
-    failures: list[str] = []
-    if not usable:
-        failures.append(f"no execution provider here can run {fp32_path.name}: "
-                        + "; ".join(f"{p}: {r}" for p, r in unavailable.items()))
+    report, usable, failures = start_report(
+        fp32_path, bound, {"seed": INPUT_SEED, "timesteps": check_timesteps(src.T), "batch_sizes": list(BATCH_SIZES)},
+        reference="diffusers UNet2DModel in PyTorch (float32)")
     for runtime in usable:
         entry: dict[str, Any] = {"provider": runtime.provider, "file": fp32_path.name, "gated": True,
                                  **_network(model, runtime.open(fp32_path), src)}

@@ -44,7 +44,7 @@ from exporter.diffusers_source import (
     _show,
     map_scheduler,
 )
-from exporter.parity import PARITY_BOUND, record_report, runtimes
+from exporter.parity import PARITY_BOUND, record_report, start_report
 from exporter.unet_export import (
     TORCHSCRIPT,
     GraphSpec,
@@ -520,21 +520,12 @@ def validate_latent(folder: Path, src: LatentSource, models: dict[str, Any], fp1
     The U-Net's entries have the training export's layout (`network`, per t and batch); the text
     encoder and the VAE are in `components`, each with its own bound.
     """
-    usable, unavailable = runtimes(folder / bw.UNET_FILE)
     t_values = sorted({1, max(1, round(src.T / 2)), src.T})
-    report: dict[str, Any] = {
-        "bound_max_abs": PARITY_BOUND,
-        "reference": "diffusers UNet2DConditionModel / AutoencoderKL and transformers CLIPTextModel in PyTorch "
-                     "(float32)",
-        "inputs": {"seed": INPUT_SEED, "timesteps": t_values, "batch_sizes": list(UNET_BATCHES),
-                   "prompts": list(PARITY_PROMPTS)},
-        "providers": [r.provider for r in usable], "unavailable_providers": unavailable,
-        "network": [], "components": [], "sampling": [],
-    }
-    failures: list[str] = []
-    if not usable:
-        failures.append("no execution provider here can run unet.onnx: "
-                        + "; ".join(f"{p}: {r}" for p, r in unavailable.items()))
+    report, usable, failures = start_report(
+        folder / bw.UNET_FILE, PARITY_BOUND,
+        {"seed": INPUT_SEED, "timesteps": t_values, "batch_sizes": list(UNET_BATCHES), "prompts": list(PARITY_PROMPTS)},
+        reference="diffusers UNet2DConditionModel / AutoencoderKL and transformers CLIPTextModel in PyTorch (float32)",
+        components=[])
     base = _feeds(src, max(*UNET_BATCHES, *TEXT_BATCHES, *VAE_BATCHES))
     other = _second_feeds(src)
     components = [(TEXT_ENCODER_FILE, "text_encoder", "input_ids", TEXT_BATCHES, PARITY_BOUND, False),

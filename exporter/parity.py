@@ -236,15 +236,15 @@ def sampling_parity(model: Any, session: ort.InferenceSession, spec: GraphSpec, 
     return runs
 
 
-def validate_export(model: Any, folder: Path, spec: GraphSpec, *, T: int, schedule: str, guidance: float,
-                    conditioning: dict[str, Any], fp16_file: str | None,
-                    bound: float = PARITY_BOUND, variance: str = "fixed_large") -> dict[str, Any]:
-    """The whole report (module docstring); `passed` is False when the fp32 bound or fp16 finiteness fails."""
-    fp32_path = folder / "unet.onnx"
+def start_report(fp32_path: Path, bound: float, inputs: dict[str, Any],
+                 **fields: Any) -> tuple[dict[str, Any], list[Runtime], list[str]]:
+    """A parity report's head (bound, `fields`, inputs, providers, empty `network` and `sampling`),
+    the runtimes that can open `fp32_path`, and the failures so far (none of them can)."""
     usable, unavailable = runtimes(fp32_path)
     report: dict[str, Any] = {
         "bound_max_abs": bound,
-        "inputs": {"seed": INPUT_SEED, "timesteps": check_timesteps(T), "batch_sizes": list(BATCH_SIZES)},
+        **fields,
+        "inputs": inputs,
         "providers": [r.provider for r in usable],
         "unavailable_providers": unavailable,
         "network": [],
@@ -254,6 +254,16 @@ def validate_export(model: Any, folder: Path, spec: GraphSpec, *, T: int, schedu
     if not usable:
         failures.append(f"no execution provider here can run {fp32_path.name}: "
                         + "; ".join(f"{p}: {r}" for p, r in unavailable.items()))
+    return report, usable, failures
+
+
+def validate_export(model: Any, folder: Path, spec: GraphSpec, *, T: int, schedule: str, guidance: float,
+                    conditioning: dict[str, Any], fp16_file: str | None,
+                    bound: float = PARITY_BOUND, variance: str = "fixed_large") -> dict[str, Any]:
+    """The whole report (module docstring); `passed` is False when the fp32 bound or fp16 finiteness fails."""
+    fp32_path = folder / "unet.onnx"
+    report, usable, failures = start_report(
+        fp32_path, bound, {"seed": INPUT_SEED, "timesteps": check_timesteps(T), "batch_sizes": list(BATCH_SIZES)})
     for runtime in usable:
         session = runtime.open(fp32_path)
         entry = {"provider": runtime.provider, "file": fp32_path.name, "gated": True,
