@@ -198,6 +198,9 @@ class ToyPlot(pg.PlotWidget):
         if entries == getattr(self, "_legend_entries", None):
             return
         self._legend_entries = entries
+        # The cleared entries' graphics items stay referenced (PySide would otherwise delete them
+        # while the live scene may still paint them); a rebuild happens only when the layers change.
+        self._retired_legend_items = [*getattr(self, "_retired_legend_items", []), *self.legend.items][-64:]
         self.legend.clear()
         for it, name in entries:
             self.legend.addItem(it, name)

@@ -129,6 +129,7 @@ class SchedulePlot(QWidget):
         self.graph.setMinimumSize(200, 200)
         # The legend above the plot (as many columns as fit), so it never hides a curve.
         self.legend = pg.LegendItem(colCount=4, horSpacing=14, verSpacing=-6)
+        self._retired_legend_items: list[tuple[object, object]] = []  # see _hide_curve
         self.graph.addItem(self.legend, row=0, col=0)
         self.plotItem: pg.PlotItem = self.graph.addPlot(row=1, col=0)
         self.plotItem.setLabel("bottom", "t")
@@ -305,6 +306,9 @@ class SchedulePlot(QWidget):
     def _hide_curve(self, curve: pg.PlotDataItem) -> None:
         curve.setData([], [])
         if self.legend.getLabel(curve) is not None:
+            # Keep the removed entry's graphics items referenced: dropped here, PySide would delete
+            # them while the live scene may still paint them (suspected in a pyqtgraph segfault).
+            self._retired_legend_items.extend(pair for pair in self.legend.items if pair[0].item is curve)
             self.legend.removeItem(curve)
 
     def _set_legend_label(self, item: pg.GraphicsObject, label: str) -> None:
