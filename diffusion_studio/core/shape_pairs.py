@@ -6,6 +6,13 @@ text-to-image models. These examples teach it; `diffusion-studio eval --two-obje
 
 A fixed set of noun pairs (`HELD_OUT_PAIRS`, about one in nine) never appears together in
 training, so the evaluation prompts name combinations the model has not seen side by side.
+
+Layout: a caption that names each object's corner is drawn in those corners (any two);
+one that does not is drawn in reading order — the first-named object in the left column,
+the second in the right, each at a random height. Without that convention nothing in
+the prompt tells a pixel which of the two nouns it belongs to, so a small network has to
+break the symmetry between the corners itself, and mostly mixes the two (a red square
+and a red circle); with it, binding is a function of the prompt and the pixel's column.
 """
 
 from __future__ import annotations
@@ -56,10 +63,14 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def pair_caption(pair: ShapePair, rng: np.random.Generator) -> str:
-    """One English caption naming both objects in order, e.g. 'a red circle next to a blue square'."""
+def pair_caption(pair: ShapePair, rng: np.random.Generator, corners: bool | None = None) -> str:
+    """One English caption naming both objects in order, e.g. 'a red circle next to a blue square'.
+
+    `corners`: name each object's corner (None: with probability P_CORNERS).
+    """
     a, b = pair.first, pair.second
-    corners = rng.random() < P_CORNERS
+    if corners is None:
+        corners = bool(rng.random() < P_CORNERS)
     size = "small " if rng.random() < P_SIZE else ""
     background = rng.random() < P_BACKGROUND
     if rng.random() < P_LIST:  # "red circle top left, blue square bottom right, black background"
@@ -79,13 +90,18 @@ def pair_caption(pair: ShapePair, rng: np.random.Generator) -> str:
     return f"{text} on {_article(bg)} {bg} background"
 
 
-def random_pair(rng: np.random.Generator, *, held_out: bool = False) -> ShapePair:
+def random_pair(rng: np.random.Generator, *, held_out: bool = False, reading_order: bool = False) -> ShapePair:
     """Two small shapes in two different corners of one background, differing in color or shape.
 
     `held_out=False` draws only pairs that training may show; `held_out=True` only the
-    held-out pairs (for evaluation prompts).
+    held-out pairs (for evaluation prompts). `reading_order`: the first shape in the left
+    column and the second in the right (for captions that do not name the corners).
     """
-    corner_a, corner_b = (str(c) for c in rng.choice(CORNERS, size=2, replace=False))
+    if reading_order:
+        corner_a = f"{rng.choice(('top', 'bottom'))} left"
+        corner_b = f"{rng.choice(('top', 'bottom'))} right"
+    else:
+        corner_a, corner_b = (str(c) for c in rng.choice(CORNERS, size=2, replace=False))
     background = str(rng.choice(list(BACKGROUNDS)))
     if held_out:
         a_noun, b_noun = HELD_OUT_PAIRS[int(rng.integers(len(HELD_OUT_PAIRS)))]
@@ -111,7 +127,11 @@ def render_pair(pair: ShapePair, image_size: int = 32) -> np.ndarray:
 
 
 def pair_example(rng: np.random.Generator, image_size: int = 32) -> tuple[np.ndarray, str, ShapePair]:
-    """(uint8 [H, W, 3] image, caption, pair) of a training example (never a held-out pair)."""
-    pair = random_pair(rng)
-    return render_pair(pair, image_size), pair_caption(pair, rng), pair
+    """(uint8 [H, W, 3] image, caption, pair) of a training example (never a held-out pair).
+
+    Captions that do not name the corners get the reading-order layout (module docstring).
+    """
+    corners = bool(rng.random() < P_CORNERS)
+    pair = random_pair(rng, reading_order=not corners)
+    return render_pair(pair, image_size), pair_caption(pair, rng, corners=corners), pair
 

@@ -30,7 +30,10 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
     "gray": (128, 128, 128),
 }
-MAX_JITTER = 12
+MAX_JITTER = 12  # per channel, on the shape's colour
+# Backgrounds vary less: 'a black background' should come out black, not maroon or olive
+# (issue 15 asks for the background within 16 RGB units of the named colour).
+BACKGROUND_JITTER = 4
 # Side of the shape's bounding box as a fraction of the image side.
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.25, 0.35), "large": (0.50, 0.62)}
 MARGIN = 0.04  # minimal gap between the shape and the image border (fraction of the side)
@@ -60,8 +63,8 @@ class ShapeSpec:
                 self.cx * image_size + h, self.cy * image_size + h)
 
 
-def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator) -> tuple[int, int, int]:
-    d = rng.integers(-MAX_JITTER, MAX_JITTER + 1, size=3)
+def _jitter(rgb: tuple[int, int, int], rng: np.random.Generator, amount: int = MAX_JITTER) -> tuple[int, int, int]:
+    d = rng.integers(-amount, amount + 1, size=3)
     return tuple(int(v) for v in np.clip(np.asarray(rgb) + d, 0, 255))  # type: ignore[return-value]
 
 
@@ -97,7 +100,7 @@ def random_spec(rng: np.random.Generator, **fixed: str) -> ShapeSpec:
     extent = float(rng.uniform(*SIZE_RANGES[size]))
     cx, cy = _centre(position, extent, rng)
     return ShapeSpec(color, shape, size, position, background, cx, cy, extent,
-                     _jitter(COLORS[color], rng), _jitter(BACKGROUNDS[background], rng))
+                     _jitter(COLORS[color], rng), _jitter(BACKGROUNDS[background], rng, BACKGROUND_JITTER))
 
 
 def coverage(spec: ShapeSpec, image_size: int) -> np.ndarray:

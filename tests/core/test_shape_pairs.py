@@ -57,3 +57,22 @@ def test_held_out_pairs_never_reach_training_and_are_spread_over_the_nouns():
     drawn = {tuple(sorted(((p.first.color, p.first.shape), (p.second.color, p.second.shape))))
              for p in (random_pair(rng, held_out=True) for _ in range(500))}
     assert drawn == {tuple(sorted(p)) for p in HELD_OUT_PAIRS}
+
+
+def test_captions_without_corners_are_drawn_in_reading_order():
+    """No corner named: the first-named object sits in the left column, the second in the right;
+    corners named: any two corners, so the first object is on the right about half the time."""
+    unnamed, named_first_right = 0, 0
+    named = 0
+    for i in range(400):
+        _image, text, pair = pair_example(np.random.default_rng([5, i]))
+        if pair.first.position not in text:  # corners not named
+            unnamed += 1
+            assert pair.first.position.endswith("left") and pair.second.position.endswith("right"), text
+            assert pair.first.cx < 0.5 < pair.second.cx
+        else:
+            named += 1
+            assert pair.second.position in text
+            named_first_right += pair.first.position.endswith("right")
+    assert unnamed > 150 and named > 100
+    assert 0.3 < named_first_right / named < 0.7

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from diffusion_studio.core.shapes import (
+    BACKGROUND_JITTER,
     BACKGROUNDS,
     COLORS,
     MAX_JITTER,
@@ -82,7 +83,7 @@ def test_geometry_inside_image_sizes_distinct_and_jitter_bounded():
         lo, hi = SIZE_RANGES[spec.size]
         assert lo <= spec.extent <= hi
         assert np.abs(np.subtract(spec.color_rgb, COLORS[spec.color])).max() <= MAX_JITTER
-        assert np.abs(np.subtract(spec.background_rgb, BACKGROUNDS[spec.background])).max() <= MAX_JITTER
+        assert np.abs(np.subtract(spec.background_rgb, BACKGROUNDS[spec.background])).max() <= BACKGROUND_JITTER
     assert SIZE_RANGES["small"][1] < SIZE_RANGES["large"][0]
 
 
