@@ -8,6 +8,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # --- tiny ONNX U-Net bundle (inference / cli tests) -------------------------------------------
 # A real, exported ONNX U-Net stand-in: a 2-conv net that reads all four named inputs
 # (x, t, context, context_mask), built with torch and exported at opset 17 with a dynamic batch.
+import gc  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
@@ -246,6 +247,21 @@ def diffusers_models(tmp_path_factory) -> DiffusersModels:
 
 
 @pytest.fixture(autouse=True)
+def _gc_on_the_gui_thread(request):
+    """Qt tests run like the app: cyclic garbage is collected on the GUI thread only
+    (ui/gui_gc.py), never on a worker thread in the middle of a paint."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
+    from diffusion_studio.ui import gui_gc
+
+    collector = gui_gc.install(request.getfixturevalue("qapp"))
+    collector.start()
+    yield
+    collector.stop()  # the tests without Qt run with gc's usual automatic collection
+
+
+@pytest.fixture(autouse=True)
 def _qt_widgets_gone_before_the_next_test(request):
     """After a Qt test (pytest-qt has closed its widgets by then): hide any top-level window still
     shown and run the pending deleteLater()s, so no widget of this test gets a paint event or is
@@ -265,3 +281,4 @@ def _qt_widgets_gone_before_the_next_test(request):
             widget.hide()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     app.processEvents()
+    gc.collect()  # this test's cycles go now, on the GUI thread, with nothing painting

@@ -181,6 +181,7 @@ def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int
     if problem:  # refuse now rather than abort the interpreter minutes into a session
         sys.stderr.write(f"error: {problem}\n")
         return 2
+    from diffusion_studio.ui import gui_gc
     from diffusion_studio.ui.main_window import MainWindow
 
     app = QApplication.instance()
@@ -194,6 +195,7 @@ def run_app(model_path: str | None = None, argv: list[str] | None = None) -> int
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
     install_excepthook(setup_logging())
+    gui_gc.install(app)  # cycles (and the Qt objects in them) are freed on this thread only
     window = MainWindow(model_path=model_path)
     window.show()
     log.info("main window shown: %s", window.windowTitle())

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
@@ -114,4 +115,86 @@ def test_soak_generations_cancels_and_a_long_run(qtbot, make_window, isolated_st
     assert not worker_module._ORPHANS
     qtbot.waitUntil(lambda: threading.active_count() <= py_threads_before, timeout=5_000)
     if native_before is not None:
+        qtbot.waitUntil(lambda: (_native_threads() or 0) <= native_before, timeout=5_000)
+
+
+TAB_ROUNDS = 40
+
+
+@pytest.mark.slow
+def test_soak_every_tab_resizes_and_workers(qtbot, make_window, isolated_state) -> None:
+    """An hour of a student's use, compressed: every tab, the Forward model views chasing a
+    dragged slider, the 2D lab's training started and stopped and sampled, window sizes from
+    tiny to huge — through the real MainWindow on the shipped model. No crash, no error
+    dialog, no growth, nothing left running."""
+    from PySide6.QtWidgets import QComboBox, QPushButton, QSlider, QSpinBox, QWidget
+
+    window = make_window(None)
+    window.resize(1280, 860)
+    window.show()
+    errors: list[str] = []
+    window.generateWorkspace.errorOccurred.connect(lambda title, text: errors.append(f"{title}: {text}"))
+    tabs = window.tabs
+    fw, lab = window.forwardWorkspace, window.toyLab
+    slider = fw.findChild(QSlider, "timestepSlider")
+    fw.match_model()  # x₀ at the model's 32 × 32, so its views predict instead of showing a note
+    assert fw.modelViews.problem() is None
+    rng = np.random.default_rng(0)
+
+    def one_round(i: int) -> None:
+        tabs.setCurrentWidget(fw)
+        fw.detailTabs.setCurrentWidget(fw.findChild(QWidget, "modelPredictionView" if i % 2 else "posteriorView"))
+        for t in rng.integers(1, 1000, size=25):  # a drag: faster than the probe can answer
+            slider.setValue(int(t))
+            qtbot.wait(2)
+        if i % 5 == 0:
+            qtbot.mouseClick(fw.findChild(QPushButton, "shapesExampleButton"), Qt.MouseButton.LeftButton)
+            qtbot.mouseClick(fw.findChild(QPushButton, "newNoiseButton"), Qt.MouseButton.LeftButton)
+            assert fw.modelViews.problem() is None
+        tabs.setCurrentWidget(lab)
+        combo = lab.findChild(QComboBox, "toyDatasetCombo")
+        combo.setCurrentIndex(i % combo.count())
+        lab.findChild(QSpinBox, "toyTrainStepsSpin").setValue(400)
+        qtbot.mouseClick(lab.findChild(QPushButton, "toyTrainButton"), Qt.MouseButton.LeftButton)
+        qtbot.wait(int(rng.integers(20, 150)))  # stopped at a random point of its run
+        qtbot.mouseClick(lab.findChild(QPushButton, "toyStopButton"), Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: lab.state.busy == "", timeout=30_000)
+        if lab.state.trained_steps and i % 4 == 0:
+            qtbot.mouseClick(lab.findChild(QPushButton, "toySampleButton"), Qt.MouseButton.LeftButton)
+            qtbot.waitUntil(lambda: lab.state.busy == "", timeout=30_000)
+        tabs.setCurrentWidget(window.trainWorkspace)
+        size = [(1280, 860), (320, 240), (2600, 1500)][i % 3]
+        window.resize(*size)
+        qtbot.wait(10)
+        tabs.setCurrentWidget(window.generateWorkspace)
+        qtbot.wait(10)
+
+    for i in range(10):  # warm-up: sessions, plots, arenas (RSS levels off after about ten rounds)
+        one_round(i)
+    qtbot.waitUntil(lambda: not fw.modelViews.busy(), timeout=30_000)
+    gc.collect()
+    rss_before, native_before = _rss_bytes(), _native_threads()
+    clock = time.perf_counter()
+    for i in range(TAB_ROUNDS):
+        one_round(i)
+        if os.environ.get("SOAK_TRACE") and i % 10 == 9:
+            gc.collect()
+            print(f"round {i + 1}: RSS {(_rss_bytes() or 0) / 2**20:.1f} MiB, threads {threading.enumerate()}")
+    elapsed = time.perf_counter() - clock
+    qtbot.waitUntil(lambda: not fw.modelViews.busy() and lab.state.busy == "", timeout=30_000)
+    # the Forward views settle on the slider's last value with this model's own prediction
+    tabs.setCurrentWidget(fw)
+    fw.detailTabs.setCurrentWidget(fw.findChild(QWidget, "modelPredictionView"))
+    slider.setValue(321)
+    qtbot.waitUntil(lambda: (p := fw.modelViews.last_prediction()) is not None and p.t == 321, timeout=30_000)
+    assert 0.0 < fw.modelViews.last_prediction().mse_x0 < 1.0
+    gc.collect()
+    rss_after = _rss_bytes()
+    growth = None if rss_before is None or rss_after is None else rss_after - rss_before
+    print(f"\ntab soak: {TAB_ROUNDS} rounds in {elapsed:.1f} s; RSS growth {growth}")
+    assert not errors
+    if growth is not None:
+        assert growth < MAX_RSS_GROWTH, f"resident memory grew by {growth / 2**20:.1f} MiB"
+    assert lab.shutdown()
+    if native_before is not None:  # (Python lists a QThread that ran Python code as a dummy thread for good)
         qtbot.waitUntil(lambda: (_native_threads() or 0) <= native_before, timeout=5_000)
