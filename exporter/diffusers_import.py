@@ -32,7 +32,7 @@ from exporter.unet_export import (
     GraphSpec,
     export_unet,
     fp16_variant,
-    save_model,
+    save_unet_files,
     stamp_metadata,
 )
 
@@ -260,11 +260,7 @@ def import_bundle(opts: ImportOptions, log: Callable[[str], None] = lambda _msg:
 
     report: dict[str, Any] | None = None
     with bw.staged_bundle(out, opts.force) as tmp:
-        save_model(proto, tmp / bw.UNET_FILE)
-        names = [bw.UNET_FILE]
-        if half is not None:
-            save_model(half, tmp / bw.UNET_FP16_FILE)
-            names.append(bw.UNET_FP16_FILE)
+        names = save_unet_files(tmp, proto, half)
         if opts.validate:
             log("checking parity between the diffusers UNet (PyTorch) and ONNX Runtime")
             report = validate_import(model, tmp, src, bw.UNET_FP16_FILE if half is not None else None)

@@ -36,7 +36,7 @@ from exporter.unet_export import (
     export_unet,
     fp16_variant,
     max_opset,
-    save_model,
+    save_unet_files,
     stamp_metadata,
 )
 from exporter.vocabulary import run_vocabulary
@@ -241,11 +241,7 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = lambda _msg:
 
     report: dict[str, Any] | None = None
     with bw.staged_bundle(out, opts.force) as tmp:
-        save_model(proto, tmp / bw.UNET_FILE)
-        names = [bw.UNET_FILE]
-        if half is not None:
-            save_model(half, tmp / bw.UNET_FP16_FILE)
-            names.append(bw.UNET_FP16_FILE)
+        names = save_unet_files(tmp, proto, half)
         if opts.include_text_encoder:
             names += _include_text_encoder(tmp, conditioning)
         if opts.validate:

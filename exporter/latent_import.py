@@ -51,6 +51,7 @@ from exporter.unet_export import (
     _quiet,
     check_graph,
     export_unet,
+    save_fp16,
     save_model,
     stamp_metadata,
 )
@@ -749,10 +750,7 @@ def import_latent_bundle(opts: Any, log: Callable[[str], None] = lambda _msg: No
         for name, proto in protos.items():
             save_model(proto, tmp / name)
         save_tokenizer(src.tokenizer, tmp / TOKENIZER_FILE)
-        names += [*protos, TOKENIZER_FILE]
-        if half is not None:
-            save_model(half, tmp / bw.UNET_FP16_FILE)
-            names.append(bw.UNET_FP16_FILE)
+        names += [*protos, TOKENIZER_FILE, *save_fp16(tmp, half)]
         if opts.validate:
             log("checking parity between PyTorch and ONNX Runtime (text encoder, U-Net, VAE decoder and encoder)")
             report = validate_latent(tmp, src, models, bw.UNET_FP16_FILE if half is not None else None)

@@ -283,6 +283,24 @@ def save_model(proto: onnx.ModelProto, path: Path) -> None:
     atomic_write_bytes(Path(path), proto.SerializeToString())
 
 
+def save_fp16(folder: Path, half: onnx.ModelProto | None) -> list[str]:
+    """unet.fp16.onnx into a staged bundle when there is an fp16 variant; the names written."""
+    from exporter.bundle_writer import UNET_FP16_FILE
+
+    if half is None:
+        return []
+    save_model(half, folder / UNET_FP16_FILE)
+    return [UNET_FP16_FILE]
+
+
+def save_unet_files(folder: Path, proto: onnx.ModelProto, half: onnx.ModelProto | None) -> list[str]:
+    """unet.onnx (and unet.fp16.onnx when `half`) into a staged bundle; the names written."""
+    from exporter.bundle_writer import UNET_FILE
+
+    save_model(proto, folder / UNET_FILE)
+    return [UNET_FILE, *save_fp16(folder, half)]
+
+
 def parameter_count(proto: onnx.ModelProto) -> int:
     """Elements stored in the graph's initializers (weights and constant buffers)."""
     total = 0
