@@ -14,7 +14,9 @@ batch, split evenly over the processes, so N processes train the same model as o
 
 `--schedule linear|cosine` picks the noise schedule; `--learn-sigma` also learns the reverse
 variance (Improved DDPM: a 2C-channel U-Net trained on L_hybrid, see training/vlb.py). Both
-shape the model, so a resumed run keeps its own (config.json).
+shape the model, so a resumed run keeps its own (config.json). A curriculum may change `--lr`
+and `--two-shape-share` on `--resume` (from the resumed step on, named in a note and the
+events); any other change that would alter the training is refused.
 """
 
 from __future__ import annotations

@@ -25,7 +25,11 @@ DEVICES = ("auto", "cpu", "cuda")
 METADATA_KEYS = {"text_encoder", "parameters", "flops_per_forward"}
 # Fields that may change when a run is resumed; any other change is refused.
 RESUMABLE_FIELDS = {"steps", "checkpoint_every", "keep_last", "sample_every", "sample_prompts",
-                    "sample_steps", "sample_guidance", "device", "bf16", "num_threads", "log_every"}
+                    "sample_steps", "sample_guidance", "device", "bf16", "num_threads", "log_every",
+                    *("lr", "two_shape_share")}
+# Of those, the ones that change what is trained (a curriculum: a new learning rate or data mix from
+# the resumed step on); the change is named in the run's notes and its events.
+CURRICULUM_FIELDS = ("lr", "two_shape_share")
 LR_SCHEDULES = ("constant", "cosine")
 MAX_SAMPLE_PROMPTS = 64
 

@@ -26,7 +26,7 @@ from diffusion_studio.training.checkpoints import (
     remove_stale_temp_files,
     stale_temp_files,
 )
-from diffusion_studio.training.config import RESUMABLE_FIELDS, TrainConfig
+from diffusion_studio.training.config import CURRICULUM_FIELDS, RESUMABLE_FIELDS, TrainConfig
 from diffusion_studio.training.unet import UNetConfig
 
 CONFIG_FILE = "config.json"
@@ -110,15 +110,20 @@ def plan_run(run_dir: Path, config: TrainConfig, resume: bool) -> RunStart:
                                    "so training starts again from step 0 in the same folder.")
     checkpoint = load_checkpoint(run_dir)
     defaults = TrainConfig().to_dict()  # fields added after the run started keep their defaults
+    changed = []
     for key, value in config.to_dict().items():
+        saved = checkpoint.config.get(key, defaults.get(key))
+        if key in CURRICULUM_FIELDS and saved != value:
+            changed.append(f"{key} {saved!r} -> {value!r}")
         if key in RESUMABLE_FIELDS:
             continue
-        saved = checkpoint.config.get(key, defaults.get(key))
         if saved != value:
             raise UsageError(f"Cannot resume: '{key}' is {value!r} but the checkpoint was trained "
                              f"with {saved!r}.")
     if checkpoint.step >= config.steps:
         raise UsageError(f"The run is already at step {checkpoint.step}; pass --steps above it to train on.")
+    if changed:
+        return RunStart(checkpoint, note=f"changed from step {checkpoint.step} on: {', '.join(changed)}.")
     return RunStart(checkpoint)
 
 

@@ -98,13 +98,34 @@ def test_run_folder_rules_and_config_mismatch(tmp_path, text_encoder):
         Trainer(tiny_config(steps=10), run, text_encoder=text_encoder)
     with pytest.raises(UsageError, match="already at step 10"):
         Trainer(tiny_config(steps=10), run, resume=True, text_encoder=text_encoder)
-    with pytest.raises(UsageError, match="'lr'"):
-        Trainer(tiny_config(steps=20, lr=0.1), run, resume=True, text_encoder=text_encoder)
+    with pytest.raises(UsageError, match="'weight_decay'"):
+        Trainer(tiny_config(steps=20, weight_decay=0.5), run, resume=True, text_encoder=text_encoder)
     with pytest.raises(UsageError, match="no run folder"):
         Trainer(tiny_config(steps=20), tmp_path / "missing", resume=True, text_encoder=text_encoder)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="holds no checkpoint"):
         Trainer(tiny_config(steps=20), tmp_path / "empty", resume=True, text_encoder=text_encoder)
+
+
+def test_resume_with_a_new_learning_rate_and_data_mix(tmp_path, text_encoder):
+    """A curriculum: lr and the two-shape share may change on --resume; the change is noted,
+    the new lr is the one used, and the run's config and checkpoints record the new values."""
+    run = tmp_path / "run"
+    Trainer(tiny_config(steps=10, lr=1e-3, warmup_steps=0), run, text_encoder=text_encoder).run()
+    cfg = tiny_config(steps=14, lr=3e-4, warmup_steps=0, two_shape_share=0.5)
+    resumed = Trainer(cfg, run, resume=True, text_encoder=text_encoder)
+    assert resumed.step == 10
+    assert resumed.notes == ["changed from step 10 on: two_shape_share 0.0 -> 0.5, lr 0.001 -> 0.0003."]
+    resumed.run()
+    assert {g["lr"] for g in resumed.optimizer.param_groups} == {3e-4}
+    assert json.loads((run / "config.json").read_text())["two_shape_share"] == 0.5
+    ck = load_checkpoint(run)
+    assert ck.step == 14 and ck.config["lr"] == 3e-4 and ck.config["two_shape_share"] == 0.5
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert any("lr 0.001 -> 0.0003" in e.get("note", "") for e in events)
+    again = Trainer(tiny_config(steps=16, lr=3e-4, warmup_steps=0, two_shape_share=0.5), run, resume=True,
+                    text_encoder=text_encoder)
+    assert again.notes == []  # nothing changed this time
 
 
 def test_bad_checkpoints_raise_usage_error(tmp_path, text_encoder):
