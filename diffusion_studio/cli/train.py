@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learn-sigma", action="store_true", default=None,
                    help="also learn the reverse variance Σ_θ (Improved DDPM): the U-Net outputs 2C channels and "
                    "trains on L_hybrid = L_simple + 0.001·L_vlb; a new run only (it changes the U-Net)")
+    p.add_argument("--token-positions", action="store_true", default=None,
+                   help="add a learned embedding of each prompt token's position to the cross-attention keys "
+                   "(zero at first; with --init-from it starts from a U-Net without them); a new run only")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -82,7 +85,7 @@ _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset")
               ("two_shape_share", "--two-shape-share"), ("p_uncond", "--p-uncond"),
               ("ema_decay", "--ema-decay"), ("init_from", "--init-from"), ("schedule", "--schedule"))
 _FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"),
-                       ("learn_sigma", "--learn-sigma"))
+                       ("learn_sigma", "--learn-sigma"), ("token_positions", "--token-positions"))
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -107,6 +110,11 @@ def build_config(args: argparse.Namespace) -> Any:
             raise UsageError(f"Cannot resume with --learn-sigma: the run in {args.out} was trained without a "
                              "variance head (the U-Net's output differs); start a new run.")
         config = replace(config, unet=replace(config.unet, learn_sigma=True))
+    if getattr(args, "token_positions", None) and not config.unet.token_positions:
+        if args.resume and saved.is_file():
+            raise UsageError(f"Cannot resume with --token-positions: the run in {args.out} was trained without "
+                             "them; start a new run (--init-from can start it from this one).")
+        config = replace(config, unet=replace(config.unet, token_positions=config.max_tokens))
     config.validate()
     return config
 

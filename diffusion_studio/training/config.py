@@ -134,6 +134,9 @@ class TrainConfig:
             raise UsageError(f"Unknown lr_schedule '{self.lr_schedule}'; use 'constant' or 'cosine'.")
         if self.device not in DEVICES:
             raise UsageError(f"Unknown device '{self.device}'; use auto, cpu or cuda.")
+        if 0 < self.unet.token_positions < self.max_tokens:
+            raise UsageError(f"unet.token_positions ({self.unet.token_positions}) must cover the "
+                             f"{self.max_tokens} prompt tokens (max_tokens).")
         if self.sample_steps > self.T:
             raise UsageError(f"sample_steps ({self.sample_steps}) must be at most T ({self.T}).")
         if self.unet.image_size != self.image_size:

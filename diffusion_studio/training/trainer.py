@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -145,9 +145,11 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         elif init is not None:  # rank 0 only; DDP broadcasts rank 0's weights to the others
-            self.model.load_state_dict(init.ema)
-            self.ema.load_state_dict(init.ema)
-            self.notes.append(f"started from the EMA weights of {init.path} (step {init.step}).")
+            weights = {**self.model.state_dict(), **init.ema}  # new token-position keys keep their zeros
+            self.model.load_state_dict(weights)
+            self.ema.load_state_dict(weights)
+            self.notes.append(f"started from the EMA weights of {init.path} (step {init.step})"
+                              + (", with new zero token-position keys." if len(weights) > len(init.ema) else "."))
         self.net: nn.Module = self.model  # what the forward pass runs: the DDP wrapper under DDP
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -375,7 +377,11 @@ def load_init_weights(config: TrainConfig) -> Checkpoint | None:
     if not config.init_from:
         return None
     ck = load_checkpoint(Path(config.init_from).expanduser())
-    if ck.unet_config != config.unet:
+    # Adding token-position keys to a U-Net without them is allowed: they start at zero, so the
+    # new U-Net computes exactly what the old one did.
+    adds_token_positions = (ck.unet_config.token_positions == 0
+                            and replace(config.unet, token_positions=0) == ck.unet_config)
+    if ck.unet_config != config.unet and not adds_token_positions:
         raise UsageError(f"--init-from {config.init_from}: its U-Net differs from the configured one "
                          "(the architecture must match to start from its weights).")
     return ck

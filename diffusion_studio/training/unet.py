@@ -40,6 +40,10 @@ class UNetConfig:
     coord_channels: bool = True
     # Improved DDPM §3.1: also output v for the learned-range variance (2C output channels).
     learn_sigma: bool = False
+    # A learned embedding per prompt-token position added to the cross-attention keys (0: none),
+    # zero-initialised, so attention can also select a token by where it stands in the prompt
+    # ("the colour of the first noun") and not only by what the text encoder made of it.
+    token_positions: int = 0
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
@@ -71,6 +75,8 @@ class UNetConfig:
             raise UsageError(f"unet.coord_channels must be true or false, got {self.coord_channels!r}.")
         if not isinstance(self.learn_sigma, bool):
             raise UsageError(f"unet.learn_sigma must be true or false, got {self.learn_sigma!r}.")
+        if not _is_int(self.token_positions) or not 0 <= self.token_positions <= 4096:
+            raise UsageError(f"unet.token_positions must be an integer in [0, 4096], got {self.token_positions!r}.")
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):
             raise UsageError("channel_mults must be a non-empty list of positive integers.")
         if self.image_size < 8 or self.image_size % self.downsampling:
@@ -100,8 +106,9 @@ class UNetConfig:
         d = asdict(self)
         for k in ("channel_mults", "attention_resolutions", "cross_attention_resolutions"):
             d[k] = list(d[k])
-        if not self.learn_sigma:  # written only when on: configs from before it existed stay equal on resume
-            del d["learn_sigma"]
+        for key in ("learn_sigma", "token_positions"):  # written only when on: older configs stay equal on resume
+            if not d[key]:
+                del d[key]
         return d
 
     @classmethod
@@ -175,7 +182,7 @@ class Attention(nn.Module):
     """
 
     def __init__(self, channels: int, resolution: int, heads: int, groups: int,
-                 context_dim: int | None = None) -> None:
+                 context_dim: int | None = None, token_positions: int = 0) -> None:
         super().__init__()
         self.heads = heads
         self.cross = context_dim is not None
@@ -186,6 +193,9 @@ class Attention(nn.Module):
         self.v = nn.Linear(kv_in, channels)
         self.out = _zero(nn.Linear(channels, channels))
         self.pos = nn.Parameter(torch.randn(resolution * resolution, channels) * 0.02)
+        # keys of prompt tokens also say where the token stands (zero at first: the layer is unchanged)
+        self.token_pos = (nn.Parameter(torch.zeros(token_positions, channels))
+                          if self.cross and token_positions else None)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -194,6 +204,8 @@ class Attention(nn.Module):
         q = self.q(h) + self.pos
         if self.cross:
             k, v = self.k(context), self.v(context)  # [N, L, C]
+            if self.token_pos is not None:
+                k = k + self.token_pos[: context.shape[1]]
         else:
             k, v = self.k(h) + self.pos, self.v(h)
         d = c // self.heads
@@ -216,7 +228,7 @@ class Level(nn.Module):
         self.res = ResBlock(cin, cout, emb_dim, cfg.groups, cfg.dropout)
         self.self_attn = (Attention(cout, res, cfg.num_heads, cfg.groups)
                           if res in cfg.attention_resolutions else None)
-        self.cross_attn = (Attention(cout, res, cfg.num_heads, cfg.groups, cfg.context_dim)
+        self.cross_attn = (Attention(cout, res, cfg.num_heads, cfg.groups, cfg.context_dim, cfg.token_positions)
                            if res in cfg.cross_attention_resolutions else None)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
