@@ -203,6 +203,7 @@ class Attention(nn.Module):
         h = self.norm(x).flatten(2).transpose(1, 2)  # [N, HW, C]
         q = self.q(h) + self.pos
         if self.cross:
+            assert context is not None, "cross-attention needs the prompt tokens"
             k, v = self.k(context), self.v(context)  # [N, L, C]
             if self.token_pos is not None:
                 k = k + self.token_pos[: context.shape[1]]
