@@ -103,11 +103,12 @@ def test_the_shipped_bundle_declares_the_shapes_vocabulary_and_no_absolute_path(
 
     folder = default_model_dir()
     spec = read_model_json(folder)
-    assert spec.vocabulary == tuple(SHAPES_WORDS)  # trained on Shapes without two-object examples
-    assert spec.provenance.run == "../../../runs/shapes-default"
-    assert spec.provenance.extra["checkpoint"] == "../../../runs/shapes-default/checkpoints/step-00005680.safetensors"
+    pair_words = ("and", "next", "to", "beside")
+    assert spec.vocabulary == (*SHAPES_WORDS, *pair_words)  # v2 was trained with two-object examples
+    assert spec.provenance.run == "../../../runs/shapes-v2"
+    assert spec.provenance.extra["checkpoint"] == "../../../runs/shapes-v2/checkpoints/step-00006299.safetensors"
     for name in ("model.json", "unet.onnx", "unet.fp16.onnx", "validation.json"):
         assert b"/work/" not in (folder / name).read_bytes(), name
     loaded = load_bundle(folder, device="cpu")
-    assert loaded.vocabulary == tuple(SHAPES_WORDS)
-    assert loaded.model_hash == "e00e84736a"
+    assert loaded.vocabulary == (*SHAPES_WORDS, *pair_words)
+    assert loaded.model_hash == "1b455d2527"

@@ -91,11 +91,11 @@ def test_strength_keeps_the_init_image_and_strength_1_is_text_to_image(qtbot, wo
     image, meta, progress = run(qtbot, ws)
     assert [p.count for p in progress][-1] == round(0.3 * STEPS) == progress[-1].done  # 6 steps, from t = 300
     near, far = np.abs(image - RED).mean(), np.abs(text_to_image - RED).mean()
-    assert near < 70 < 150 < far  # SDEdit at 0.3 keeps the red start; from noise it draws a blue circle
+    assert near < 70 < 120 < far  # SDEdit at 0.3 keeps the red start; from noise it draws a blue circle
     r, g, b = image.reshape(-1, 3).mean(0)
     assert r > max(g, b) + 100  # still a red image
     r, g, b = text_to_image.reshape(-1, 3).mean(0)
-    assert b > r + 50  # the prompt's blue
+    assert b > r + 30  # the prompt's blue (the red start has r − b = 255)
     assert meta["strength"] == 0.3 and meta["init_image"] == str(red_png)
     assert meta["init_image_sha256"] == hashlib.sha256(red_png.read_bytes()).hexdigest()
 
