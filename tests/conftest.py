@@ -256,6 +256,7 @@ def _gc_on_the_gui_thread(request):
     from diffusion_studio.ui import gui_gc
 
     collector = gui_gc.install(request.getfixturevalue("qapp"))
+    collector.start()
     yield
     collector.stop()  # the tests without Qt run with gc's usual automatic collection
 

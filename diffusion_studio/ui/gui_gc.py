@@ -60,9 +60,10 @@ class GuiThreadCollector(QObject):
 
 
 def install(app: QCoreApplication) -> GuiThreadCollector:
-    """One collector per application, parented to `app` and running (a second call returns the first)."""
-    collector = app.findChild(GuiThreadCollector)
-    if not isinstance(collector, GuiThreadCollector):
-        collector = GuiThreadCollector(app)
+    """One collector per application (a second call returns the first), parented to `app`."""
+    existing = app.findChild(GuiThreadCollector)
+    if isinstance(existing, GuiThreadCollector):
+        return existing
+    collector = GuiThreadCollector(app)
     collector.start()
     return collector
