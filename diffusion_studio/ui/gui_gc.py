@@ -10,7 +10,14 @@ GUI thread, possibly while it paints the scene they belong to: a segfault in
 
 `GuiThreadCollector` switches automatic collection off and collects from a QTimer on the
 GUI thread instead, generation by generation, when `gc.get_count()` passes the thresholds
-automatic collection would have used — the same work, at a safe moment.
+automatic collection would have used — the same work, at a safe moment. Like CPython's own
+collector it takes the oldest generation only once the objects promoted into it since the last
+full collection reach a quarter of those that survived it: a full collection scans every
+tracked object (tens of milliseconds on this heap), so running it each time generation 2's
+count passes its threshold would stall the GUI every few seconds.
+
+`install` also freezes (`gc.freeze()`) what is alive when the app starts — modules, classes,
+functions, never garbage — so full collections scan only the objects made since.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import gc
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
 INTERVAL_MS = 200  # a cycle lives at most this long past the moment gc would have taken it
+FULL_COLLECTION_GROWTH = 0.25  # CPython's rule: a full collection once long-lived objects grow by 25 %
 
 
 class GuiThreadCollector(QObject):
@@ -31,6 +39,9 @@ class GuiThreadCollector(QObject):
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.collect_due)
         self._was_enabled = gc.isenabled()
+        self._full_collections = -1  # gc.get_stats()[2]["collections"] when last seen
+        self._long_lived_total = 0  # objects in generation 2 after the last full collection
+        self._long_lived_pending = 0  # objects promoted into generation 2 since then
 
     def start(self) -> None:
         app = QCoreApplication.instance()
@@ -49,21 +60,44 @@ class GuiThreadCollector(QObject):
         return self._timer.isActive()
 
     def collect_due(self) -> int | None:
-        """Collect the oldest generation whose count has passed its threshold; None when none has."""
+        """Collect the oldest generation that is due, as CPython's automatic collection would
+        choose it; returns that generation, or None when none is due."""
+        self._notice_full_collections()
         counts, thresholds = gc.get_count(), gc.get_threshold()
-        due = [g for g in range(3) if thresholds[g] and counts[g] > thresholds[g]]
-        if not due:
-            return None
-        generation = max(due)
-        gc.collect(generation)
-        return generation
+        for generation in (2, 1, 0):
+            if not thresholds[generation] or counts[generation] <= thresholds[generation]:
+                continue
+            if generation == 2 and self._long_lived_pending <= FULL_COLLECTION_GROWTH * self._long_lived_total:
+                continue  # not worth a scan of every long-lived object yet
+            self._collect(generation)
+            return generation
+        return None
+
+    def _collect(self, generation: int) -> None:
+        if generation == 1:  # its survivors are promoted into generation 2
+            young = len(gc.get_objects(0)) + len(gc.get_objects(1))
+            self._long_lived_pending += max(0, young - gc.collect(1))
+        else:
+            gc.collect(generation)
+        self._notice_full_collections()
+
+    def _notice_full_collections(self) -> None:
+        """Restart the long-lived accounting after any full collection (ours or a gc.collect())."""
+        full = gc.get_stats()[2]["collections"]
+        if full != self._full_collections:
+            self._full_collections = full
+            self._long_lived_total = len(gc.get_objects(2))
+            self._long_lived_pending = 0
 
 
 def install(app: QCoreApplication) -> GuiThreadCollector:
-    """One collector per application (a second call returns the first), parented to `app`."""
+    """One collector per application (a second call returns the first), parented to `app`;
+    the first call also freezes the objects alive now (they are left out of every collection)."""
     existing = app.findChild(GuiThreadCollector)
     if isinstance(existing, GuiThreadCollector):
         return existing
+    gc.collect()  # no garbage goes into the permanent generation
+    gc.freeze()
     collector = GuiThreadCollector(app)
     collector.start()
     return collector

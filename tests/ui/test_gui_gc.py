@@ -84,6 +84,40 @@ def test_collect_due_takes_the_oldest_generation_past_its_threshold(qapp):
         collector.deleteLater()
 
 
+def test_a_full_collection_waits_until_long_lived_objects_grow_by_a_quarter(qapp):
+    """CPython's rule, kept: a full collection scans every tracked object, so it runs only once the
+    objects promoted into generation 2 since the last one reach 25 % of those that survived it."""
+    collector = gui_gc.GuiThreadCollector(qapp)
+    gc.disable()
+    try:
+        survivors = [[i] for i in range(50_000)]  # whatever the heap holds, generation 2 is large
+        gc.collect()
+        total = len(gc.get_objects(2))
+        for _ in range(gc.get_threshold()[2] + 1):
+            gc.collect(1)  # generation 2's count passes its threshold, with nothing promoted
+        assert gc.get_count()[2] > gc.get_threshold()[2]
+        assert collector.collect_due() != 2
+        keep: list[list[int]] = []
+        chunk = max(2 * gc.get_threshold()[0], total // 100)
+        while len(keep) < total:
+            keep += [[i] for i in range(chunk)]  # long-lived: promoted by the collector's gen-1 runs
+            if collector.collect_due() == 2:
+                break
+        assert gui_gc.FULL_COLLECTION_GROWTH * total - 2 * chunk <= len(keep) < 0.5 * total + 2 * chunk
+        assert gc.get_count()[1:] == (0, 0)  # the full collection ran
+        del keep, survivors
+    finally:
+        gc.enable()
+        collector.deleteLater()
+
+
+def test_install_freezes_the_start_up_objects(qapp):
+    """Modules and classes alive when the app started are never scanned again."""
+    gui_gc.install(qapp)
+    assert gc.get_freeze_count() > 1000
+    assert not any(obj is gui_gc.GuiThreadCollector for obj in gc.get_objects())
+
+
 def test_start_off_the_gui_thread_is_refused(qapp):
     collector = gui_gc.GuiThreadCollector()
     errors: list[str] = []
