@@ -73,6 +73,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-positions", action="store_true", default=None,
                    help="add a learned embedding of each prompt token's position to the cross-attention keys "
                    "(zero at first; with --init-from it starts from a U-Net without them); a new run only")
+    p.add_argument("--no-pooled-text", dest="pooled_text", action="store_false", default=None,
+                   help="give the prompt to the U-Net through cross-attention only, not also as the mean of its "
+                   "tokens in every block's FiLM (a bag of words that cannot bind a colour to its object); "
+                   "with --init-from it starts from a U-Net with it; a new run only")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -86,6 +90,7 @@ _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset")
               ("ema_decay", "--ema-decay"), ("init_from", "--init-from"), ("schedule", "--schedule"))
 _FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"),
                        ("learn_sigma", "--learn-sigma"), ("token_positions", "--token-positions"))
+_FORWARDED_OFF_SWITCHES = (("pooled_text", "--no-pooled-text"),)
 
 
 def build_config(args: argparse.Namespace) -> Any:
@@ -115,6 +120,11 @@ def build_config(args: argparse.Namespace) -> Any:
             raise UsageError(f"Cannot resume with --token-positions: the run in {args.out} was trained without "
                              "them; start a new run (--init-from can start it from this one).")
         config = replace(config, unet=replace(config.unet, token_positions=config.max_tokens))
+    if getattr(args, "pooled_text", None) is False and config.unet.pooled_text:
+        if args.resume and saved.is_file():
+            raise UsageError(f"Cannot resume with --no-pooled-text: the run in {args.out} was trained with the "
+                             "pooled prompt; start a new run (--init-from can start it from this one).")
+        config = replace(config, unet=replace(config.unet, pooled_text=False))
     config.validate()
     return config
 
@@ -143,6 +153,7 @@ def forwarded_args(args: argparse.Namespace) -> list[str]:
         if value is not None:
             out += [flag, str(value)]
     out += [flag for name, flag in _FORWARDED_SWITCHES if getattr(args, name, None)]
+    out += [flag for name, flag in _FORWARDED_OFF_SWITCHES if getattr(args, name, None) is False]
     return out
 
 

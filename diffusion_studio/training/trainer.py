@@ -145,11 +145,14 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         elif init is not None:  # rank 0 only; DDP broadcasts rank 0's weights to the others
-            weights = {**self.model.state_dict(), **init.ema}  # new token-position keys keep their zeros
+            own = self.model.state_dict()  # new token-position keys keep their zeros
+            weights = {**own, **{k: v for k, v in init.ema.items() if k in own}}
             self.model.load_state_dict(weights)
             self.ema.load_state_dict(weights)
+            changes = (["new zero token-position keys"] if any(k not in init.ema for k in own) else []) + (
+                ["its pooled-prompt FiLM weights left out"] if any(k not in own for k in init.ema) else [])
             self.notes.append(f"started from the EMA weights of {init.path} (step {init.step})"
-                              + (", with new zero token-position keys." if len(weights) > len(init.ema) else "."))
+                              + (f", with {' and '.join(changes)}." if changes else "."))
         self.net: nn.Module = self.model  # what the forward pass runs: the DDP wrapper under DDP
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -377,11 +380,13 @@ def load_init_weights(config: TrainConfig) -> Checkpoint | None:
     if not config.init_from:
         return None
     ck = load_checkpoint(Path(config.init_from).expanduser())
-    # Adding token-position keys to a U-Net without them is allowed: they start at zero, so the
-    # new U-Net computes exactly what the old one did.
-    adds_token_positions = (ck.unet_config.token_positions == 0
-                            and replace(config.unet, token_positions=0) == ck.unet_config)
-    if ck.unet_config != config.unet and not adds_token_positions:
+    # Two changes are allowed: adding token-position keys (they start at zero, so the new U-Net
+    # computes what the old one did) and dropping the pooled prompt from FiLM (its weights are left out).
+    source = ck.unet_config
+    target = replace(config.unet,
+                     token_positions=0 if source.token_positions == 0 else config.unet.token_positions,
+                     pooled_text=True if source.pooled_text else config.unet.pooled_text)
+    if target != source:
         raise UsageError(f"--init-from {config.init_from}: its U-Net differs from the configured one "
                          "(the architecture must match to start from its weights).")
     return ck

@@ -44,6 +44,10 @@ class UNetConfig:
     # zero-initialised, so attention can also select a token by where it stands in the prompt
     # ("the colour of the first noun") and not only by what the text encoder made of it.
     token_positions: int = 0
+    # FiLM also gets the mean of the prompt's token embeddings — a bag of words, the same at every
+    # pixel. False: the prompt reaches the U-Net through cross-attention only, where a pixel can take
+    # its colour from the words of its own object ("a red circle and a blue square").
+    pooled_text: bool = True
 
     def __post_init__(self) -> None:
         self.channel_mults = tuple(int(m) for m in self.channel_mults)
@@ -75,6 +79,11 @@ class UNetConfig:
             raise UsageError(f"unet.coord_channels must be true or false, got {self.coord_channels!r}.")
         if not isinstance(self.learn_sigma, bool):
             raise UsageError(f"unet.learn_sigma must be true or false, got {self.learn_sigma!r}.")
+        if not isinstance(self.pooled_text, bool):
+            raise UsageError(f"unet.pooled_text must be true or false, got {self.pooled_text!r}.")
+        if not self.pooled_text and not self.cross_attention_resolutions:
+            raise UsageError("A U-Net without pooled_text needs cross-attention (cross_attention_resolutions) "
+                             "to see the prompt at all.")
         if not _is_int(self.token_positions) or not 0 <= self.token_positions <= 4096:
             raise UsageError(f"unet.token_positions must be an integer in [0, 4096], got {self.token_positions!r}.")
         if not self.channel_mults or any(m < 1 for m in self.channel_mults):
@@ -109,6 +118,8 @@ class UNetConfig:
         for key in ("learn_sigma", "token_positions"):  # written only when on: older configs stay equal on resume
             if not d[key]:
                 del d[key]
+        if d["pooled_text"]:  # written only when off, likewise
+            del d["pooled_text"]
         return d
 
     @classmethod
@@ -254,8 +265,8 @@ class UNet(nn.Module):
         ch0 = cfg.base_channels
         emb_dim = 4 * ch0
         self.time_mlp = nn.Sequential(nn.Linear(ch0, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.text_mlp = nn.Sequential(nn.Linear(cfg.context_dim, emb_dim), nn.SiLU(),
-                                      nn.Linear(emb_dim, emb_dim))
+        self.text_mlp = (nn.Sequential(nn.Linear(cfg.context_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+                         if cfg.pooled_text else None)
         n = cfg.image_size
         lin = torch.linspace(-1.0, 1.0, n)
         coords = torch.stack(torch.meshgrid(lin, lin, indexing="xy"))[None]  # [1, 2, H, W]: x, y
@@ -296,8 +307,10 @@ class UNet(nn.Module):
                 context_mask: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         mask = context_mask.to(context.dtype)
-        pooled = (context * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels)) + self.text_mlp(pooled)
+        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels))
+        if self.text_mlp is not None:
+            pooled = (context * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+            emb = emb + self.text_mlp(pooled)
         bias = ((1.0 - mask) * _MASK_BIAS)[:, None, None, :]  # [N, 1, 1, L]
 
         if cfg.coord_channels:
