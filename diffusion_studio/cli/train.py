@@ -77,6 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="give the prompt to the U-Net through cross-attention only, not also as the mean of its "
                    "tokens in every block's FiLM (a bag of words that cannot bind a colour to its object); "
                    "with --init-from it starts from a U-Net with it; a new run only")
+    p.add_argument("--cross-attention", metavar="SIZES",
+                   help="feature sizes whose blocks attend to the prompt tokens, comma-separated, e.g. 32,16,8 "
+                   "(default: the preset's, 16,8); with --init-from it may add sizes to the starting U-Net's "
+                   "(the new layers start with a zero output); a new run only")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="data-parallel processes on this machine (DDP through torch.distributed.run)")
 
@@ -87,7 +91,8 @@ _FORWARDED = (("dataset", "--dataset"), ("out", "--out"), ("preset", "--preset")
               ("seed", "--seed"), ("device", "--device"), ("threads", "--threads"),
               ("sample_every", "--sample-every"), ("checkpoint_every", "--checkpoint-every"),
               ("two_shape_share", "--two-shape-share"), ("p_uncond", "--p-uncond"),
-              ("ema_decay", "--ema-decay"), ("init_from", "--init-from"), ("schedule", "--schedule"))
+              ("ema_decay", "--ema-decay"), ("init_from", "--init-from"), ("schedule", "--schedule"),
+              ("cross_attention", "--cross-attention"))
 _FORWARDED_SWITCHES = (("resume", "--resume"), ("json", "--json"), ("hflip", "--hflip"),
                        ("learn_sigma", "--learn-sigma"), ("token_positions", "--token-positions"))
 _FORWARDED_OFF_SWITCHES = (("pooled_text", "--no-pooled-text"),)
@@ -125,8 +130,27 @@ def build_config(args: argparse.Namespace) -> Any:
             raise UsageError(f"Cannot resume with --no-pooled-text: the run in {args.out} was trained with the "
                              "pooled prompt; start a new run (--init-from can start it from this one).")
         config = replace(config, unet=replace(config.unet, pooled_text=False))
+    sizes = _feature_sizes(getattr(args, "cross_attention", None))
+    if sizes is not None and set(sizes) != set(config.unet.cross_attention_resolutions):
+        if args.resume and saved.is_file():
+            raise UsageError(f"Cannot resume with --cross-attention {args.cross_attention}: the run in {args.out} "
+                             "has cross-attention at other sizes; start a new run (--init-from can start it "
+                             "from this one).")
+        config = replace(config, unet=replace(config.unet, cross_attention_resolutions=sizes))
     config.validate()
     return config
+
+
+def _feature_sizes(text: str | None) -> tuple[int, ...] | None:
+    """'32,16,8' as (32, 16, 8), largest first; None when the flag is not given."""
+    if text is None:
+        return None
+    try:
+        sizes = tuple(sorted({int(part) for part in text.split(",")}, reverse=True))
+    except ValueError:
+        raise UsageError(f"--cross-attention takes feature sizes separated by commas, e.g. 32,16,8; "
+                         f"got '{text}'.") from None
+    return sizes
 
 
 def _absolute(path: str | None) -> str | None:

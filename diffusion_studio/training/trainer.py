@@ -145,11 +145,15 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         elif init is not None:  # rank 0 only; DDP broadcasts rank 0's weights to the others
-            own = self.model.state_dict()  # new token-position keys keep their zeros
+            own = self.model.state_dict()  # new token-position keys and attention layers keep their init
             weights = {**own, **{k: v for k, v in init.ema.items() if k in own}}
             self.model.load_state_dict(weights)
             self.ema.load_state_dict(weights)
-            changes = (["new zero token-position keys"] if any(k not in init.ema for k in own) else []) + (
+            added = sorted(set(cfg.unet.cross_attention_resolutions)
+                           - set(init.unet_config.cross_attention_resolutions), reverse=True)
+            new_positions = cfg.unet.token_positions and not init.unet_config.token_positions
+            changes = (["new zero token-position keys"] if new_positions else []) + (
+                ["new cross-attention at " + ", ".join(f"{r}²" for r in added) + " (zero output)"] if added else []) + (
                 ["its pooled-prompt FiLM weights left out"] if any(k not in own for k in init.ema) else [])
             self.notes.append(f"started from the EMA weights of {init.path} (step {init.step})"
                               + (f", with {' and '.join(changes)}." if changes else "."))
@@ -380,12 +384,16 @@ def load_init_weights(config: TrainConfig) -> Checkpoint | None:
     if not config.init_from:
         return None
     ck = load_checkpoint(Path(config.init_from).expanduser())
-    # Two changes are allowed: adding token-position keys (they start at zero, so the new U-Net
-    # computes what the old one did) and dropping the pooled prompt from FiLM (its weights are left out).
+    # Three changes are allowed: adding token-position keys or cross-attention at more feature sizes
+    # (both start at zero output, so the new U-Net computes what the old one did) and dropping the
+    # pooled prompt from FiLM (its weights are left out).
     source = ck.unet_config
+    added = set(config.unet.cross_attention_resolutions) - set(source.cross_attention_resolutions)
     target = replace(config.unet,
                      token_positions=0 if source.token_positions == 0 else config.unet.token_positions,
-                     pooled_text=True if source.pooled_text else config.unet.pooled_text)
+                     pooled_text=True if source.pooled_text else config.unet.pooled_text,
+                     cross_attention_resolutions=tuple(r for r in config.unet.cross_attention_resolutions
+                                                       if r not in added))
     if target != source:
         raise UsageError(f"--init-from {config.init_from}: its U-Net differs from the configured one "
                          "(the architecture must match to start from its weights).")

@@ -69,7 +69,8 @@ def test_nproc_forwards_every_option_but_itself(tmp_path):
             "--batch-size", "4", "--image-size", "16", "--lr", "0.001", "--seed", "3", "--device", "cpu",
             "--threads", "1", "--sample-every", "0", "--checkpoint-every", "2", "--two-shape-share", "0.25",
             "--p-uncond", "0.2", "--ema-decay", "0.99", "--init-from", str(tmp_path / "a"), "--resume", "--json",
-            "--hflip", "--schedule", "cosine", "--learn-sigma", "--token-positions", "--no-pooled-text"]
+            "--hflip", "--schedule", "cosine", "--learn-sigma", "--token-positions", "--no-pooled-text",
+            "--cross-attention", "8"]
     parser = build_parser()
     args = parser.parse_args([*argv, "--nproc", "2"])
     forwarded = forwarded_args(args)
