@@ -39,3 +39,22 @@ def tiny_config(**overrides) -> TrainConfig:
     for k, v in fields.items():
         setattr(cfg, k, v)
     return cfg
+
+
+def export_and_generate(run_dir, bundle):
+    """Export a 16×16 run with the parity check (ONNX Runtime against PyTorch), assert it passed,
+    and return one generated image (uint8 [16, 16, 3]) from the bundle."""
+    import json
+
+    import numpy as np
+
+    from diffusion_studio.inference.latent import make_pipeline, open_model
+    from diffusion_studio.inference.pipeline import GenerationRequest
+    from exporter.cli import main as export_main
+
+    assert export_main([str(run_dir), "--out", str(bundle)]) == 0
+    assert json.loads((bundle / "validation.json").read_text())["passed"] is True
+    image = make_pipeline(open_model(bundle)).generate(
+        GenerationRequest(prompt="a red circle", steps=4, seed=0)).images[0]
+    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    return image

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ from diffusion_studio.errors import UsageError
 from diffusion_studio.training.checkpoints import load_checkpoint
 from diffusion_studio.training.trainer import Trainer
 from diffusion_studio.training.unet import UNet
-from tests.training.conftest import tiny_config, tiny_unet
+from tests.training.conftest import export_and_generate, tiny_config, tiny_unet
 
 
 def _at_both_sizes():
@@ -79,9 +78,6 @@ def test_cli_trains_exports_and_refuses_bad_sizes_and_a_resume_that_changes_them
     """The real chain: train --cross-attention 16,8 from a run with 8 only, export with the parity
     check (ONNX Runtime against PyTorch), generate; bad sizes and a resume that changes them: one line."""
     from diffusion_studio.cli import main
-    from diffusion_studio.inference.latent import make_pipeline, open_model
-    from diffusion_studio.inference.pipeline import GenerationRequest
-    from exporter.cli import main as export_main
 
     common = ["--preset", "cpu-quick", "--image-size", "16", "--batch-size", "2", "--threads", "1",
               "--sample-every", "0", "--json"]
@@ -104,9 +100,4 @@ def test_cli_trains_exports_and_refuses_bad_sizes_and_a_resume_that_changes_them
     assert "Cannot resume with --cross-attention 16,8" in err and err.count("\n") == 1
     # the same sizes on resume change nothing
     assert main(["train", *common, "--out", str(plain), "--steps", "3", "--resume", "--cross-attention", "8"]) == 0
-    bundle = tmp_path / "bundle"
-    assert export_main([str(wider), "--out", str(bundle)]) == 0
-    assert json.loads((bundle / "validation.json").read_text())["passed"] is True
-    pipe = make_pipeline(open_model(bundle))
-    image = pipe.generate(GenerationRequest(prompt="a red circle", steps=4, seed=0)).images[0]
-    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    export_and_generate(wider, tmp_path / "bundle")

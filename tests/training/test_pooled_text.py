@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,7 +12,7 @@ from diffusion_studio.errors import UsageError
 from diffusion_studio.training.checkpoints import load_checkpoint
 from diffusion_studio.training.trainer import Trainer
 from diffusion_studio.training.unet import UNet, UNetConfig
-from tests.training.conftest import tiny_config, tiny_unet
+from tests.training.conftest import export_and_generate, tiny_config, tiny_unet
 
 
 def _without_pooled_text() -> UNetConfig:
@@ -80,9 +79,6 @@ def test_cli_trains_exports_and_refuses_a_resume_that_drops_it(tmp_path, capsys)
     """The real chain: train --no-pooled-text --token-positions from a plain run, export with the
     parity check (ONNX Runtime against PyTorch), generate; --resume of a plain run cannot drop it."""
     from diffusion_studio.cli import main
-    from diffusion_studio.inference.latent import make_pipeline, open_model
-    from diffusion_studio.inference.pipeline import GenerationRequest
-    from exporter.cli import main as export_main
 
     common = ["--preset", "cpu-quick", "--image-size", "16", "--batch-size", "2", "--threads", "1",
               "--sample-every", "0", "--json"]
@@ -96,9 +92,4 @@ def test_cli_trains_exports_and_refuses_a_resume_that_drops_it(tmp_path, capsys)
     assert main(["train", *common, "--out", str(plain), "--steps", "4", "--resume", "--no-pooled-text"]) == 2
     err = capsys.readouterr().err
     assert "Cannot resume with --no-pooled-text" in err and err.count("\n") == 1
-    bundle = tmp_path / "bundle"
-    assert export_main([str(off), "--out", str(bundle)]) == 0
-    assert json.loads((bundle / "validation.json").read_text())["passed"] is True
-    pipe = make_pipeline(open_model(bundle))
-    image = pipe.generate(GenerationRequest(prompt="a red circle", steps=4, seed=0)).images[0]
-    assert image.shape == (16, 16, 3) and image.dtype == np.uint8
+    export_and_generate(off, tmp_path / "bundle")
