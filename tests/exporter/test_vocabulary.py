@@ -104,11 +104,11 @@ def test_the_shipped_bundle_declares_the_shapes_vocabulary_and_no_absolute_path(
     folder = default_model_dir()
     spec = read_model_json(folder)
     pair_words = ("and", "next", "to", "beside")
-    assert spec.vocabulary == (*SHAPES_WORDS, *pair_words)  # v2 was trained with two-object examples
-    assert spec.provenance.run == "../../../runs/shapes-v2"
-    assert spec.provenance.extra["checkpoint"] == "../../../runs/shapes-v2/checkpoints/step-00006299.safetensors"
+    assert spec.vocabulary == (*SHAPES_WORDS, *pair_words)  # trained with two-object examples
+    assert spec.provenance.run == "../../../runs/shapes-v2d"
+    assert spec.provenance.extra["checkpoint"] == "../../../runs/shapes-v2d/checkpoints/step-00006397.safetensors"
     for name in ("model.json", "unet.onnx", "unet.fp16.onnx", "validation.json"):
         assert b"/work/" not in (folder / name).read_bytes(), name
     loaded = load_bundle(folder, device="cpu")
     assert loaded.vocabulary == (*SHAPES_WORDS, *pair_words)
-    assert loaded.model_hash == "1b455d2527"
+    assert loaded.model_hash == "9dd0357561"
